@@ -1,0 +1,11 @@
+"""The rasterizer: primitives, cameras and one differentiable ``render()`` for every backend.
+
+This is the project's ground floor: it imports nothing else from sparsesplat. Backends live in
+``backends/`` (torch reference, cpu C++, cuda, gsplat); shared per-primitive math in ``csrc/<primitive>.h``.
+"""
+
+from .cameras import Cameras
+from .primitives import Gaussians
+from .render import RenderMeta, RenderOutput, render
+
+__all__ = ["Cameras", "Gaussians", "RenderMeta", "RenderOutput", "render"]

@@ -1,0 +1,67 @@
+"""Primitive types rendered by ``render()``. Values are activated (positive scales, opacities in [0, 1]).
+
+Colours are either spherical-harmonics coefficients ``sh`` (N, (deg+1)^2, 3), turned into RGB per view as
+max(0, SH(dir) + 0.5) with dir from the camera centre to the primitive's centre, or plain ``colors`` (N, 3)
+used as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class _Appearance:
+    opacities: torch.Tensor
+    sh: Optional[torch.Tensor] = None
+    colors: Optional[torch.Tensor] = None
+
+    def _check_appearance(self, n: int, name: str) -> None:
+        if (self.sh is None) == (self.colors is None):
+            raise ValueError(f"{name}: give exactly one of sh (N,K,3) or colors (N,3)")
+        if self.opacities.shape != (n,):
+            raise ValueError(f"{name}: opacities must be ({n},), got {tuple(self.opacities.shape)}")
+        if self.sh is not None:
+            k = self.sh.shape[1] if self.sh.ndim == 3 else -1
+            if self.sh.ndim != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3 or k not in (1, 4, 9, 16):
+                raise ValueError(
+                    f"{name}: sh must be ({n}, K, 3) with K in 1, 4, 9, 16; got {tuple(self.sh.shape)}"
+                )
+        if self.colors is not None and self.colors.shape != (n, 3):
+            raise ValueError(f"{name}: colors must be ({n}, 3), got {tuple(self.colors.shape)}")
+
+    @property
+    def max_sh_degree(self) -> Optional[int]:
+        if self.sh is None:
+            return None
+        return int(round(self.sh.shape[1] ** 0.5)) - 1
+
+
+@dataclass
+class Gaussians(_Appearance):
+    """N 3D Gaussians: means (N,3), quats (N,4) wxyz (any norm), scales (N,3) > 0, opacities (N,)."""
+
+    means: torch.Tensor = None
+    quats: torch.Tensor = None
+    scales: torch.Tensor = None
+
+    def __init__(self, means, quats, scales, opacities, sh=None, colors=None):
+        self.means, self.quats, self.scales = means, quats, scales
+        self.opacities, self.sh, self.colors = opacities, sh, colors
+        n = means.shape[0]
+        if means.shape != (n, 3) or quats.shape != (n, 4) or scales.shape != (n, 3):
+            raise ValueError(
+                "Gaussians: means (N,3), quats (N,4), scales (N,3) expected; got "
+                f"{tuple(means.shape)}, {tuple(quats.shape)}, {tuple(scales.shape)}"
+            )
+        self._check_appearance(n, "Gaussians")
+
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def centers(self) -> torch.Tensor:
+        return self.means

@@ -1,0 +1,160 @@
+"""``render()``: the one entry point of the rasterizer, the same for every primitive and backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import backends
+from .cameras import Cameras
+from .primitives import Gaussians
+from .sh import sh_to_rgb
+
+RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
+RASTERIZE_MODES = ("classic", "antialiased")
+
+
+@dataclass
+class RenderMeta:
+    """What densification and the viewer need from a render.
+
+    means2d: (C,N,2) screen positions; after ``loss.backward()`` its ``.grad`` holds the view-space
+        positional gradient (it is a non-leaf tensor with ``retain_grad()`` when gradients are on).
+    radii: (C,N,2) int32 per-axis pixel bounds (0 = culled); visibility: (C,N) bool;
+    max_weight: (C,N) max blending weight over pixels; depths: (C,N) view-space depth of the centres.
+    """
+
+    means2d: torch.Tensor
+    radii: torch.Tensor
+    visibility: torch.Tensor
+    max_weight: torch.Tensor
+    depths: torch.Tensor
+    width: int
+    height: int
+    backend: str
+
+
+@dataclass
+class RenderOutput:
+    """colors (C,H,W,3) (None in depth-only modes), alphas (C,H,W,1), depths (C,H,W,1) or None."""
+
+    colors: Optional[torch.Tensor]
+    alphas: torch.Tensor
+    depths: Optional[torch.Tensor]
+    meta: RenderMeta
+
+
+def _sanitize(g: Gaussians):
+    """Replace non-finite or degenerate primitives by harmless, fully transparent ones.
+
+    ``torch.where`` keeps gradients of the others exact and gives the culled ones zero gradient.
+    """
+    appearance = g.sh.flatten(1) if g.sh is not None else g.colors
+    ok = (
+        torch.isfinite(g.means).all(-1) & torch.isfinite(g.quats).all(-1) & torch.isfinite(g.scales).all(-1)
+        & torch.isfinite(g.opacities) & torch.isfinite(appearance).all(-1)
+        & (g.quats.norm(dim=-1) > 0) & (g.scales >= 0).all(-1)
+    )
+    if bool(ok.all()):
+        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors
+    col = ok[:, None]
+    unit_q = torch.zeros_like(g.quats)
+    unit_q[:, 0] = 1
+    means = torch.where(col, g.means, torch.zeros_like(g.means))
+    quats = torch.where(col, g.quats, unit_q)
+    scales = torch.where(col, g.scales, torch.ones_like(g.scales))
+    opac = torch.where(ok, g.opacities, torch.zeros_like(g.opacities))
+    sh = None if g.sh is None else torch.where(ok[:, None, None], g.sh, torch.zeros_like(g.sh))
+    colors = None if g.colors is None else torch.where(col, g.colors, torch.zeros_like(g.colors))
+    return means, quats, scales, opac, sh, colors
+
+
+def _background(background, C, ref: torch.Tensor) -> torch.Tensor:
+    if background is None:
+        return torch.zeros(C, 3, dtype=ref.dtype, device=ref.device)
+    bg = torch.as_tensor(background, dtype=ref.dtype, device=ref.device)
+    if bg.shape == (3,):
+        bg = bg.expand(C, 3)
+    if bg.shape != (C, 3):
+        raise ValueError(f"background must be (3,) or ({C},3); got {tuple(bg.shape)}")
+    return bg
+
+
+def render(
+    prims: Gaussians,
+    cams: Cameras,
+    backend: str = "auto",
+    sh_degree: Optional[int] = None,
+    background=None,
+    render_mode: str = "RGB+ED",
+    rasterize_mode: str = "classic",
+    eps2d: float = 0.3,
+    near: float = 0.01,
+    far: float = 1e10,
+    tile_size: int = 16,
+) -> RenderOutput:
+    """Render primitives into a batch of cameras, differentiably.
+
+    Args:
+        prims: activated primitives (``Gaussians``: means (N,3), quats (N,4) wxyz, scales (N,3),
+            opacities (N,), sh (N,K,3) or colors (N,3)).
+        cams: ``Cameras`` with viewmats (C,4,4) world->camera (OpenCV), Ks (C,3,3), width, height.
+            Gradients flow to ``cams.viewmats`` (pose refinement).
+        backend: 'auto' | 'torch' | 'cpu' | 'cuda' | 'gsplat'.
+        sh_degree: SH degree to use (default: all the coefficients given).
+        background: (3,) or (C,3) colour added where the scene is transparent; default black.
+        render_mode: 'RGB', 'D' (accumulated depth), 'ED' (expected depth), 'RGB+D' or 'RGB+ED'.
+        rasterize_mode: 'classic' or 'antialiased' (Mip-Splatting's opacity compensation).
+
+    Returns:
+        ``RenderOutput`` with colors (C,H,W,3), alphas (C,H,W,1), depths (C,H,W,1) or None, and meta.
+    """
+    if render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
+    if not isinstance(prims, Gaussians):
+        raise TypeError(f"render() does not support {type(prims).__name__} yet")
+    impl = backends.resolve(backend, prims.means.device)
+    C, W, H = len(cams), cams.width, cams.height
+    viewmats = cams.viewmats.to(prims.means.dtype)
+    Ks = cams.Ks.to(prims.means.dtype)
+    means, quats, scales, opac, sh, colors = _sanitize(prims)
+
+    proj = impl.project_gaussians(
+        means, quats, scales, opac, viewmats, Ks, W, H,
+        eps2d=eps2d, near=near, far=far, antialiased=rasterize_mode == "antialiased",
+    )
+    if proj.means2d.requires_grad:
+        proj.means2d.retain_grad()
+    if sh is not None:
+        degree = prims.max_sh_degree if sh_degree is None else sh_degree
+        centers = Cameras(viewmats, Ks, W, H).centers
+        rgb = sh_to_rgb(sh, means[None] - centers[:, None], degree)
+    else:
+        rgb = colors[None].expand(C, -1, -1)
+    feats, alphas, max_weight = impl.rasterize(
+        proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size
+    )
+    out_colors = None
+    if "RGB" in render_mode:
+        bg = _background(background, C, feats)
+        out_colors = feats[..., :3] + (1.0 - alphas) * bg[:, None, None, :]
+    depths = None
+    if render_mode.endswith("ED"):
+        depths = torch.where(alphas > 0, feats[..., 3:] / alphas.clamp_min(1e-10), torch.zeros_like(alphas))
+    elif render_mode.endswith("D"):
+        depths = feats[..., 3:]
+    meta = RenderMeta(
+        means2d=proj.means2d,
+        radii=proj.radii,
+        visibility=(proj.radii > 0).all(-1),
+        max_weight=max_weight,
+        depths=proj.depths.detach(),
+        width=W,
+        height=H,
+        backend=impl.__name__.rsplit(".", 1)[-1],
+    )
+    return RenderOutput(colors=out_colors, alphas=alphas, depths=depths, meta=meta)

@@ -1,0 +1,25 @@
+"""Shared test set-up: where the real scenes are, and where JIT-built extensions are cached."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Compiled backends land in one known, git-ignored place so repeated runs reuse the build.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
+
+
+def shared_data_dir() -> Path:
+    """../shared/data beside the repository (or $SPARSESPLAT_DATA)."""
+    return Path(os.environ.get("SPARSESPLAT_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real scenes not found at {path} (set SPARSESPLAT_DATA to the folder holding lego and fern)")
+    return path
