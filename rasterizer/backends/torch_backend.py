@@ -183,6 +183,7 @@ def rasterize(means2d, conics, colors, opacities, depths, radii, width, height, 
         maxw = torch.zeros(N, dtype=dt, device=dev)
         cam_feats = torch.cat([colors[cam], depths[cam, :, None]], dim=-1)  # (N,4)
         nonempty = (counts > 0).nonzero()[:, 0]
+        nonempty = nonempty[torch.sort(counts[nonempty], stable=True).indices]  # similar lengths share a chunk
         i = 0
         while i < len(nonempty):
             # grow the chunk while the padded size fits the budget

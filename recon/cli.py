@@ -1,0 +1,115 @@
+"""The ``sparsesplat`` command line: subcommands generated from dataclasses with tyro.
+
+Usage errors are condensed to one line (``sparsesplat: error: ...``) with exit code 2; errors about the
+user's data (a ``ValueError`` raised while loading, such as ``DatasetError``) print their message and exit 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional, Union
+
+import tyro
+
+from sparsesplat import __version__
+
+
+@dataclass
+class Inspect:
+    """Load a scene (photos, COLMAP, Blender, LLFF or DTU), print a summary and write a contact sheet."""
+
+    data: tyro.conf.Positional[Path]
+    """Scene folder."""
+    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("runs/inspect")
+    """Output folder for contact_sheet.png."""
+    format: str = "auto"
+    """auto | photos | colmap | blender | llff | dtu."""
+    protocol: Optional[str] = None
+    """Sparse-view protocol, e.g. llff3, blender8, dtu3, mip360-24."""
+    downscale: float = 1.0
+    """Image downscale factor (2 = half size); K is scaled to match."""
+
+    def run(self) -> int:
+        from sparsesplat.datasets import load
+
+        from .contact_sheet import contact_sheet, save_png
+
+        scene = load(self.data, format=self.format, protocol=self.protocol, downscale=self.downscale)
+        print(scene.summary())
+        roles = {i: "train" for i in scene.train_ids} | {i: "test" for i in scene.test_ids}
+        labels = [f"{i}: {name} ({roles.get(i, '-')})" for i, name in enumerate(scene.names)]
+        sheet = contact_sheet(scene.images.numpy(), labels)
+        path = self.out / "contact_sheet.png"
+        save_png(sheet, path)
+        print(f"contact sheet: {path}")
+        return 0
+
+
+@dataclass
+class Info:
+    """Print versions and which rasterizer backends work here (builds the CPU backend on first use)."""
+
+    build: bool = True
+    """Try to build the compiled backends (takes about a minute the first time)."""
+
+    def run(self) -> int:
+        import platform
+
+        import torch
+
+        from sparsesplat.rasterizer import backends
+
+        print(f"sparsesplat {__version__}, Python {platform.python_version()}, torch {torch.__version__}")
+        print(f"CUDA available: {torch.cuda.is_available()}")
+        for name in backends.BACKENDS:
+            ok = backends.is_available(name) if (self.build or name in ("torch", "gsplat")) else None
+            state = {True: "available", False: "unavailable", None: "not checked"}[ok]
+            print(f"  backend {name:7s} {state}")
+        return 0
+
+
+Command = Union[
+    Annotated[Inspect, tyro.conf.subcommand("inspect")],
+    Annotated[Info, tyro.conf.subcommand("info")],
+]
+
+
+def _one_line(text: str) -> str:
+    """The gist of tyro's boxed error message, on one line."""
+    lines = [re.sub(r"^[\s│╭╰─┬┴├┤╮╯]+|[\s│╭╰─┬┴├┤╮╯]+$", "", ln) for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("For full helptext") and not set(ln) <= set("─")]
+    return " ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "invalid arguments")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in (["--version"], ["-V"]):
+        print(f"sparsesplat {__version__}")
+        return 0
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            cmd = tyro.cli(Command, args=args, prog="sparsesplat", description=__doc__.splitlines()[0])
+    except SystemExit as e:
+        if e.code not in (0, None):
+            print(f"sparsesplat: error: {_one_line(err.getvalue())} (see sparsesplat --help)", file=sys.stderr)
+            raise SystemExit(2)
+        sys.stderr.write(err.getvalue())
+        raise
+    try:
+        return cmd.run()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"sparsesplat: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sparsesplat: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
