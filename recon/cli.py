@@ -18,6 +18,8 @@ import tyro
 
 from sparsesplat import __version__
 
+from .pipeline import ReconstructConfig
+
 
 @dataclass
 class Inspect:
@@ -73,7 +75,26 @@ class Info:
         return 0
 
 
+class Reconstruct(ReconstructConfig):
+    """Reconstruct a scene from posed views (COLMAP, Blender, LLFF or DTU) into a run folder."""
+
+    def run(self) -> int:
+        from .pipeline import apply_full_schedule, reconstruct
+        from .progress import TrainingProgress
+
+        if self.full:
+            apply_full_schedule(self)
+        with TrainingProgress(self.train.iters) as bar:
+            metrics = reconstruct(self, progress=bar.update, log=bar.log)
+        psnr = metrics.get("psnr")
+        tail = f", test PSNR {psnr:.2f} dB, SSIM {metrics['ssim']:.3f}" if psnr is not None else ""
+        print(f"done: {metrics['num_primitives']} Gaussians in {metrics['train_seconds']:.0f} s{tail}")
+        print(f"run folder: {self.out}")
+        return 0
+
+
 Command = Union[
+    Annotated[Reconstruct, tyro.conf.subcommand("reconstruct")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Info, tyro.conf.subcommand("info")],
 ]

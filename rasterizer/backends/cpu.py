@@ -1,0 +1,138 @@
+"""C++/OpenMP Gaussian backend: the compiled kernels of ``csrc/`` behind autograd Functions.
+
+Provides the two stage functions every backend has (see ``backends/__init__.py``); gradients are analytic
+(``csrc/gaussian.h``), not autograd. The extension is built on first call (``rasterizer/build.py``).
+float64 inputs run in float64 (used by gradcheck); everything else runs in float32.
+``cuda.py`` reuses these wrappers with the CUDA extension.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..build import load_extension
+from .types import Projection
+
+
+def _dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _prep(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.detach().to(dtype).contiguous()
+
+
+def _grad(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if g is None else g.to(like.dtype).contiguous()
+
+
+def _check(kind: str, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple]) -> None:
+    """Device and shape checks before the tensors reach C++ (which trusts them)."""
+    for name, t in tensors.items():
+        if t.device.type != kind:
+            raise ValueError(f"the {kind} rasterizer backend needs {kind} tensors; {name} is on {t.device}")
+        want = shapes[name]
+        if t.ndim != len(want) or any(w is not None and s != w for s, w in zip(t.shape, want)):
+            pretty = tuple("*" if w is None else w for w in want)
+            raise ValueError(f"{name} must have shape {pretty}, got {tuple(t.shape)}")
+
+
+def _make(kind: str) -> tuple[Callable, Callable]:
+    """(project_gaussians, rasterize) bound to the ``kind`` extension."""
+
+    class _Project(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far, aa):
+            dt = _dtype(means)
+            ins = [_prep(t, dt) for t in (means, quats, scales, opacities, viewmats, Ks)]
+            out = load_extension(kind).project_gaussians_fwd(*ins, width, height, eps2d, near, far, aa)
+            means2d, conics, depths, opac, radii = out
+            ctx.save_for_backward(*ins, radii)
+            ctx.args = (width, height, eps2d, near, far, aa)
+            ctx.in_dtypes = [t.dtype for t in (means, quats, scales, opacities, viewmats)]
+            ctx.mark_non_differentiable(radii)
+            return means2d, conics, depths, opac, radii
+
+        @staticmethod
+        def backward(ctx, v_means2d, v_conics, v_depths, v_opac, _v_radii):
+            *ins, radii = ctx.saved_tensors
+            means2d_like = torch.empty(radii.shape[:2] + (2,), dtype=ins[0].dtype, device=radii.device)
+            conics_like = torch.empty(radii.shape[:2] + (3,), dtype=ins[0].dtype, device=radii.device)
+            scalar_like = torch.empty(radii.shape[:2], dtype=ins[0].dtype, device=radii.device)
+            grads = load_extension(kind).project_gaussians_bwd(
+                *ins, *ctx.args, radii,
+                _grad(v_means2d, means2d_like), _grad(v_conics, conics_like),
+                _grad(v_depths, scalar_like), _grad(v_opac, scalar_like),
+            )
+            out = [g.to(dt) if need else None
+                   for g, dt, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad[:5])]
+            return (*out, None, None, None, None, None, None, None)
+
+    class _Rasterize(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, means2d, conics, colors, opacities, depths, radii, width, height, tile_size):
+            dt = _dtype(means2d)
+            ins = [_prep(t, dt) for t in (means2d, conics, colors, opacities, depths)]
+            radii_i = radii.detach().to(torch.int32).contiguous()
+            feats, alphas, max_w, offsets, ids, last, T_final = load_extension(kind).rasterize_fwd(
+                *ins, radii_i, width, height, tile_size
+            )
+            ctx.save_for_backward(*ins, offsets, ids, last, T_final)
+            ctx.args = (width, height, tile_size)
+            ctx.in_dtypes = [t.dtype for t in (means2d, conics, colors, opacities, depths)]
+            ctx.mark_non_differentiable(max_w)
+            return feats, alphas, max_w
+
+        @staticmethod
+        def backward(ctx, v_feats, v_alphas, _v_max_w):
+            m2, con, col, op, dep, offsets, ids, last, T_final = ctx.saved_tensors
+            C, N = m2.shape[:2]
+            H, W = last.shape[1:]
+            feats_like = torch.empty((C, H, W, 4), dtype=m2.dtype, device=m2.device)
+            alphas_like = torch.empty((C, H, W, 1), dtype=m2.dtype, device=m2.device)
+            grads = load_extension(kind).rasterize_bwd(
+                m2, con, col, op, dep, *ctx.args, offsets, ids, last, T_final,
+                _grad(v_feats, feats_like), _grad(v_alphas, alphas_like),
+            )
+            out = [g.to(dt) if need else None
+                   for g, dt, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad[:5])]
+            return (*out, None, None, None, None)
+
+    def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height,
+                          eps2d=0.3, near=0.01, far=1e10, antialiased=False) -> Projection:
+        """EWA projection of N Gaussians into C cameras (see ``backends/__init__.py``).
+
+        means (N,3), quats (N,4) wxyz any norm, scales (N,3), opacities (N,), viewmats (C,4,4), Ks (C,3,3).
+        Returns a ``Projection`` of (C,N,...) tensors; culled entries are zero with radii 0.
+        """
+        N, C = means.shape[0], viewmats.shape[0]
+        _check(kind, dict(means=means, quats=quats, scales=scales, opacities=opacities, viewmats=viewmats, Ks=Ks),
+               dict(means=(N, 3), quats=(N, 4), scales=(N, 3), opacities=(N,), viewmats=(C, 4, 4), Ks=(C, 3, 3)))
+        out = _Project.apply(means, quats, scales, opacities, viewmats, Ks, int(width), int(height),
+                             float(eps2d), float(near), float(far), bool(antialiased))
+        return Projection(*out)
+
+    def rasterize(means2d, conics, colors, opacities, depths, radii, width, height, tile_size=16):
+        """Front-to-back compositing in 16x16 tiles.
+
+        means2d (C,N,2), conics (C,N,3), colors (C,N,3), opacities (C,N), depths (C,N), radii (C,N,2).
+        Returns feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1) = 1 - T, max_weight (C,N).
+        """
+        C, N = means2d.shape[:2]
+        _check(kind, dict(means2d=means2d, conics=conics, colors=colors, opacities=opacities, depths=depths,
+                          radii=radii),
+               dict(means2d=(C, N, 2), conics=(C, N, 3), colors=(C, N, 3), opacities=(C, N), depths=(C, N),
+                    radii=(C, N, 2)))
+        if int(tile_size) <= 0 or int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"width, height and tile_size must be positive; got {width}, {height}, {tile_size}")
+        return _Rasterize.apply(means2d, conics, colors, opacities, depths, radii,
+                                int(width), int(height), int(tile_size))
+
+    return project_gaussians, rasterize
+
+
+project_gaussians, rasterize = _make("cpu")
+
+__all__ = ["project_gaussians", "rasterize", "Projection"]

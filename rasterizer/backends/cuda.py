@@ -1,0 +1,14 @@
+"""CUDA Gaussian backend: the kernels of ``csrc/cuda`` (same math headers as the CPU backend).
+
+Same two stage functions and autograd wrappers as ``cpu.py``; the extension is built on first call and
+needs a CUDA build of PyTorch plus nvcc (``rasterizer/build.py``). Inputs must be CUDA tensors.
+"""
+
+from __future__ import annotations
+
+from .cpu import _make
+from .types import Projection
+
+project_gaussians, rasterize = _make("cuda")
+
+__all__ = ["project_gaussians", "rasterize", "Projection"]

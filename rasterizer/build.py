@@ -1,0 +1,118 @@
+"""Just-in-time builds of the compiled rasterizer backends (C++/OpenMP and CUDA).
+
+Nothing is compiled at import: ``load_extension(kind)`` builds on first use with
+``torch.utils.cpp_extension.load`` (ninja), caches the module for the process and the objects on disk
+(``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/sparsesplat/torch_extensions/<torch version>``), and raises
+``BackendUnavailable`` with the compiler's message when the build fails. ``is_available(kind)`` never raises.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+_SOURCES = {
+    "cpu": ["cpu/bindings.cpp", "cpu/projection.cpp", "cpu/rasterize.cpp"],
+    "cuda": ["cuda/bindings.cpp", "cuda/projection.cu", "cuda/rasterize.cu"],
+}
+_NAMES = {"cpu": "sparsesplat_cpu", "cuda": "sparsesplat_cuda"}
+
+_modules: dict[str, ModuleType] = {}
+_failures: dict[str, "BackendUnavailable"] = {}
+_lock = threading.Lock()
+
+
+class BackendUnavailable(RuntimeError):
+    """A compiled backend cannot be used here; the message says why (compiler output included)."""
+
+
+def build_directory(kind: str) -> Path:
+    """Where the ``kind`` extension is built and cached."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "sparsesplat" / "torch_extensions" / torch.__version__
+    return base / _NAMES[kind]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _SOURCES:
+        raise ValueError(f"unknown compiled backend {kind!r}; choose 'cpu' or 'cuda'")
+
+
+def _needs_build(kind: str, build_dir: Path) -> bool:
+    """Whether the cached library is missing or older than a source (only decides the notice)."""
+    lib = build_dir / f"{_NAMES[kind]}.so"
+    if not lib.exists():
+        return True
+    newest = max(p.stat().st_mtime for p in CSRC.rglob("*") if p.suffix in (".h", ".cpp", ".cu"))
+    return newest > lib.stat().st_mtime
+
+
+def _build(kind: str) -> ModuleType:
+    from torch.utils import cpp_extension
+
+    if kind == "cuda":
+        if torch.version.cuda is None:
+            raise BackendUnavailable(
+                "the cuda rasterizer needs a CUDA build of PyTorch; this one is CPU-only "
+                f"(torch {torch.__version__}). Use backend='cpu' or install a CUDA wheel."
+            )
+        if cpp_extension.CUDA_HOME is None:
+            raise BackendUnavailable("the cuda rasterizer needs the CUDA toolkit (nvcc); set CUDA_HOME")
+    build_dir = build_directory(kind)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    label = "CPU" if kind == "cpu" else "CUDA"
+    if _needs_build(kind, build_dir):
+        print(f"building sparsesplat {label} rasterizer (first use, ~1 min)...", file=sys.stderr, flush=True)
+    kwargs = dict(
+        name=_NAMES[kind],
+        sources=[str(CSRC / s) for s in _SOURCES[kind]],
+        extra_include_paths=[str(CSRC)],
+        build_directory=str(build_dir),
+        verbose=False,
+    )
+    if kind == "cpu":
+        # No -ffast-math: the NaN/Inf culling relies on IEEE semantics.
+        # -fno-math-errno only lets sqrt compile to one instruction; NaN/Inf semantics are unchanged.
+        kwargs.update(extra_cflags=["-O3", "-fno-math-errno", "-fopenmp"], extra_ldflags=["-fopenmp"])
+    else:
+        # No --use_fast_math either, for the same reason.
+        kwargs.update(extra_cflags=["-O3"], extra_cuda_cflags=["-O3"])
+    try:
+        return cpp_extension.load(**kwargs)
+    except Exception as exc:  # compiler missing, compile error, link error, ...
+        raise BackendUnavailable(
+            f"could not build the sparsesplat {label} rasterizer in {build_dir}:\n{exc}\n"
+            "Install a C++ compiler (and ninja), or use backend='torch'."
+        ) from exc
+
+
+def load_extension(kind: str) -> ModuleType:
+    """The compiled ``kind`` ('cpu' or 'cuda') extension module, building it on first use."""
+    _check_kind(kind)
+    with _lock:
+        if kind in _modules:
+            return _modules[kind]
+        if kind in _failures:
+            raise _failures[kind]
+        try:
+            module = _build(kind)
+        except BackendUnavailable as exc:
+            _failures[kind] = exc
+            raise
+        _modules[kind] = module
+        return module
+
+
+def is_available(kind: str) -> bool:
+    """Whether the ``kind`` backend can be loaded here (builds it on first call); never raises."""
+    try:
+        load_extension(kind)
+    except (BackendUnavailable, ValueError):
+        return False
+    return True

@@ -1,0 +1,159 @@
+// CPU launch code for the Gaussian projection (forward and backward), OpenMP over Gaussians.
+// The math lives in ../gaussian.h and is shared with the CUDA backend.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <omp.h>
+
+#include <vector>
+
+#include "../gaussian.h"
+
+namespace sparsesplat {
+namespace {
+
+template <typename T>
+void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                      const at::Tensor& opacities, const at::Tensor& viewmats, const at::Tensor& Ks, int W, int H,
+                      double eps2d, double near_plane, double far_plane, bool antialiased, at::Tensor& means2d,
+                      at::Tensor& conics, at::Tensor& depths, at::Tensor& opac_out, at::Tensor& radii) {
+    const int64_t C = viewmats.size(0), N = means.size(0);
+    const T* m = means.data_ptr<T>();
+    const T* q = quats.data_ptr<T>();
+    const T* s = scales.data_ptr<T>();
+    const T* o = opacities.data_ptr<T>();
+    const T* vm = viewmats.data_ptr<T>();
+    const T* K = Ks.data_ptr<T>();
+    T* out_m2 = means2d.data_ptr<T>();
+    T* out_con = conics.data_ptr<T>();
+    T* out_d = depths.data_ptr<T>();
+    T* out_o = opac_out.data_ptr<T>();
+    int* out_r = radii.data_ptr<int>();
+#pragma omp parallel for schedule(static)
+    for (int64_t idx = 0; idx < C * N; ++idx) {
+        const int64_t c = idx / N, n = idx % N;
+        const PinholeCamera<T> cam = load_camera(vm + 16 * c, K + 9 * c, W, H);
+        const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cam, T(eps2d),
+                                                         T(near_plane), T(far_plane), antialiased);
+        if (g.valid) {
+            out_m2[2 * idx] = g.mean2d[0];
+            out_m2[2 * idx + 1] = g.mean2d[1];
+            for (int k = 0; k < 3; ++k) out_con[3 * idx + k] = g.conic[k];
+            out_d[idx] = g.p[2];
+            out_o[idx] = g.opacity;
+            out_r[2 * idx] = g.radius[0];
+            out_r[2 * idx + 1] = g.radius[1];
+        } else {  // culled entries are all zeros (outputs were zero-initialized)
+            out_r[2 * idx] = out_r[2 * idx + 1] = 0;
+        }
+    }
+}
+
+template <typename T>
+void project_bwd_impl(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                      const at::Tensor& opacities, const at::Tensor& viewmats, const at::Tensor& Ks, int W, int H,
+                      double eps2d, double near_plane, double far_plane, bool antialiased, const at::Tensor& radii,
+                      const at::Tensor& v_means2d, const at::Tensor& v_conics, const at::Tensor& v_depths,
+                      const at::Tensor& v_opac, at::Tensor& v_means, at::Tensor& v_quats, at::Tensor& v_scales,
+                      at::Tensor& v_opacities, at::Tensor& v_viewmats) {
+    const int64_t C = viewmats.size(0), N = means.size(0);
+    const T* m = means.data_ptr<T>();
+    const T* q = quats.data_ptr<T>();
+    const T* s = scales.data_ptr<T>();
+    const T* o = opacities.data_ptr<T>();
+    const T* vm = viewmats.data_ptr<T>();
+    const T* K = Ks.data_ptr<T>();
+    const int* r = radii.data_ptr<int>();
+    const T* g_m2 = v_means2d.data_ptr<T>();
+    const T* g_con = v_conics.data_ptr<T>();
+    const T* g_d = v_depths.data_ptr<T>();
+    const T* g_o = v_opac.data_ptr<T>();
+    T* out_m = v_means.data_ptr<T>();
+    T* out_q = v_quats.data_ptr<T>();
+    T* out_s = v_scales.data_ptr<T>();
+    T* out_o = v_opacities.data_ptr<T>();
+    T* out_vm = v_viewmats.data_ptr<T>();
+
+    std::vector<PinholeCamera<T>> cams;
+    for (int64_t c = 0; c < C; ++c) cams.push_back(load_camera(vm + 16 * c, K + 9 * c, W, H));
+
+    // Per-thread camera gradients (C x 12: R row-major then t), reduced in thread order at the end so
+    // the result is reproducible.
+    std::vector<std::vector<T>> v_cams(omp_get_max_threads(), std::vector<T>(12 * C, T(0)));
+#pragma omp parallel
+    {
+        std::vector<T>& v_cam = v_cams[omp_get_thread_num()];
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; ++n) {
+            T acc_m[3] = {0, 0, 0}, acc_q[4] = {0, 0, 0, 0}, acc_s[3] = {0, 0, 0}, acc_o = 0;
+            for (int64_t c = 0; c < C; ++c) {
+                const int64_t idx = c * N + n;
+                if (r[2 * idx] <= 0 || r[2 * idx + 1] <= 0) continue;
+                const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cams[c],
+                                                                 T(eps2d), T(near_plane), T(far_plane), antialiased);
+                if (!g.valid) continue;
+                T dm[3], dq[4], ds[3], dopac, dR[9], dt[3];
+                project_gaussian_vjp(g, m + 3 * n, s + 3 * n, o[n], cams[c], T(eps2d), antialiased, g_m2 + 2 * idx,
+                                     g_con + 3 * idx, g_d[idx], g_o[idx], dm, dq, ds, dopac, dR, dt);
+                for (int k = 0; k < 3; ++k) acc_m[k] += dm[k], acc_s[k] += ds[k];
+                for (int k = 0; k < 4; ++k) acc_q[k] += dq[k];
+                acc_o += dopac;
+                T* vc = v_cam.data() + 12 * c;
+                for (int k = 0; k < 9; ++k) vc[k] += dR[k];
+                for (int k = 0; k < 3; ++k) vc[9 + k] += dt[k];
+            }
+            for (int k = 0; k < 3; ++k) out_m[3 * n + k] = acc_m[k], out_s[3 * n + k] = acc_s[k];
+            for (int k = 0; k < 4; ++k) out_q[4 * n + k] = acc_q[k];
+            out_o[n] = acc_o;
+        }
+    }
+    for (const std::vector<T>& v_cam : v_cams)
+        for (int64_t c = 0; c < C; ++c) {
+            T* dst = out_vm + 16 * c;
+            const T* src = v_cam.data() + 12 * c;
+            for (int i = 0; i < 3; ++i) {
+                for (int j = 0; j < 3; ++j) dst[4 * i + j] += src[3 * i + j];
+                dst[4 * i + 3] += src[9 + i];
+            }
+        }
+}
+
+}  // namespace
+
+std::vector<at::Tensor> project_gaussians_fwd_cpu(const at::Tensor& means, const at::Tensor& quats,
+                                                  const at::Tensor& scales, const at::Tensor& opacities,
+                                                  const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
+                                                  int64_t height, double eps2d, double near_plane, double far_plane,
+                                                  bool antialiased) {
+    const int64_t C = viewmats.size(0), N = means.size(0);
+    auto opts = means.options();
+    at::Tensor means2d = at::zeros({C, N, 2}, opts), conics = at::zeros({C, N, 3}, opts);
+    at::Tensor depths = at::zeros({C, N}, opts), opac = at::zeros({C, N}, opts);
+    at::Tensor radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));
+    AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_fwd_cpu", [&] {
+        project_fwd_impl<scalar_t>(means, quats, scales, opacities, viewmats, Ks, int(width), int(height), eps2d,
+                                   near_plane, far_plane, antialiased, means2d, conics, depths, opac, radii);
+    });
+    return {means2d, conics, depths, opac, radii};
+}
+
+std::vector<at::Tensor> project_gaussians_bwd_cpu(const at::Tensor& means, const at::Tensor& quats,
+                                                  const at::Tensor& scales, const at::Tensor& opacities,
+                                                  const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
+                                                  int64_t height, double eps2d, double near_plane, double far_plane,
+                                                  bool antialiased, const at::Tensor& radii,
+                                                  const at::Tensor& v_means2d, const at::Tensor& v_conics,
+                                                  const at::Tensor& v_depths, const at::Tensor& v_opac) {
+    at::Tensor v_means = at::zeros_like(means), v_quats = at::zeros_like(quats);
+    at::Tensor v_scales = at::zeros_like(scales), v_opacities = at::zeros_like(opacities);
+    at::Tensor v_viewmats = at::zeros_like(viewmats);
+    AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_bwd_cpu", [&] {
+        project_bwd_impl<scalar_t>(means, quats, scales, opacities, viewmats, Ks, int(width), int(height), eps2d,
+                                   near_plane, far_plane, antialiased, radii, v_means2d, v_conics, v_depths, v_opac,
+                                   v_means, v_quats, v_scales, v_opacities, v_viewmats);
+    });
+    return {v_means, v_quats, v_scales, v_opacities, v_viewmats};
+}
+
+}  // namespace sparsesplat

@@ -1,0 +1,29 @@
+// Python bindings of the CUDA backend (module "sparsesplat_cuda", built by rasterizer/build.py).
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace sparsesplat {
+std::vector<at::Tensor> project_gaussians_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                  const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                                  int64_t, double, double, double, bool);
+std::vector<at::Tensor> project_gaussians_bwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                  const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                                  int64_t, double, double, double, bool, const at::Tensor&,
+                                                  const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                  const at::Tensor&);
+std::vector<at::Tensor> rasterize_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                          const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t);
+std::vector<at::Tensor> rasterize_bwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                          const at::Tensor&, int64_t, int64_t, int64_t, const at::Tensor&,
+                                          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                          const at::Tensor&);
+}  // namespace sparsesplat
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.doc() = "sparsesplat CUDA Gaussian rasterizer";
+    m.def("project_gaussians_fwd", &sparsesplat::project_gaussians_fwd_cuda);
+    m.def("project_gaussians_bwd", &sparsesplat::project_gaussians_bwd_cuda);
+    m.def("rasterize_fwd", &sparsesplat::rasterize_fwd_cuda);
+    m.def("rasterize_bwd", &sparsesplat::rasterize_bwd_cuda);
+}

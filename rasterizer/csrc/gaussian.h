@@ -1,0 +1,372 @@
+// 3D Gaussian math shared by the CPU and CUDA backends: EWA projection (forward and analytic backward)
+// and the per-sample kernel of the compositing loop. Every function is HOSTDEV and templated on the scalar.
+//
+// Projection of Gaussian n into camera c (DESIGN.md §3):
+//   p = R m + t,  z = p.z;  Sc = R (Rq S)(Rq S)^T R^T;  J = d(pixel)/dp at p clamped to 1.3x the FOV;
+//   S2 = J Sc J^T;  S2b = S2 + eps2d I;  conic = S2b^-1;  o' = o [* sqrt(det S2 / det S2b) if antialiased];
+//   radius_i = ceil(min(3.33, sqrt(2 ln(255 o'))) * sqrt(S2b_ii)).
+#pragma once
+
+#include "common.h"
+
+namespace sparsesplat {
+
+template <typename T>
+struct PinholeCamera {
+    T R[9];  // row-major world->camera rotation
+    T t[3];
+    T fx, fy, cx, cy;
+    int width, height;
+};
+
+template <typename T>
+HOSTDEV PinholeCamera<T> load_camera(const T* viewmat, const T* K, int width, int height) {
+    PinholeCamera<T> cam;
+    for (int i = 0; i < 3; ++i) {
+        for (int j = 0; j < 3; ++j) cam.R[3 * i + j] = viewmat[4 * i + j];
+        cam.t[i] = viewmat[4 * i + 3];
+    }
+    cam.fx = K[0];
+    cam.fy = K[4];
+    cam.cx = K[2];
+    cam.cy = K[5];
+    cam.width = width;
+    cam.height = height;
+    return cam;
+}
+
+// ---- small matrix helpers (row-major 3x3) ----
+
+template <typename T>
+HOSTDEV void mat3_mul(const T* A, const T* B, T* out) {  // out = A B
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+            out[3 * i + j] = A[3 * i] * B[j] + A[3 * i + 1] * B[3 + j] + A[3 * i + 2] * B[6 + j];
+}
+
+template <typename T>
+HOSTDEV void mat3_mul_bt(const T* A, const T* B, T* out) {  // out = A B^T
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+            out[3 * i + j] = A[3 * i] * B[3 * j] + A[3 * i + 1] * B[3 * j + 1] + A[3 * i + 2] * B[3 * j + 2];
+}
+
+template <typename T>
+HOSTDEV void mat3_mul_at(const T* A, const T* B, T* out) {  // out = A^T B
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+            out[3 * i + j] = A[i] * B[j] + A[3 + i] * B[3 + j] + A[6 + i] * B[6 + j];
+}
+
+// Rotation matrix of a unit quaternion (w, x, y, z).
+template <typename T>
+HOSTDEV void quat_to_rotmat(const T* q, T* R) {
+    const T w = q[0], x = q[1], y = q[2], z = q[3];
+    R[0] = T(1) - T(2) * (y * y + z * z);
+    R[1] = T(2) * (x * y - w * z);
+    R[2] = T(2) * (x * z + w * y);
+    R[3] = T(2) * (x * y + w * z);
+    R[4] = T(1) - T(2) * (x * x + z * z);
+    R[5] = T(2) * (y * z - w * x);
+    R[6] = T(2) * (x * z - w * y);
+    R[7] = T(2) * (y * z + w * x);
+    R[8] = T(1) - T(2) * (x * x + y * y);
+}
+
+// Gradient of a loss w.r.t. the unit quaternion, given its gradient V (3x3) w.r.t. quat_to_rotmat(q).
+template <typename T>
+HOSTDEV void quat_to_rotmat_vjp(const T* q, const T* V, T* v_q) {
+    const T w = q[0], x = q[1], y = q[2], z = q[3];
+    v_q[0] = T(2) * (-z * V[1] + y * V[2] + z * V[3] - x * V[5] - y * V[6] + x * V[7]);
+    v_q[1] = T(2) * (y * V[1] + z * V[2] + y * V[3] - T(2) * x * V[4] - w * V[5] + z * V[6] + w * V[7] -
+                     T(2) * x * V[8]);
+    v_q[2] = T(2) * (-T(2) * y * V[0] + x * V[1] + w * V[2] + x * V[3] + z * V[5] - w * V[6] + z * V[7] -
+                     T(2) * y * V[8]);
+    v_q[3] = T(2) * (-T(2) * z * V[0] - w * V[1] + x * V[2] + w * V[3] - T(2) * z * V[4] + y * V[5] + x * V[6] +
+                     y * V[7]);
+}
+
+// Everything the projection computes for one (camera, Gaussian); the backward pass recomputes it.
+template <typename T>
+struct GaussianProjection {
+    bool valid;
+    T p[3];          // camera-space mean
+    T qn[4], qnorm;  // normalized quaternion and the input's norm
+    T Rq[9], M[9];   // rotation of the Gaussian and M = Rq diag(scale)
+    T S3[9], Sc[9];  // world and camera 3D covariances
+    T u, v;          // p.x / z, p.y / z after clamping to 1.3x the field of view
+    bool clamp_x, clamp_y;
+    T J[6];          // 2x3 Jacobian, row-major
+    T S2[3];         // 2D covariance [xx, xy, yy] before the eps2d blur
+    T det2, detb;    // det(S2), det(S2 + eps2d I)
+    T comp;          // antialiasing compensation (1 when not antialiased)
+    T mean2d[2], conic[3], opacity;
+    int radius[2];
+};
+
+// EWA projection of one Gaussian. Returns the full intermediate state; `valid` false means culled.
+template <typename T>
+HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, const T* scale, T opacity,
+                                               const PinholeCamera<T>& cam, T eps2d, T near_plane,
+                                               T far_plane, bool antialiased) {
+    GaussianProjection<T> g;
+    g.valid = false;
+    g.radius[0] = g.radius[1] = 0;
+    bool finite = is_finite(opacity);
+    for (int i = 0; i < 3; ++i) finite = finite && is_finite(mean[i]) && is_finite(scale[i]);
+    for (int i = 0; i < 4; ++i) finite = finite && is_finite(quat[i]);
+    if (!finite) return g;
+
+    for (int i = 0; i < 3; ++i)
+        g.p[i] = cam.R[3 * i] * mean[0] + cam.R[3 * i + 1] * mean[1] + cam.R[3 * i + 2] * mean[2] + cam.t[i];
+    const T z = g.p[2];
+    if (!(is_finite(g.p[0]) && is_finite(g.p[1]) && is_finite(z))) return g;
+    if (!(z >= near_plane && z <= far_plane)) return g;
+
+    g.qnorm = s_sqrt(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3]);
+    if (!(g.qnorm > T(0))) return g;
+    for (int i = 0; i < 4; ++i) g.qn[i] = quat[i] / g.qnorm;
+    quat_to_rotmat(g.qn, g.Rq);
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) g.M[3 * i + j] = g.Rq[3 * i + j] * scale[j];
+    mat3_mul_bt(g.M, g.M, g.S3);
+    T RS[9];
+    mat3_mul(cam.R, g.S3, RS);
+    mat3_mul_bt(RS, cam.R, g.Sc);
+
+    // Jacobian at the mean clamped to 1.3x the field of view (gsplat's convention).
+    const T tan_x = T(0.5) * T(cam.width) / cam.fx, tan_y = T(0.5) * T(cam.height) / cam.fy;
+    const T lim_xp = (T(cam.width) - cam.cx) / cam.fx + T(0.3) * tan_x;
+    const T lim_xn = cam.cx / cam.fx + T(0.3) * tan_x;
+    const T lim_yp = (T(cam.height) - cam.cy) / cam.fy + T(0.3) * tan_y;
+    const T lim_yn = cam.cy / cam.fy + T(0.3) * tan_y;
+    const T u0 = g.p[0] / z, v0 = g.p[1] / z;
+    g.u = s_min(lim_xp, s_max(-lim_xn, u0));
+    g.v = s_min(lim_yp, s_max(-lim_yn, v0));
+    g.clamp_x = !(u0 >= -lim_xn && u0 <= lim_xp);
+    g.clamp_y = !(v0 >= -lim_yn && v0 <= lim_yp);
+    g.J[0] = cam.fx / z;
+    g.J[1] = T(0);
+    g.J[2] = -cam.fx * g.u / z;
+    g.J[3] = T(0);
+    g.J[4] = cam.fy / z;
+    g.J[5] = -cam.fy * g.v / z;
+
+    // S2 = J Sc J^T with J's two structural zeros.
+    T JS[6];  // J Sc (2x3)
+    for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k)
+            JS[3 * r + k] = g.J[3 * r] * g.Sc[k] + g.J[3 * r + 1] * g.Sc[3 + k] + g.J[3 * r + 2] * g.Sc[6 + k];
+    g.S2[0] = JS[0] * g.J[0] + JS[1] * g.J[1] + JS[2] * g.J[2];
+    g.S2[1] = JS[0] * g.J[3] + JS[1] * g.J[4] + JS[2] * g.J[5];
+    g.S2[2] = JS[3] * g.J[3] + JS[4] * g.J[4] + JS[5] * g.J[5];
+
+    const T a = g.S2[0] + eps2d, b = g.S2[1], c = g.S2[2] + eps2d;
+    g.det2 = g.S2[0] * g.S2[2] - b * b;
+    g.detb = a * c - b * b;
+    if (!(g.detb > T(0))) return g;
+    g.conic[0] = c / g.detb;
+    g.conic[1] = -b / g.detb;
+    g.conic[2] = a / g.detb;
+    g.comp = T(1);
+    if (antialiased) g.comp = s_sqrt(s_max(T(0), g.det2 / g.detb));
+    g.opacity = opacity * g.comp;
+    if (!(g.opacity >= T(kAlphaMin))) return g;
+
+    g.mean2d[0] = cam.fx * u0 + cam.cx;
+    g.mean2d[1] = cam.fy * v0 + cam.cy;
+    const T extent = s_min(T(kExtentMax), s_sqrt(T(2) * s_log(s_max(T(255) * g.opacity, T(1)))));
+    const T rxf = s_ceil(extent * s_sqrt(a)), ryf = s_ceil(extent * s_sqrt(c));
+    bool ok = is_finite(g.mean2d[0]) && is_finite(g.mean2d[1]) && is_finite(rxf) && is_finite(ryf);
+    for (int i = 0; i < 3; ++i) ok = ok && is_finite(g.conic[i]);
+    if (!ok) return g;
+    if (g.mean2d[0] + rxf <= T(0) || g.mean2d[0] - rxf >= T(cam.width) || g.mean2d[1] + ryf <= T(0) ||
+        g.mean2d[1] - ryf >= T(cam.height))
+        return g;
+    // Radii beyond 2^30 pixels only ever mean "the whole image": clamp so the int conversion is defined.
+    g.radius[0] = int(s_min(rxf, T(1 << 30)));
+    g.radius[1] = int(s_min(ryf, T(1 << 30)));
+    g.valid = true;
+    return g;
+}
+
+// Gradients of one projection. Inputs: the recomputed state `g` (valid), the incoming gradients of
+// mean2d (2), conic (3), depth and effective opacity. Outputs are written (not accumulated):
+// v_mean (3), v_quat (4), v_scale (3), v_opacity, v_R (3x3 row-major) and v_t (3).
+template <typename T>
+HOSTDEV void project_gaussian_vjp(const GaussianProjection<T>& g, const T* mean, const T* scale, T opacity,
+                                  const PinholeCamera<T>& cam, T eps2d, bool antialiased, const T* v_mean2d,
+                                  const T* v_conic, T v_depth, T v_opac, T* v_mean, T* v_quat, T* v_scale,
+                                  T& v_opacity, T* v_R, T* v_t) {
+    const T z = g.p[2];
+    const T a = g.conic[0], b = g.conic[1], c = g.conic[2];
+
+    // conic = S2b^-1: dL/dS2b = -Y G Y with G = [[ga, gb/2], [gb/2, gc]] (b is shared by both off-diagonals).
+    const T G00 = v_conic[0], G01 = T(0.5) * v_conic[1], G11 = v_conic[2];
+    // Y G
+    const T YG00 = a * G00 + b * G01, YG01 = a * G01 + b * G11;
+    const T YG10 = b * G00 + c * G01, YG11 = b * G01 + c * G11;
+    // V2 = -(Y G) Y, symmetric; stored as full entries [00, 01(=10), 11]
+    T V00 = -(YG00 * a + YG01 * b);
+    T V01 = -(YG00 * b + YG01 * c);
+    T V11 = -(YG10 * b + YG11 * c);
+
+    v_opacity = v_opac * g.comp;
+    if (antialiased && g.comp > T(0)) {
+        // comp = sqrt(det2 / detb): d comp = 0.5/comp * (d det2 / detb - det2/detb^2 d detb)
+        const T v_comp = v_opac * opacity;
+        const T v_r = v_comp * T(0.5) / g.comp;
+        const T k2 = v_r / g.detb, kb = -v_r * g.det2 / (g.detb * g.detb);
+        // d det(X)/dX = [[X11, -X01], [-X01, X00]] per full entry; X = S2 for det2, S2 + eps2d I for detb.
+        V00 += k2 * g.S2[2] + kb * (g.S2[2] + eps2d);
+        V11 += k2 * g.S2[0] + kb * (g.S2[0] + eps2d);
+        V01 -= (k2 + kb) * g.S2[1];
+    }
+
+    // S2 = J Sc J^T: V_Sc = J^T V2 J, V_J = 2 V2 J Sc.
+    const T V2[4] = {V00, V01, V01, V11};
+    T VJ[6];  // V2 J (2x3)
+    for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k) VJ[3 * r + k] = V2[2 * r] * g.J[k] + V2[2 * r + 1] * g.J[3 + k];
+    T V_Sc[9];
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) V_Sc[3 * i + j] = g.J[i] * VJ[j] + g.J[3 + i] * VJ[3 + j];
+    T V_J[6];
+    for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k)
+            V_J[3 * r + k] = T(2) * (VJ[3 * r] * g.Sc[k] + VJ[3 * r + 1] * g.Sc[3 + k] + VJ[3 * r + 2] * g.Sc[6 + k]);
+
+    // J = [[fx/z, 0, -fx u/z], [0, fy/z, -fy v/z]] with u = clamp(px/z), v = clamp(py/z).
+    T v_p[3] = {T(0), T(0), T(0)};
+    const T iz = T(1) / z, iz2 = iz * iz;
+    v_p[2] += -cam.fx * iz2 * V_J[0] + cam.fx * g.u * iz2 * V_J[2];
+    v_p[2] += -cam.fy * iz2 * V_J[4] + cam.fy * g.v * iz2 * V_J[5];
+    const T v_u = -cam.fx * iz * V_J[2], v_v = -cam.fy * iz * V_J[5];
+    if (!g.clamp_x) {
+        v_p[0] += v_u * iz;
+        v_p[2] -= v_u * g.p[0] * iz2;
+    }
+    if (!g.clamp_y) {
+        v_p[1] += v_v * iz;
+        v_p[2] -= v_v * g.p[1] * iz2;
+    }
+    // mean2d = (fx px/z + cx, fy py/z + cy), unclamped; depth = z.
+    v_p[0] += v_mean2d[0] * cam.fx * iz;
+    v_p[1] += v_mean2d[1] * cam.fy * iz;
+    v_p[2] += -(v_mean2d[0] * cam.fx * g.p[0] + v_mean2d[1] * cam.fy * g.p[1]) * iz2 + v_depth;
+
+    // p = R m + t
+    for (int j = 0; j < 3; ++j) v_mean[j] = cam.R[j] * v_p[0] + cam.R[3 + j] * v_p[1] + cam.R[6 + j] * v_p[2];
+    for (int i = 0; i < 3; ++i) {
+        v_t[i] = v_p[i];
+        for (int j = 0; j < 3; ++j) v_R[3 * i + j] = v_p[i] * mean[j];
+    }
+    // Sc = R S3 R^T: V_S3 = R^T V_Sc R, V_R += 2 V_Sc R S3 (both symmetric).
+    T tmp[9], V_S3[9], RS3[9], VR[9];
+    mat3_mul(V_Sc, cam.R, tmp);
+    mat3_mul_at(cam.R, tmp, V_S3);
+    mat3_mul(cam.R, g.S3, RS3);
+    mat3_mul(V_Sc, RS3, VR);
+    for (int i = 0; i < 9; ++i) v_R[i] += T(2) * VR[i];
+    // S3 = M M^T: V_M = 2 V_S3 M;  M = Rq diag(s).
+    T V_M[9];
+    mat3_mul(V_S3, g.M, V_M);
+    T V_Rq[9];
+    for (int j = 0; j < 3; ++j) v_scale[j] = T(0);
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) {
+            const T vm = T(2) * V_M[3 * i + j];
+            v_scale[j] += vm * g.Rq[3 * i + j];
+            V_Rq[3 * i + j] = vm * scale[j];
+        }
+    T v_qn[4];
+    quat_to_rotmat_vjp(g.qn, V_Rq, v_qn);
+    // qn = q / |q|: v_q = (v_qn - qn (qn . v_qn)) / |q|
+    const T dot = g.qn[0] * v_qn[0] + g.qn[1] * v_qn[1] + g.qn[2] * v_qn[2] + g.qn[3] * v_qn[3];
+    for (int i = 0; i < 4; ++i) v_quat[i] = (v_qn[i] - g.qn[i] * dot) / g.qnorm;
+}
+
+// ---- the compositing kernel of one sample ----
+
+// Evaluates one Gaussian at pixel centre (px, py). Returns false when the sample is skipped
+// (s < 0 or alpha < 1/255). On success sets alpha, the Gaussian value G = exp(-s), the offsets
+// d = pixel - mean and whether alpha hit the 0.99 clamp.
+template <typename T>
+HOSTDEV bool gaussian_sample(T px, T py, T mx, T my, T ca, T cb, T cc, T opac, T& alpha, T& G, T& dx, T& dy,
+                             bool& clamped) {
+    dx = px - mx;
+    dy = py - my;
+    const T s = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+    if (s < T(0)) return false;
+    G = s_exp(-s);
+    const T a = opac * G;
+    clamped = a > T(kAlphaMax);
+    alpha = clamped ? T(kAlphaMax) : a;
+    return alpha >= T(kAlphaMin);
+}
+
+// Conservative column spans of the pixels where a Gaussian's alpha can reach 1/255 (s <= ln(255 o)), row
+// by row: the chord of that ellipse on the row, widened by margins that cover rounding. Only an
+// accelerator for the CPU loop: every sample inside a span is still tested exactly with gaussian_sample,
+// so the image does not depend on it (the CUDA kernels test every pixel of the tile instead).
+template <typename T>
+struct RowSpanner {
+    T mx, my, b_over_a, inv_a, half_curv, thr, mag, reach;
+
+    HOSTDEV void init(T mx_, T my_, T ca, T cb, T cc, T opac) {
+        mx = mx_;
+        my = my_;
+        const T t = s_log(T(255) * opac);
+        thr = t + T(1e-3) * (T(1) + (t < T(0) ? -t : t));  // NaN or -inf when opac <= 0: never spans
+        inv_a = T(1) / ca;
+        b_over_a = cb * inv_a;
+        const T bb = cb * b_over_a;
+        half_curv = T(0.5) * s_max(cc - bb - T(1e-5) * (cc + bb), T(0));  // (ac - b^2)/2a, rounded down
+        mag = mx < T(0) ? -mx : mx;
+        reach = half_curv > T(0) ? s_sqrt(thr / half_curv) : T(1e30);  // NaN when thr < 0: no rows
+    }
+
+    // Conservative rows [i0, i1] within [imin, imax] that can meet the Gaussian; false when none.
+    HOSTDEV bool rows(int imin, int imax, int& i0, int& i1) const {
+        if (!(thr >= T(0))) return false;
+        const T margin = T(0.01) + T(1e-5) * ((my < T(0) ? -my : my) + reach);
+        const T lo = s_max(my - reach - margin - T(0.5), T(imin));
+        const T hi = s_min(my + reach + margin - T(0.5), T(imax));
+        if (!(lo <= hi)) return false;
+        i0 = int(s_ceil(lo));
+        i1 = int(s_floor(hi));
+        return i0 <= i1;
+    }
+
+    // Columns [j0, j1] within [jmin, jmax] of row centre py; false when the row misses the Gaussian.
+    HOSTDEV bool span(T py, int jmin, int jmax, int& j0, int& j1) const {
+        const T dy = py - my;
+        const T q = thr - half_curv * dy * dy;
+        if (!(q >= T(0))) return false;
+        const T shift = b_over_a * dy;
+        const T half = s_sqrt(T(2) * q * inv_a);
+        const T margin = T(0.01) + T(1e-5) * (mag + (shift < T(0) ? -shift : shift) + half);
+        const T lo = s_max(mx - shift - half - margin - T(0.5), T(jmin));
+        const T hi = s_min(mx - shift + half + margin - T(0.5), T(jmax));
+        if (!(lo <= hi)) return false;
+        j0 = int(s_ceil(lo));
+        j1 = int(s_floor(hi));
+        return j0 <= j1;
+    }
+};
+
+// Gradients of one sample's alpha w.r.t. (mean2d, conic, opacity), given dL/dalpha. Accumulates.
+template <typename T>
+HOSTDEV void gaussian_sample_vjp(T v_alpha, T alpha, T G, T dx, T dy, T ca, T cb, T cc, bool clamped, T* v_mean2d,
+                                 T* v_conic, T& v_opac) {
+    if (clamped) return;
+    v_opac += v_alpha * G;
+    const T v_s = -v_alpha * alpha;  // alpha = o exp(-s)
+    v_conic[0] += T(0.5) * v_s * dx * dx;
+    v_conic[1] += v_s * dx * dy;
+    v_conic[2] += T(0.5) * v_s * dy * dy;
+    v_mean2d[0] -= v_s * (ca * dx + cb * dy);
+    v_mean2d[1] -= v_s * (cb * dx + cc * dy);
+}
+
+}  // namespace sparsesplat

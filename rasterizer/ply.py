@@ -1,0 +1,227 @@
+"""Gaussian scenes and point clouds as PLY files, in the layout of the original 3DGS code.
+
+A Gaussian PLY holds one binary little-endian ``vertex`` element of float32 properties, in this order::
+
+    x y z  nx ny nz  f_dc_0..2  f_rest_0..(3*(K-1)-1)  opacity  scale_0..2  rot_0..3
+
+with values stored *raw*, as 3DGS trains them: ``opacity`` is a logit, ``scale_*`` are log-scales, ``rot_*``
+a wxyz quaternion (any norm), ``f_dc_*`` the degree-0 SH coefficients and ``f_rest_*`` the higher-degree
+coefficients channel-major (all of R, then G, then B). Normals are written as zeros. Files in this layout
+open in other 3DGS tools (SuperSplat, gsplat's and the SIBR viewers); files those tools write load here,
+whatever their SH degree, and extra properties are ignored.
+
+Part of the rasterizer (the ground floor), so it imports nothing else from sparsesplat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .primitives import Gaussians
+from .sh import rgb_to_sh0
+
+OPACITY_EPS = 1e-6  # opacities are clipped to [eps, 1 - eps] before the logit so it stays finite
+MIN_SCALE = 1e-12  # scales are clamped to this before the log
+
+
+class PlyFormatError(ValueError):
+    """A PLY file is unreadable or lacks what a Gaussian scene needs."""
+
+
+@dataclass
+class RawGaussians:
+    """Gaussians as stored (and trained): means (N,3), quats (N,4) wxyz, log_scales (N,3),
+    opacity_logits (N,), sh (N,K,3). float32 tensors on the CPU."""
+
+    means: torch.Tensor
+    quats: torch.Tensor
+    log_scales: torch.Tensor
+    opacity_logits: torch.Tensor
+    sh: torch.Tensor
+
+    def activated(self) -> Gaussians:
+        """The ``Gaussians`` render() takes: exp(log_scales), sigmoid(opacity_logits)."""
+        return Gaussians(
+            means=self.means, quats=self.quats, scales=torch.exp(self.log_scales),
+            opacities=torch.sigmoid(self.opacity_logits), sh=self.sh,
+        )
+
+
+def gaussian_property_names(num_sh: int) -> list[str]:
+    """Vertex property names, in file order, for ``num_sh`` = K SH coefficients per channel."""
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(3 * (num_sh - 1))]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    return names
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path):
+    """A temporary path beside ``path``, renamed onto it only if the block succeeds (so a crash never
+    leaves half a scene under the final name). recon.io has the same helper; rasterizer may not import it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_binary_ply(path: Path, vertices: np.ndarray) -> None:
+    """Write a structured array as the ``vertex`` element of a binary little-endian PLY."""
+    ply_types = {"f4": "float", "f8": "double", "u1": "uchar", "i4": "int", "u4": "uint"}
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
+    for name in vertices.dtype.names:
+        header.append(f"property {ply_types[vertices.dtype[name].str[1:]]} {name}")
+    header.append("end_header")
+    with _atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(("\n".join(header) + "\n").encode("ascii"))
+            f.write(vertices.tobytes())
+
+
+def _np(t, n_cols: int | None, name: str, n: int) -> np.ndarray:
+    a = t.detach().to("cpu", torch.float64).numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+    want = (n,) if n_cols is None else (n, n_cols)
+    if a.shape != want:
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    return a
+
+
+def save_gaussians_ply_raw(path, means, quats, log_scales, opacity_logits, sh) -> None:
+    """Write raw (trainer) parameters as a 3DGS PLY, atomically.
+
+    Args:
+        path: output file (folders are created).
+        means (N,3), quats (N,4) wxyz (any norm), log_scales (N,3), opacity_logits (N,) or (N,1),
+        sh (N,K,3) with K in 1, 4, 9, 16 (K=1: degree 0, no f_rest properties).
+    """
+    n = means.shape[0]
+    if sh.ndim != 3 or sh.shape[0] != n or sh.shape[2] != 3 or sh.shape[1] not in (1, 4, 9, 16):
+        raise ValueError(f"sh must be ({n}, K, 3) with K in 1, 4, 9, 16; got {tuple(sh.shape)}")
+    k = sh.shape[1]
+    sh_np = _np(sh.reshape(n, k * 3), k * 3, "sh", n).reshape(n, k, 3)
+    columns = [
+        _np(means, 3, "means", n),
+        np.zeros((n, 3)),
+        sh_np[:, 0, :],
+        sh_np[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * (k - 1)),  # channel-major, as 3DGS writes f_rest
+        _np(opacity_logits.reshape(n), None, "opacity_logits", n)[:, None],
+        _np(log_scales, 3, "log_scales", n),
+        _np(quats, 4, "quats", n),
+    ]
+    data = np.ascontiguousarray(np.concatenate(columns, axis=1), dtype="<f4")
+    dtype = np.dtype([(name, "<f4") for name in gaussian_property_names(k)])
+    _write_binary_ply(Path(path), data.view(dtype).reshape(n))
+
+
+def save_gaussians_ply(path, gaussians: Gaussians) -> None:
+    """Write activated Gaussians (render()'s convention) as a 3DGS PLY, atomically.
+
+    Scales are clamped to >= 1e-12 before the log and opacities clipped to [1e-6, 1 - 1e-6] before the
+    logit so every stored value is finite. Gaussians given plain ``colors`` are stored as degree-0 SH.
+    """
+    g = gaussians
+    sh = g.sh if g.sh is not None else rgb_to_sh0(g.colors.detach().double())[:, None, :]
+    scales = g.scales.detach().double().clamp_min(MIN_SCALE)
+    opac = g.opacities.detach().double().clamp(OPACITY_EPS, 1.0 - OPACITY_EPS)
+    save_gaussians_ply_raw(path, g.means, g.quats, torch.log(scales), torch.logit(opac), sh)
+
+
+def save_points_ply(path, points, colors) -> None:
+    """Write a coloured point cloud (x, y, z float; red, green, blue uchar), atomically.
+
+    points: (M,3); colors: (M,3) in [0, 1] (rounded to 8 bits).
+    """
+    pts = _np(points, 3, "points", len(points))
+    rgb = _np(colors, 3, "colors", len(pts))
+    rgb8 = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertices = np.empty(len(pts), dtype=dtype)
+    for i, axis in enumerate("xyz"):
+        vertices[axis] = pts[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertices[channel] = rgb8[:, i]
+    _write_binary_ply(Path(path), vertices)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _vertex_element(path: Path):
+    from plyfile import PlyData  # imported here: only readers need it
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no PLY file at {path}")
+    try:
+        ply = PlyData.read(str(path))
+    except Exception as e:  # plyfile raises several types for malformed headers and short data
+        raise PlyFormatError(f"{path} is not a readable PLY file ({type(e).__name__}: {e})") from None
+    names = [el.name for el in ply.elements]
+    if "vertex" not in names:
+        raise PlyFormatError(f"{path} has no 'vertex' element (elements: {', '.join(names) or 'none'}); "
+                             f"a Gaussian PLY stores one Gaussian per vertex")
+    return ply["vertex"]
+
+
+def _rest_count(path: Path, props: set[str]) -> int:
+    """Number of f_rest_* properties, checked to be 0..n-1 with n = 3*(K-1) for K in 1, 4, 9, 16."""
+    idx = sorted(int(p[len("f_rest_"):]) for p in props if p.startswith("f_rest_") and p[7:].isdigit())
+    if idx != list(range(len(idx))) or len(idx) not in (0, 9, 24, 45):
+        raise PlyFormatError(
+            f"{path}: {len(idx)} f_rest_* properties; a 3DGS PLY has f_rest_0..f_rest_(n-1) with n = 0, 9, 24 "
+            f"or 45 (SH degree 0 to 3)"
+        )
+    return len(idx)
+
+
+def load_gaussians_ply_raw(path) -> RawGaussians:
+    """Read a 3DGS PLY (any SH degree, binary or ASCII, float or double) as raw parameters."""
+    path = Path(path)
+    vertex = _vertex_element(path)
+    props = {p.name for p in vertex.properties}
+    n_rest = _rest_count(path, props)
+    k = 1 + n_rest // 3
+    required = [name for name in gaussian_property_names(k) if name not in ("nx", "ny", "nz")]
+    missing = [name for name in required if name not in props]
+    if missing:
+        hint = " (it looks like a point cloud: use a Gaussian scene.ply)" if {"x", "red"} <= props else ""
+        raise PlyFormatError(
+            f"{path} is not a 3DGS Gaussian PLY: its vertex element lacks {', '.join(missing)}{hint}"
+        )
+    n = vertex.count
+
+    def cols(names: list[str]) -> torch.Tensor:
+        a = np.empty((n, len(names)), dtype=np.float32)
+        for i, name in enumerate(names):
+            a[:, i] = vertex[name]
+        return torch.from_numpy(a)
+
+    dc = cols(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :]
+    rest = cols([f"f_rest_{i}" for i in range(n_rest)]).reshape(n, 3, k - 1).transpose(1, 2)
+    return RawGaussians(
+        means=cols(["x", "y", "z"]),
+        quats=cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
+        log_scales=cols(["scale_0", "scale_1", "scale_2"]),
+        opacity_logits=cols(["opacity"])[:, 0],
+        sh=torch.cat([dc, rest], dim=1).contiguous(),
+    )
+
+
+def load_gaussians_ply(path) -> Gaussians:
+    """Read a 3DGS PLY as activated ``Gaussians`` (scales = exp, opacities = sigmoid; quats as stored)."""
+    return load_gaussians_ply_raw(path).activated()

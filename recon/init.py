@@ -1,0 +1,153 @@
+"""Initialization with KNOWN poses: scene normalization and the initial point cloud.
+
+What lives here (``init_points.py`` and ``normalize.py`` hold the parts):
+    normalize_scene / Normalization   the similarity to a unit-size, camera-centred frame, and back
+    triangulate_matches               SIFT tracks triangulated with the known cameras
+    random_points                     the last resort
+    initial_points                    picks a method ("auto", "sfm", "triangulate", "random" or a
+                                      registered one) and says what it did
+    register_initializer              plug-in point for learned/dense initializers
+
+Points are returned in the scene's (user) frame; the trainer normalizes them with the cameras.
+Imports: ``sparsesplat.rasterizer`` and ``sparsesplat.datasets`` types, numpy, torch, OpenCV, scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from sparsesplat.datasets import SceneData
+from sparsesplat.rasterizer import Cameras
+
+from .init_points import Triangulation, TriangulationConfig, random_points, triangulate_tracks
+from .normalize import Normalization, normalize_scene
+
+__all__ = [
+    "Normalization", "normalize_scene", "triangulate_matches", "triangulate_tracks", "Triangulation",
+    "TriangulationConfig", "random_points", "random_bounds", "initial_points", "InitResult",
+    "register_initializer", "INITIALIZERS",
+]
+
+MIN_POINTS = 100  # fewer triangulated points than this: fall back to random points
+RANDOM_BOX_FRACTION = 0.35  # half side of the random box / camera distance (Blender: 4 -> 1.4; 3DGS: 1.3)
+
+# name -> fn(scene, train_ids, seed) -> (points (M,3), colors (M,3)); for learned or dense initializers
+INITIALIZERS: dict[str, Callable[[SceneData, list[int], int], tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def register_initializer(name: str, fn: Callable[[SceneData, list[int], int], tuple[np.ndarray, np.ndarray]]) -> None:
+    """Make ``initial_points(..., method=name)`` call ``fn(scene, train_ids, seed) -> (points, colors)``."""
+    if name in ("auto", "sfm", "triangulate", "random"):
+        raise ValueError(f"{name!r} is a built-in initialization method; register under another name")
+    INITIALIZERS[name] = fn
+
+
+@dataclass
+class InitResult:
+    """Initial points (user frame) and how they were made.
+
+    Attributes:
+        points: (M, 3) float32; colors: (M, 3) float32 in [0, 1].
+        method_used: "sfm", "triangulate", "random" or a registered name.
+        message: one line for the user: what was used, how many points, and why (fallbacks included).
+    """
+
+    points: np.ndarray
+    colors: np.ndarray
+    method_used: str
+    message: str
+
+
+def triangulate_matches(
+    scene: SceneData, view_ids: list[int], max_points: int = 100_000, config: TriangulationConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(points (M, 3) float32, colors (M, 3) float32 in [0, 1]) triangulated from SIFT tracks across the
+    views ``view_ids`` of ``scene`` with its known cameras (see ``init_points.triangulate_tracks``)."""
+    tri = triangulate_tracks(scene.images[view_ids].numpy(), scene.cameras[list(view_ids)], config, max_points)
+    return tri.points, tri.colors
+
+
+def random_bounds(cams: Cameras, near: float | None = None, far: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) corners of the box the cameras look at.
+
+    With depth bounds: the bounding box of the cameras' frusta between ``near`` and ``far``. Without: a cube
+    around the point closest to all optical axes, of half side RANDOM_BOX_FRACTION x the median camera
+    distance to it (an orbit like Blender's gives 3DGS's [-1.3, 1.3]^3 box)."""
+    V = cams.viewmats.detach().cpu().double().numpy()
+    K = cams.Ks.detach().cpu().double().numpy()
+    c2w = np.linalg.inv(V)
+    if near is not None and far is not None and 0 < near < far:
+        W, H = cams.width, cams.height
+        pix = np.array([[0, 0, 1], [W, 0, 1], [0, H, 1], [W, H, 1]], dtype=np.float64)
+        corners = []
+        for k in range(len(V)):
+            rays = pix @ np.linalg.inv(K[k]).T
+            for z in (near, far):
+                corners.append((rays * z) @ c2w[k, :3, :3].T + c2w[k, :3, 3])
+        corners = np.concatenate(corners)
+        return corners.min(axis=0), corners.max(axis=0)
+    centers, axes = c2w[:, :3, 3], c2w[:, :3, 2]
+    # least-squares point nearest to every optical axis: sum (I - a a^T) (x - c) = 0
+    P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]
+    A, b = P.sum(axis=0), np.einsum("kij,kj->i", P, centers)
+    target = np.linalg.lstsq(A, b, rcond=None)[0] if np.linalg.matrix_rank(A) == 3 else centers.mean(0)
+    half = RANDOM_BOX_FRACTION * max(float(np.median(np.linalg.norm(centers - target, axis=1))), 1e-6)
+    return target - half, target + half
+
+
+def _random(scene: SceneData, ids: list[int], n: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    lo, hi = random_bounds(scene.cameras[ids], scene.near, scene.far)
+    pts, cols = random_points(n, lo, hi, seed)
+    box = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(lo, hi))
+    return pts, cols, f"{n} random points in the box {box}"
+
+
+def initial_points(
+    scene: SceneData,
+    train_ids: list[int] | None = None,
+    method: str = "auto",
+    n_random: int = 100_000,
+    seed: int = 0,
+    max_points: int = 100_000,
+    min_points: int = MIN_POINTS,
+) -> InitResult:
+    """Initial point cloud for training on ``train_ids`` (default ``scene.train_ids``).
+
+    "auto": the dataset's SfM points when they exist and no views are held out (SfM over all images would
+    leak the test views into a sparse-view run, so then the training views are triangulated instead, as
+    sparse-view papers do); else triangulation; random points when it yields fewer than ``min_points``.
+    "sfm", "triangulate", "random" force one; any other name calls a registered initializer.
+    """
+    ids = list(scene.train_ids if train_ids is None else train_ids)
+    if method in INITIALIZERS:
+        pts, cols = INITIALIZERS[method](scene, ids, seed)
+        return InitResult(np.asarray(pts, np.float32), np.asarray(cols, np.float32), method,
+                          f"{len(pts)} points from the {method!r} initializer")
+    if method not in ("auto", "sfm", "triangulate", "random"):
+        known = ", ".join(["auto", "sfm", "triangulate", "random", *INITIALIZERS])
+        raise ValueError(f"unknown initialization method {method!r}; choose one of: {known}")
+    has_sfm = scene.points is not None and len(scene.points) > 0
+    if method == "sfm" or (method == "auto" and has_sfm and not scene.test_ids):
+        if not has_sfm:
+            raise ValueError(f"method='sfm' but the {scene.source_format or 'loaded'} scene has no SfM points; "
+                             "use method='triangulate' or 'auto'")
+        cols = scene.point_colors if scene.point_colors is not None else np.full_like(scene.points, 0.5)
+        note = " (they were built from all images, test views included)" if scene.test_ids else ""
+        return InitResult(np.asarray(scene.points, np.float32), np.asarray(cols, np.float32), "sfm",
+                          f"{len(scene.points)} SfM points from the dataset{note}")
+    if method == "random":
+        pts, cols, msg = _random(scene, ids, n_random, seed)
+        return InitResult(pts, cols, "random", msg)
+    if len(ids) < 2:
+        why = f"triangulation needs 2 views, got {len(ids)}"
+    else:
+        pts, cols = triangulate_matches(scene, ids, max_points)
+        if len(pts) >= min_points:
+            return InitResult(pts, cols, "triangulate",
+                              f"{len(pts)} points triangulated from SIFT matches across {len(ids)} views")
+        why = f"triangulation found only {len(pts)} points (< {min_points}) in {len(ids)} views"
+    pts, cols, msg = _random(scene, ids, n_random, seed)
+    return InitResult(pts, cols, "random", f"{why}; falling back to {msg}")

@@ -1,0 +1,244 @@
+"""``reconstruct``: scene -> initial points -> training -> evaluation -> run folder.
+
+Run folder (DESIGN.md §4): config.yaml, cameras.json, transforms.json, sparse/0/ (COLMAP text), scene.ply
+(standard 3DGS layout, user's frame), renders/ (test views beside ground truth), metrics.json, checkpoints/.
+Every file is written atomically; a run folder that exists is refused unless --resume or --overwrite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import numpy as np
+import torch
+import tyro
+import yaml
+
+from sparsesplat.rasterizer import Gaussians, render
+
+from .gaussian_model import GaussianModel
+from .io import atomic_path, write_json
+from .trainer import NonFiniteError, Trainer, TrainConfig, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class ReconstructConfig:
+    """Reconstruct a scene from posed views (COLMAP, Blender, LLFF, DTU) into a run folder."""
+
+    data: tyro.conf.Positional[Path]
+    """Scene folder."""
+    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
+    """Run folder to write."""
+    format: str = "auto"
+    protocol: Optional[str] = None
+    """Sparse-view protocol: llff3, llff6, llff9, blender8, dtu3, dtu6, dtu9, mip360-12, mip360-24."""
+    downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
+    """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
+    primitive: Literal["gaussian"] = "gaussian"
+    init: str = "auto"
+    """Initial points: auto (SfM points, else SIFT triangulation with the known poses, else random),
+    sfm, triangulate, random."""
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    resume: bool = False
+    """Continue from the newest checkpoint in the run folder."""
+    overwrite: bool = False
+    """Replace an existing run folder."""
+    full: bool = False
+    """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): for a GPU."""
+    train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
+
+
+# Published sparse-view resolutions (DESIGN.md §7), used when the user leaves --downscale at 1 and the
+# data is the protocol's own format: a factor or a target (W, H).
+PROTOCOL_RESOLUTION = {("llff", "llff"): 8, ("blender", "blender"): (400, 400), ("dtu", "dtu"): (400, 300),
+                       ("mip360", "colmap"): 4}
+
+
+class RunFolderExists(ValueError):
+    pass
+
+
+def _prepare_folder(cfg: ReconstructConfig) -> None:
+    out = cfg.out
+    if out.exists() and any(out.iterdir()):
+        if cfg.overwrite:
+            shutil.rmtree(out)
+        elif not cfg.resume:
+            raise RunFolderExists(
+                f"run folder {out} already exists; pass --resume to continue it or --overwrite to replace it"
+            )
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU here")
+    return torch.device(name)
+
+
+def _config_dict(cfg) -> dict:
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return str(v) if isinstance(v, Path) else v
+
+    return conv(cfg)
+
+
+def apply_full_schedule(cfg: ReconstructConfig) -> None:
+    """The papers' GPU schedules (3DGS defaults, 10k steps for forward-facing LLFF/DTU)."""
+    t = cfg.train
+    long_run = cfg.protocol is None or cfg.protocol.startswith(("blender", "mip360"))
+    t.iters = 30_000 if long_run else 10_000
+    t.sh_every = 1000
+    t.checkpoint_every = 7000
+    d = t.default
+    d.refine_start_iter, d.refine_stop_iter, d.refine_every = 500, t.iters // 2, 100
+    d.reset_every = 3000
+    m = t.mcmc
+    m.refine_start_iter, m.refine_stop_iter = 500, int(t.iters * 0.8)
+
+
+def load_scene(cfg: ReconstructConfig):
+    from sparsesplat.datasets import load
+
+    from sparsesplat.datasets import detect_format
+
+    downscale = cfg.downscale
+    if downscale == 1.0 and cfg.protocol:
+        family = cfg.protocol.split("-")[0].rstrip("0123456789")
+        fmt = detect_format(cfg.data) if cfg.format == "auto" else cfg.format
+        downscale = PROTOCOL_RESOLUTION.get((family, fmt), 1.0)
+    scene = load(cfg.data, format=cfg.format, protocol=cfg.protocol, downscale=downscale)
+    if not scene.poses_known:
+        raise ValueError(
+            f"{cfg.data} holds photos without camera poses; pose estimation is not available yet — "
+            "give a COLMAP model, Blender, LLFF or DTU scene"
+        )
+    if len(scene.train_ids) < 1:
+        raise ValueError(f"{cfg.data}: the protocol {cfg.protocol} leaves no training views")
+    return scene
+
+
+def export_scene(model: GaussianModel, norm, path: Path) -> Gaussians:
+    """scene.ply in the user's frame (the normalization undone: means scaled and shifted, scales scaled)."""
+    from sparsesplat.rasterizer.ply import save_gaussians_ply
+
+    g = model.activated()
+    with torch.no_grad():
+        means = torch.as_tensor(norm.invert_points(g.means.detach().cpu().numpy()), dtype=torch.float32)
+        user = Gaussians(means, g.quats.detach().cpu(), g.scales.detach().cpu() * float(norm.scale),
+                         g.opacities.detach().cpu(), sh=g.sh.detach().cpu())
+    save_gaussians_ply(path, user)
+    return user
+
+
+@torch.no_grad()
+def evaluate(model: GaussianModel, scene, cams_norm, ids: list[int], out_dir: Path, backend: str) -> dict:
+    from .export import save_side_by_side
+    from .metrics import evaluate_views
+
+    if not ids:
+        return {}
+    g = model.activated()
+    renders = []
+    for i in ids:
+        out = render(g, cams_norm[i], backend=backend, background=scene.background, render_mode="RGB")
+        renders.append(out.colors[0].clamp(0, 1).cpu())
+    renders = torch.stack(renders)
+    refs = scene.images[ids]
+    masks = scene.masks[ids] if (scene.masks is not None and scene.source_format == "dtu") else None
+    for k, i in enumerate(ids):
+        save_side_by_side(out_dir / f"{i:03d}_{Path(scene.names[i]).stem}.png", renders[k].numpy(), refs[k].numpy())
+    result = evaluate_views(renders, refs, masks, names=[scene.names[i] for i in ids])
+    return {**result["mean"], "per_view": result["views"]}
+
+
+def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
+    """Run the whole pipeline; returns the metrics written to metrics.json."""
+    from .export import write_cameras_json, write_colmap_text, write_transforms_json
+    from .init import initial_points, normalize_scene
+
+    if cfg.full:
+        apply_full_schedule(cfg)
+    _prepare_folder(cfg)
+    out = cfg.out
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+
+    scene = load_scene(cfg)
+    log(scene.summary())
+    train_ids, test_ids = scene.train_ids, scene.test_ids
+    init = initial_points(scene, train_ids, method=cfg.init, seed=cfg.train.seed)
+    log(f"initial points: {len(init.points)} ({init.method_used}){' - ' + init.message if init.message else ''}")
+    norm = normalize_scene(scene.cameras[train_ids], init.points)
+    cams_norm = norm.apply_cameras(scene.cameras).to(device=device)
+    pts = norm.apply_points(init.points)
+
+    with atomic_path(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(_config_dict(cfg), sort_keys=False))
+    names = scene.names
+    write_cameras_json(out / "cameras.json", names, scene.cameras, refined=None, transform=None,
+                       focal_is_guess=scene.focal_is_guess)
+    write_transforms_json(out / "transforms.json", names, scene.cameras)
+    write_colmap_text(out, names, scene.cameras, init.points, init.colors)
+
+    model = GaussianModel.from_points(pts, init.colors, cfg.train.sh_degree, cfg.train.lrs, norm.scene_scale,
+                                      init_opacity=cfg.train.init_opacity, device=device)
+    images = scene.images[train_ids].to(device)
+    masks = scene.masks[train_ids].to(device) if scene.masks is not None else None
+    trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks)
+    ckpt_dir = out / "checkpoints"
+    if cfg.resume:
+        ckpts = sorted(ckpt_dir.glob("step_*.pt"))
+        if ckpts:
+            trainer.load_state_dict(load_checkpoint(ckpts[-1]))
+            log(f"resumed from {ckpts[-1]} at step {trainer.step}")
+        else:
+            log(f"no checkpoint in {ckpt_dir}: starting from the beginning")
+
+    def checkpoint(tr: Trainer) -> None:
+        save_checkpoint(tr, ckpt_dir / f"step_{tr.step:06d}.pt")
+        for old in sorted(ckpt_dir.glob("step_*.pt"))[:-2]:  # keep the newest two
+            old.unlink()
+
+    t0 = time.time()
+    try:
+        trainer.train(on_step=progress, on_checkpoint=checkpoint)
+    except KeyboardInterrupt:
+        checkpoint(trainer)
+        raise KeyboardInterrupt(f"interrupted at step {trainer.step}; checkpoint saved, continue with --resume")
+    except NonFiniteError:
+        checkpoint(trainer)
+        raise
+    train_seconds = time.time() - t0
+    checkpoint(trainer)
+
+    export_scene(model, norm, out / "scene.ply")
+    metrics = evaluate(model, scene, cams_norm, test_ids, out / "renders", cfg.train.backend)
+    summary = {
+        "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"), "lpips": metrics.get("lpips"),
+        "psnr_masked": metrics.get("psnr_masked"), "ssim_masked": metrics.get("ssim_masked"),
+        "train_seconds": train_seconds, "num_primitives": len(model), "steps": trainer.step,
+        "peak_memory_mb": _peak_memory_mb(device), "init_points": len(init.points), "init_method": init.method_used,
+        "test_views": [scene.names[i] for i in test_ids], "per_view": metrics.get("per_view"),
+    }
+    write_json(summary, out / "metrics.json")
+    return summary
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,95 @@
+"""3DGS adaptive density control: clone small / split large Gaussians with high screen-space gradient,
+prune transparent or oversized ones, and periodically reset opacities (Kerbl et al. 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sparsesplat.rasterizer.backends.torch_backend import quat_to_rotmat
+
+
+@dataclass
+class DefaultStrategy:
+    prune_opa: float = 0.005
+    """Prune Gaussians whose opacity falls below this."""
+    grow_grad2d: float = 0.0002
+    """Densify where the mean screen-space gradient (NDC units) exceeds this."""
+    grow_scale3d: float = 0.01
+    """Clone below this size (fraction of the scene scale), split above."""
+    prune_scale3d: float = 0.1
+    """After the first opacity reset, prune Gaussians larger than this (fraction of the scene scale)."""
+    refine_start_iter: int = 500
+    refine_stop_iter: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    max_primitives: int = 2_000_000
+    """Never grow beyond this many Gaussians (a memory guard)."""
+
+    def initialize_state(self, model) -> dict:
+        n = len(model)
+        return {"grad2d": torch.zeros(n), "count": torch.zeros(n)}
+
+    def regularization(self, model):
+        return 0.0
+
+    @torch.no_grad()
+    def step_post_backward(self, model, state, step: int, meta) -> None:
+        if step >= self.refine_stop_iter or meta.means2d.grad is None:
+            return
+        grad = meta.means2d.grad.detach().clone()  # (C,N,2) pixels
+        grad[..., 0] *= meta.width / 2.0 * grad.shape[0]
+        grad[..., 1] *= meta.height / 2.0 * grad.shape[0]
+        vis = meta.visibility
+        state["grad2d"] += (grad.norm(dim=-1) * vis).sum(0).cpu()
+        state["count"] += vis.sum(0).float().cpu()
+        if step > self.refine_start_iter and step % self.refine_every == 0:
+            self._grow(model, state)
+            self._prune(model, step)
+            state.update(self.initialize_state(model))
+        if step > 0 and step % self.reset_every == 0:
+            op = model.params["opacities"]
+            value = torch.logit(torch.tensor(2 * self.prune_opa))
+            model.overwrite(torch.arange(len(model), device=op.device), {"opacities": torch.clamp(op, max=value)})
+
+    def step_post_optimizer(self, model, state, step: int) -> None:
+        return
+
+    def _grow(self, model, state) -> None:
+        dev = model.params["means"].device
+        avg = (state["grad2d"] / state["count"].clamp_min(1)).to(dev)
+        high = avg > self.grow_grad2d
+        big = torch.exp(model.params["scales"]).max(-1).values > self.grow_scale3d * model.scene_scale
+        room = self.max_primitives - len(model)
+        dup = high & ~big
+        split = high & big
+        if room <= 0:
+            return
+        if int(dup.sum()) + int(split.sum()) > room:  # keep the strongest gradients
+            order = torch.argsort(avg * high, descending=True)[:room]
+            chosen = torch.zeros_like(high)
+            chosen[order] = True
+            dup, split = dup & chosen, split & chosen
+        p = model.params
+        if dup.any():
+            model.append({k: p[k][dup].detach() for k in p})
+            split = torch.cat([split, torch.zeros(int(dup.sum()), dtype=torch.bool, device=dev)])
+        if split.any():
+            p = model.params
+            scales = torch.exp(p["scales"][split])
+            R = quat_to_rotmat(torch.nn.functional.normalize(p["quats"][split], dim=-1))
+            offsets = (R @ (scales * torch.randn(2, *scales.shape, device=dev))[..., None])[..., 0]
+            children = {k: p[k][split].detach().repeat(2, *([1] * (p[k].dim() - 1))) for k in p}
+            children["means"] = (p["means"][split][None] + offsets).reshape(-1, 3)
+            children["scales"] = torch.log(scales / 1.6).repeat(2, 1)
+            model.append(children)
+            model.remove(torch.cat([split, torch.zeros(len(children["means"]), dtype=torch.bool, device=dev)]))
+
+    def _prune(self, model, step: int) -> None:
+        p = model.params
+        prune = torch.sigmoid(p["opacities"]) < self.prune_opa
+        if step > self.reset_every:
+            prune |= torch.exp(p["scales"]).max(-1).values > self.prune_scale3d * model.scene_scale
+        if prune.any() and not prune.all():
+            model.remove(prune)

@@ -1,0 +1,229 @@
+"""The training loop: one view per step, L = (1 - l) L1 + l D-SSIM, a densification strategy, sparse-view
+regularizers, an SH degree ramp, checkpoints, and a guard against NaN/Inf.
+
+The trainer knows the strategy only through its interface (``recon/strategies``), and the rasterizer only
+through ``render()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+
+from sparsesplat.rasterizer import Cameras, Gaussians, render
+
+from .gaussian_model import GaussianModel, LearningRates
+from .metrics import psnr, ssim
+from .strategies import DefaultStrategy, MCMCStrategy
+
+
+@dataclass
+class TrainConfig:
+    """How a scene is optimized. Defaults suit a CPU run of a few thousand steps on a sparse-view scene."""
+
+    iters: int = 3000
+    """Training steps (one view each)."""
+    sh_degree: int = 3
+    """Highest spherical-harmonics degree; raised one degree every ``sh_every`` steps."""
+    sh_every: int = 500
+    ssim_weight: float = 0.2
+    """Weight of D-SSIM in the photometric loss (3DGS: 0.2)."""
+    strategy: Literal["default", "mcmc"] = "default"
+    """Densification: 3DGS adaptive density control or MCMC with a primitive cap."""
+    default: DefaultStrategy = field(default_factory=lambda: DefaultStrategy(
+        refine_start_iter=300, refine_stop_iter=2000, refine_every=100, reset_every=100_000))
+    mcmc: MCMCStrategy = field(default_factory=lambda: MCMCStrategy(
+        cap_max=200_000, refine_start_iter=300, refine_stop_iter=2500, refine_every=100))
+    lrs: LearningRates = field(default_factory=LearningRates)
+    init_opacity: float = 0.1
+    dropout: float = 0.2
+    """DropGaussian: the fraction of Gaussians dropped per step rises linearly to this (0 disables)."""
+    opacity_decay: float = 0.0
+    """Multiply opacities by (1 - opacity_decay) every step while densifying (0 disables)."""
+    random_background: bool = False
+    """Composite on a random colour each step (for scenes with masks / transparent backgrounds)."""
+    backend: str = "auto"
+    rasterize_mode: Literal["classic", "antialiased"] = "classic"
+    checkpoint_every: int = 1000
+    """Write a checkpoint every this many steps (0: only at the end)."""
+    seed: int = 0
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    psnr: float
+    num_primitives: int
+    seconds: float
+
+
+class NonFiniteError(RuntimeError):
+    """Training kept producing NaN/Inf even after rolling back and lowering the learning rates."""
+
+
+class Trainer:
+    """Optimizes a ``GaussianModel`` on posed training images.
+
+    images: (V,H,W,3) float32 in [0,1]; cameras: ``Cameras`` of V views (normalized frame); background (3,).
+    """
+
+    def __init__(self, model: GaussianModel, images: torch.Tensor, cameras: Cameras, background: torch.Tensor,
+                 cfg: TrainConfig, masks: Optional[torch.Tensor] = None):
+        self.model, self.images, self.cameras, self.cfg = model, images, cameras, cfg
+        self.background = torch.as_tensor(background, dtype=torch.float32)
+        self.masks = masks
+        self.strategy = cfg.default if cfg.strategy == "default" else cfg.mcmc
+        self.strategy_state = self.strategy.initialize_state(model)
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self._order: list[int] = []
+        self._good: Optional[dict] = None
+        self.nonfinite_events = 0
+
+    # -- one step -----------------------------------------------------------------------------------------
+
+    def _next_view(self) -> int:
+        if not self._order:
+            self._order = torch.randperm(len(self.images), generator=self.generator).tolist()
+        return self._order.pop()
+
+    def _dropout_rate(self) -> float:
+        return self.cfg.dropout * min(1.0, self.step / max(1, self.cfg.iters))
+
+    def _prims(self) -> Gaussians:
+        g = self.model.activated()
+        rate = self._dropout_rate()
+        if rate > 0:  # DropGaussian: drop at random, rescale the survivors so the expected opacity holds
+            keep = (torch.rand(len(g), generator=self.generator) >= rate).to(g.opacities)
+            g = Gaussians(g.means, g.quats, g.scales, g.opacities * keep / (1 - rate), sh=g.sh)
+        return g
+
+    def train_step(self) -> StepStats:
+        t0 = time.perf_counter()
+        cfg, model = self.cfg, self.model
+        v = self._next_view()
+        model.set_means_lr(self.step, cfg.iters)
+        bg = torch.rand(3, generator=self.generator) if cfg.random_background else self.background
+        out = render(
+            self._prims(), self.cameras[v], backend=cfg.backend, background=bg,
+            sh_degree=min(self.step // max(cfg.sh_every, 1), model.sh_degree),
+            render_mode="RGB", rasterize_mode=cfg.rasterize_mode,
+        )
+        img, gt = out.colors[0], self.images[v]
+        if cfg.random_background and self.masks is not None:
+            gt = gt * self.masks[v] + (1 - self.masks[v]) * bg
+        l1 = (img - gt).abs().mean()
+        loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
+        loss = loss + self.strategy.regularization(model)
+        loss.backward()
+        if not self._finite(loss):
+            self._recover()
+            return StepStats(self.step, float("nan"), float("nan"), len(model), time.perf_counter() - t0)
+        self.strategy.step_post_backward(model, self.strategy_state, self.step, out.meta)
+        model.step()
+        model.zero_grad()
+        self.strategy.step_post_optimizer(model, self.strategy_state, self.step)
+        if cfg.opacity_decay > 0 and self.step < getattr(self.strategy, "refine_stop_iter", 0):
+            with torch.no_grad():
+                p = model.params["opacities"]
+                p.copy_(torch.logit(torch.sigmoid(p) * (1 - cfg.opacity_decay), eps=1e-6))
+        if self.step % 100 == 0:
+            self._good = {"model": copy.deepcopy(model.state_dict()), "state": copy.deepcopy(self.strategy_state)}
+        self.step += 1
+        with torch.no_grad():
+            p = float(psnr(img.detach().clamp(0, 1), gt))
+        return StepStats(self.step, loss.item(), p, len(model), time.perf_counter() - t0)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Loss, gradients and parameters all finite (render() culls non-finite primitives, so a NaN
+        parameter would otherwise linger unseen)."""
+        if not torch.isfinite(loss):
+            return False
+        return all(bool(torch.isfinite(p).all()) and (p.grad is None or bool(torch.isfinite(p.grad).all()))
+                   for p in self.model.params.values())
+
+    def _recover(self) -> None:
+        """Roll back to the last good state and halve the learning rates."""
+        self.nonfinite_events += 1
+        self.model.zero_grad()
+        if self._good is None or self.nonfinite_events > 5:
+            raise NonFiniteError(
+                f"the loss became NaN/Inf at step {self.step} and rolling back did not help; "
+                "try a lower learning rate or check the input images"
+            )
+        warnings.warn(f"non-finite loss or gradient at step {self.step}: rolled back and halved the learning rates",
+                      RuntimeWarning, stacklevel=2)
+        restored = GaussianModel.from_state_dict(self._good["model"], self.model.lrs,
+                                                 device=self.model.params["means"].device)
+        self.model.params, self.model.optimizers = restored.params, restored.optimizers
+        self.strategy_state = copy.deepcopy(self._good["state"])
+        self.model.lrs = copy.deepcopy(self.model.lrs)
+        for name in ("means", "means_final", "quats", "scales", "opacities", "sh0", "shN"):
+            setattr(self.model.lrs, name, getattr(self.model.lrs, name) * 0.5)
+        self.model.scale_lrs(0.5)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def train(self, on_step: Optional[Callable[[StepStats], None]] = None,
+              on_checkpoint: Optional[Callable[["Trainer"], None]] = None,
+              should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Run until ``cfg.iters`` steps; calls ``on_checkpoint`` every ``checkpoint_every`` steps."""
+        while self.step < self.cfg.iters and not should_stop():
+            stats = self.train_step()
+            if on_step:
+                on_step(stats)
+            every = self.cfg.checkpoint_every
+            if on_checkpoint and every and self.step % every == 0 and self.step < self.cfg.iters:
+                on_checkpoint(self)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "strategy_state": self.strategy_state,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "order": list(self._order),
+            "lrs": self.model.lrs,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        dev = self.model.params["means"].device
+        restored = GaussianModel.from_state_dict(state["model"], state["lrs"], device=dev)
+        self.model.params, self.model.optimizers, self.model.lrs = restored.params, restored.optimizers, restored.lrs
+        self.strategy_state = state["strategy_state"]
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self._order = list(state["order"])
+
+
+def save_checkpoint(trainer: Trainer, path: Path) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(trainer.state_dict(), tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise ValueError(f"checkpoint {path} could not be read ({e}); delete it or pick another with --resume") from e
+
+
+def ramp(step: int, total: int) -> float:
+    return min(1.0, max(0.0, step / max(total, 1)))
+
+
+__all__ = ["TrainConfig", "Trainer", "StepStats", "save_checkpoint", "load_checkpoint", "NonFiniteError", "math"]
