@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(BIN)/sparsesplat inspect $(EXAMPLE) -o $(DEMO_OUT)
+	$(BIN)/sparsesplat reconstruct $(EXAMPLE) -o $(DEMO_OUT) --protocol llff6 --overwrite
 
 test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -127,8 +127,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"sparsesplat: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("sparsesplat: interrupted", file=sys.stderr)
+    except OSError as e:  # disk full, permissions: nothing half-written was left under a final name
+        print(f"sparsesplat: error: could not write {e.filename or 'an output file'}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"sparsesplat: {e or 'interrupted'}", file=sys.stderr)
         return 130
 
 

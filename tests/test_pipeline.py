@@ -29,10 +29,10 @@ def colmap_scene(tmp_path_factory):
     return write_colmap_text(tmp_path_factory.mktemp("data") / "scene", scene), scene
 
 
-def _cfg(data, out, iters=200, protocol="llff6", **kw):
+def _cfg(data, out, iters=200, protocol="llff6", init="sfm", **kw):
     train = TrainConfig(iters=iters, sh_degree=1, sh_every=100, checkpoint_every=100)
     train.default.refine_start_iter, train.default.refine_stop_iter = 50, 150
-    return ReconstructConfig(data=data, out=out, protocol=protocol, train=train, **kw)
+    return ReconstructConfig(data=data, out=out, protocol=protocol, train=train, init=init, **kw)
 
 
 def run_cli(*args):
@@ -84,7 +84,7 @@ def test_existing_run_folder_is_refused_then_resumed(colmap_scene, tmp_path):
 def test_cli_reconstruct_and_its_errors(colmap_scene, tmp_path):
     data, _ = colmap_scene
     out = tmp_path / "cli_run"
-    r = run_cli("reconstruct", data, "-o", out, "--protocol", "llff3", "--iters", "60", "--sh-degree", "0")
+    r = run_cli("reconstruct", data, "-o", out, "--protocol", "llff3", "--iters", "60", "--sh-degree", "0", "--init", "sfm")
     assert r.returncode == 0, r.stderr
     assert "test PSNR" in r.stdout and (out / "scene.ply").is_file()
     r = run_cli("reconstruct", data, "-o", out, "--iters", "10")
@@ -111,3 +111,53 @@ def test_fern_smoke_run_beats_the_initial_render(data_dir, tmp_path):
     initial = reconstruct(cfg0, log=lambda *_: None)["psnr"]
     trained = reconstruct(cfg, log=lambda *_: None)["psnr"]
     assert trained > initial + 3.0, (initial, trained)
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_continues(colmap_scene, tmp_path):
+    data, _ = colmap_scene
+    out = tmp_path / "run"
+
+    def interrupt_at_40(stats):
+        if stats.step == 40:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        reconstruct(_cfg(data, out, iters=80), progress=interrupt_at_40, log=lambda *_: None)
+    assert (out / "checkpoints" / "step_000040.pt").is_file()
+    assert not (out / "scene.ply").exists() and not (out / "metrics.json").exists()  # nothing presented as done
+    m = reconstruct(_cfg(data, out, iters=80, resume=True), log=lambda *_: None)
+    assert m["steps"] == 80 and (out / "scene.ply").is_file()
+
+
+def test_disk_full_leaves_no_partial_scene(colmap_scene, tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    import sparsesplat.rasterizer.ply as ply
+
+    data, _ = colmap_scene
+    out = tmp_path / "run"
+
+    class FullDisk:
+        """A file that takes the PLY header, then runs out of space."""
+
+        def __init__(self, path, mode):
+            self.f = builtins.open(path, mode)
+
+        def write(self, b):
+            if len(b) > 200:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(ply, "open", FullDisk, raising=False)
+    with pytest.raises(OSError, match="No space"):
+        reconstruct(_cfg(data, out, iters=20), log=lambda *_: None)
+    assert not (out / "scene.ply").exists()
+    assert not list(out.glob(".scene.ply*"))  # the partial temp file is removed too
+    assert not (out / "metrics.json").exists()

@@ -135,3 +135,17 @@ def test_meta_means2d_gradient_and_max_weight():
     assert (m2.grad[~vis] == 0).all()
     assert (out.meta.max_weight[~vis] == 0).all()
     assert (out.meta.max_weight <= 0.99 + 1e-6).all() and (out.meta.max_weight[vis] > 0).any()
+
+
+def test_auto_falls_back_to_torch_with_the_build_message(monkeypatch):
+    """No compiler: 'auto' warns once with the reason and renders with the torch backend."""
+    import sparsesplat.rasterizer.backends as B
+    from sparsesplat.rasterizer import build
+
+    monkeypatch.setattr(build, "_modules", {})
+    monkeypatch.setattr(build, "_failures", {"cpu": build.BackendUnavailable("could not build: g++ not found")})
+    monkeypatch.setattr(B, "_warned", set())
+    g = random_gaussians(20, seed=0)
+    with pytest.warns(RuntimeWarning, match="g\\+\\+ not found"):
+        out = render(g, orbit_cameras(1, 16, 16), backend="auto")
+    assert out.meta.backend == "torch_backend"

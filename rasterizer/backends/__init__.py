@@ -45,6 +45,13 @@ def is_available(name: str) -> bool:
     return ext_available(name)
 
 
+def _why(name: str) -> str:
+    from ..build import _failures
+
+    err = _failures.get(name)
+    return str(err).strip() if err else "no CUDA device" if name == "cuda" else "not built"
+
+
 def resolve(name: str, device: torch.device) -> ModuleType:
     """The backend module for ``name`` ('auto' picks cuda on CUDA tensors, else cpu, else torch)."""
     if name not in BACKENDS + ("auto",):
@@ -57,7 +64,7 @@ def resolve(name: str, device: torch.device) -> ModuleType:
             if cand not in _warned and cand != "torch":
                 _warned.add(cand)
                 warnings.warn(
-                    f"the {cand} rasterizer backend is unavailable here (see the build message above); "
+                    f"the {cand} rasterizer backend is unavailable here ({_why(cand)}); "
                     "falling back to the slow pure-PyTorch backend",
                     RuntimeWarning,
                     stacklevel=3,
