@@ -1,1 +1,15 @@
-"""recon"""
+"""The reconstruction pipeline and the ``sparsesplat`` CLI.
+
+What lives here:
+    pipeline.py        reconstruct(): scene -> initial points -> training -> evaluation -> run folder
+    init.py            known-pose initialization (init_points.py: SIFT tracks triangulated; normalize.py)
+    gaussian_model.py  trainable raw parameters, their Adam optimizers, densification edits
+    trainer.py         the training loop (loss, SH ramp, regularizers, NaN guard, checkpoints)
+    strategies/        densification: 3DGS adaptive density control, MCMC
+    regularizers.py    DropGaussian, binocular consistency
+    metrics.py         PSNR, SSIM (3DGS), LPIPS when available, masked variants
+    export.py          cameras.json, transforms.json, COLMAP text model, side-by-side renders
+    io.py              atomic file writing; progress.py the training progress bar; cli.py the commands
+
+May import every other part of the project (rasterizer, datasets, priors, viewer).
+"""

@@ -8,7 +8,6 @@ through ``render()``.
 from __future__ import annotations
 
 import copy
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,10 +16,11 @@ from typing import Callable, Literal, Optional
 
 import torch
 
-from sparsesplat.rasterizer import Cameras, Gaussians, render
+from sparsesplat.rasterizer import Cameras, render
 
 from .gaussian_model import GaussianModel, LearningRates
 from .metrics import psnr, ssim
+from .regularizers import drop_gaussians, shifted_camera, warp_from_shifted
 from .strategies import DefaultStrategy, MCMCStrategy
 
 
@@ -45,6 +45,13 @@ class TrainConfig:
     init_opacity: float = 0.1
     dropout: float = 0.2
     """DropGaussian: the fraction of Gaussians dropped per step rises linearly to this (0 disables)."""
+    binocular_weight: float = 0.0
+    """Binocular consistency: weight of the loss between a training photo and the render of a sideways-shifted
+    camera warped back with the rendered depth (0 disables)."""
+    binocular_baseline: float = 0.2
+    """Largest sideways shift of the virtual camera, as a fraction of the scene scale."""
+    binocular_start: float = 0.2
+    """Start binocular consistency after this fraction of the steps (depth is meaningless at first)."""
     opacity_decay: float = 0.0
     """Multiply opacities by (1 - opacity_decay) every step while densifying (0 disables)."""
     random_background: bool = False
@@ -98,13 +105,16 @@ class Trainer:
     def _dropout_rate(self) -> float:
         return self.cfg.dropout * min(1.0, self.step / max(1, self.cfg.iters))
 
-    def _prims(self) -> Gaussians:
-        g = self.model.activated()
-        rate = self._dropout_rate()
-        if rate > 0:  # DropGaussian: drop at random, rescale the survivors so the expected opacity holds
-            keep = (torch.rand(len(g), generator=self.generator) >= rate).to(g.opacities)
-            g = Gaussians(g.means, g.quats, g.scales, g.opacities * keep / (1 - rate), sh=g.sh)
-        return g
+    def _binocular_active(self) -> bool:
+        return self.cfg.binocular_weight > 0 and self.step >= self.cfg.binocular_start * self.cfg.iters
+
+    def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree) -> torch.Tensor:
+        mag = (0.5 + 0.5 * torch.rand(1, generator=self.generator).item()) * self.cfg.binocular_baseline
+        b = mag * self.model.scene_scale * (1 if torch.rand(1, generator=self.generator).item() < 0.5 else -1)
+        other = render(prims, shifted_camera(cam, b), backend=self.cfg.backend, background=bg,
+                       sh_degree=sh_degree, render_mode="RGB", rasterize_mode=self.cfg.rasterize_mode)
+        warped, valid = warp_from_shifted(other.colors[0], depth, cam.Ks[0], b)
+        return ((warped - gt).abs() * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
 
     def train_step(self) -> StepStats:
         t0 = time.perf_counter()
@@ -112,10 +122,12 @@ class Trainer:
         v = self._next_view()
         model.set_means_lr(self.step, cfg.iters)
         bg = torch.rand(3, generator=self.generator) if cfg.random_background else self.background
+        prims = drop_gaussians(model.activated(), self._dropout_rate(), self.generator)
+        sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
+        binocular = self._binocular_active()
         out = render(
-            self._prims(), self.cameras[v], backend=cfg.backend, background=bg,
-            sh_degree=min(self.step // max(cfg.sh_every, 1), model.sh_degree),
-            render_mode="RGB", rasterize_mode=cfg.rasterize_mode,
+            prims, self.cameras[v], backend=cfg.backend, background=bg, sh_degree=sh_degree,
+            render_mode="RGB+ED" if binocular else "RGB", rasterize_mode=cfg.rasterize_mode,
         )
         img, gt = out.colors[0], self.images[v]
         if cfg.random_background and self.masks is not None:
@@ -123,6 +135,8 @@ class Trainer:
         l1 = (img - gt).abs().mean()
         loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
         loss = loss + self.strategy.regularization(model)
+        if binocular:
+            loss = loss + cfg.binocular_weight * self._binocular_loss(prims, self.cameras[v], out.depths[0], gt, bg, sh_degree)
         loss.backward()
         if not self._finite(loss):
             self._recover()
@@ -221,9 +235,3 @@ def load_checkpoint(path: Path) -> dict:
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"checkpoint {path} could not be read ({e}); delete it or pick another with --resume") from e
 
-
-def ramp(step: int, total: int) -> float:
-    return min(1.0, max(0.0, step / max(total, 1)))
-
-
-__all__ = ["TrainConfig", "Trainer", "StepStats", "save_checkpoint", "load_checkpoint", "NonFiniteError", "math"]

@@ -117,8 +117,9 @@ def test_mcmc_relocates_dead_and_respects_the_cap():
     assert int((torch.sigmoid(m.params["opacities"]) <= strat.min_opacity).sum()) == 0
 
 
-def test_training_improves_held_out_views(tiny_scene):
-    cfg = TrainConfig(iters=400, sh_every=100, checkpoint_every=0)
+@pytest.mark.parametrize("extra", [{}, {"binocular_weight": 0.5, "binocular_start": 0.1}], ids=["plain", "binocular"])
+def test_training_improves_held_out_views(tiny_scene, extra):
+    cfg = TrainConfig(iters=400, sh_every=100, checkpoint_every=0, **extra)
     cfg.default.refine_start_iter, cfg.default.refine_stop_iter = 100, 300
     train, test = [0, 2, 4, 6], [1, 5]
     tr, images, cams = _setup(tiny_scene, train, cfg)
