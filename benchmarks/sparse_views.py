@@ -59,7 +59,8 @@ def run_one(scene: str, seed: int, args) -> dict:
 
     rel, protocol = SCENES[scene]
     out = RESULTS / "runs" / f"{args.out}_{scene}_s{seed}"
-    train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy, dropout=args.dropout)
+    train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy, dropout=args.dropout,
+                        binocular_weight=args.binocular, opacity_decay=args.opacity_decay)
     if args.iters:
         train.iters = args.iters
     cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
@@ -73,14 +74,14 @@ def run_one(scene: str, seed: int, args) -> dict:
     return {"scene": scene, "protocol": protocol, "seed": seed, **m}
 
 
-def _ms(values) -> str:
+def _ms(values, digits: int = 2) -> str:
+    """mean ± std (or the single value) with ``digits`` decimals."""
     values = [v for v in values if v is not None]
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.3f}" if values[0] < 1.5 else f"{values[0]:.2f}"
-    mean, std = statistics.mean(values), statistics.stdev(values)
-    return f"{mean:.3f} ± {std:.3f}" if mean < 1.5 else f"{mean:.2f} ± {std:.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
@@ -94,9 +95,9 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
         lines += [f"## {scene} ({protocol}), {len(rs)} seed(s)", "",
                   "| method | PSNR | SSIM | LPIPS | train s | Gaussians | init points |", "|---|---|---|---|---|---|---|"]
         lines.append(
-            f"| **sparsesplat (this run)** | {_ms([r['psnr'] for r in rs])} | {_ms([r['ssim'] for r in rs])} "
-            f"| {_ms([r['lpips'] for r in rs])} | {_ms([r['train_seconds'] for r in rs])} "
-            f"| {_ms([r['num_primitives'] for r in rs])} | {_ms([r['init_points'] for r in rs])} ({rs[0]['init_method']}) |"
+            f"| **sparsesplat (this run)** | {_ms([r['psnr'] for r in rs])} | {_ms([r['ssim'] for r in rs], 3)} "
+            f"| {_ms([r['lpips'] for r in rs], 3)} | {_ms([r['train_seconds'] for r in rs], 0)} "
+            f"| {_ms([r['num_primitives'] for r in rs], 0)} | {_ms([r['init_points'] for r in rs], 0)} ({rs[0]['init_method']}) |"
         )
         for name, p in PUBLISHED.get(protocol, []):
             lines.append(f"| {name} — published, all-scene mean | {p:.2f} | | | | | |")
@@ -111,6 +112,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="training steps (default: the CLI's default)")
     ap.add_argument("--strategy", default="default", choices=["default", "mcmc"])
     ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--binocular", type=float, default=0.0, help="binocular consistency weight")
+    ap.add_argument("--opacity-decay", type=float, default=0.0)
     ap.add_argument("--init", default="auto")
     ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
@@ -126,7 +129,8 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
-            "settings": f"strategy={args.strategy}, dropout={args.dropout}, init={args.init}, iters={args.iters or 'default'}, full={args.full}"}
+            "settings": f"strategy={args.strategy}, dropout={args.dropout}, binocular={args.binocular}, "
+                        f"opacity_decay={args.opacity_decay}, init={args.init}, iters={args.iters or 'default'}, full={args.full}"}
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
 

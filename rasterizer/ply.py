@@ -15,15 +15,13 @@ Part of the rasterizer (the ground floor), so it imports nothing else from spars
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .fileio import atomic_path
 from .primitives import Gaussians
 from .sh import rgb_to_sh0
 
@@ -65,22 +63,6 @@ def gaussian_property_names(num_sh: int) -> list[str]:
 # ----------------------------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    """A temporary path beside ``path``, renamed onto it only if the block succeeds (so a crash never
-    leaves half a scene under the final name). recon.io has the same helper; rasterizer may not import it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_binary_ply(path: Path, vertices: np.ndarray) -> None:
     """Write a structured array as the ``vertex`` element of a binary little-endian PLY."""
     ply_types = {"f4": "float", "f8": "double", "u1": "uchar", "i4": "int", "u4": "uint"}
@@ -88,7 +70,7 @@ def _write_binary_ply(path: Path, vertices: np.ndarray) -> None:
     for name in vertices.dtype.names:
         header.append(f"property {ply_types[vertices.dtype[name].str[1:]]} {name}")
     header.append("end_header")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(("\n".join(header) + "\n").encode("ascii"))
             f.write(vertices.tobytes())

@@ -13,7 +13,7 @@ from sparsesplat.rasterizer.sh import sh_basis
 
 from scenes import orbit_cameras
 
-BACKENDS = ["torch", "cpu"]
+BACKENDS = ["torch", "cpu", "cuda"]
 
 
 def _small_scene(seed=0, n=6, sh_degree=1):
@@ -69,12 +69,13 @@ def test_compiled_gradients_match_torch(backend):
     cams = orbit_cameras(2, 64, 64)
     grads = {}
     for b in ("torch", backend):
-        params = [t.detach().clone().requires_grad_(True) for t in (g.means, g.quats, g.scales, g.opacities, g.sh)]
-        vm = cams.viewmats.clone().requires_grad_(True)
-        out = render(Gaussians(*params[:4], sh=params[4]), Cameras(vm, cams.Ks, 64, 64), backend=b)
-        w = torch.linspace(0.2, 1.0, out.colors.numel()).reshape(out.colors.shape)
+        dev = "cuda" if b == "cuda" else "cpu"
+        params = [t.detach().clone().to(dev).requires_grad_(True) for t in (g.means, g.quats, g.scales, g.opacities, g.sh)]
+        vm = cams.viewmats.clone().to(dev).requires_grad_(True)
+        out = render(Gaussians(*params[:4], sh=params[4]), Cameras(vm, cams.Ks.to(dev), 64, 64), backend=b)
+        w = torch.linspace(0.2, 1.0, out.colors.numel(), device=dev).reshape(out.colors.shape)
         ((out.colors * w).sum() + 0.05 * out.depths.sum()).backward()
-        grads[b] = [p.grad for p in params] + [vm.grad]
+        grads[b] = [p.grad.cpu() for p in params] + [vm.grad.cpu()]
     for name, gt, gc in zip(["means", "quats", "scales", "opacities", "sh", "viewmats"], grads["torch"], grads[backend]):
         scale = gt.abs().max()
         assert (gc - gt).abs().max() <= 1e-4 * scale + 1e-7, f"{name}: max diff {(gc - gt).abs().max():.3g} (scale {scale:.3g})"

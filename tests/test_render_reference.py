@@ -13,12 +13,28 @@ from naive_renderer import render_naive
 from scenes import orbit_cameras, random_gaussians
 
 SH_C0 = 0.28209479177387814
-BACKENDS = ["torch", "cpu"]
+BACKENDS = ["torch", "cpu", "cuda", "gsplat"]
+DEVICE = {"torch": "cpu", "cpu": "cpu", "cuda": "cuda", "gsplat": "cuda"}
 
 
 def _need(backend):
     if not is_available(backend):
         pytest.skip(f"backend {backend!r} is not available on this machine (no compiler or no CUDA)")
+
+
+def _render(g: Gaussians, cams: Cameras, backend: str, **kw):
+    """render() on the backend's device, results back on the CPU."""
+    dev = DEVICE[backend]
+    mv = lambda t: None if t is None else t.to(dev)  # noqa: E731
+    g = Gaussians(mv(g.means), mv(g.quats), mv(g.scales), mv(g.opacities), sh=mv(g.sh), colors=mv(g.colors))
+    if torch.is_tensor(kw.get("background")):
+        kw["background"] = kw["background"].to(dev)
+    out = render(g, cams.to(dev), backend=backend, **kw)
+    for name in ("colors", "alphas", "depths"):
+        if getattr(out, name) is not None:
+            setattr(out, name, getattr(out, name).cpu())
+    out.meta.visibility = out.meta.visibility.cpu()
+    return out
 
 
 def _reference(g: Gaussians, cams: Cameras, background, antialiased=False):
@@ -52,7 +68,7 @@ def test_matches_naive_renderer(backend, n, width, height, n_cams):
     g = random_gaussians(n, seed=n + width)
     cams = orbit_cameras(n_cams, width, height)
     bg = (0.2, 0.5, 0.9)
-    out = render(g, cams, backend=backend, background=bg)
+    out = _render(g, cams, backend, background=bg)
     rgb, alpha, depth = _reference(g, cams, bg)
     _assert_close(out.colors.numpy(), rgb, "colors")
     _assert_close(out.alphas[..., 0].numpy(), alpha, "alphas")
@@ -67,12 +83,12 @@ def test_antialiased_matches_naive(backend):
     _need(backend)
     g = random_gaussians(300, seed=7)
     cams = orbit_cameras(2, 48, 40)
-    out = render(g, cams, backend=backend, rasterize_mode="antialiased")
+    out = _render(g, cams, backend, rasterize_mode="antialiased")
     rgb, alpha, _ = _reference(g, cams, (0, 0, 0), antialiased=True)
     _assert_close(out.colors.numpy(), rgb, "colors")
     _assert_close(out.alphas[..., 0].numpy(), alpha, "alphas")
     # the compensation only ever lowers opacity
-    classic = render(g, cams, backend=backend, rasterize_mode="classic")
+    classic = _render(g, cams, backend, rasterize_mode="classic")
     assert out.alphas.sum() < classic.alphas.sum()
 
 
@@ -82,7 +98,7 @@ def test_empty_scene_renders_background(backend):
     z = torch.zeros(0, 3)
     g = Gaussians(z, torch.zeros(0, 4), z, torch.zeros(0), colors=z)
     cams = orbit_cameras(2, 20, 10)
-    out = render(g, cams, backend=backend, background=torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    out = _render(g, cams, backend, background=torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
     assert torch.equal(out.colors[0], torch.tensor([1.0, 0, 0]).expand(10, 20, 3))
     assert torch.equal(out.colors[1], torch.tensor([0, 1.0, 0]).expand(10, 20, 3))
     assert out.alphas.abs().max() == 0 and out.depths.abs().max() == 0
@@ -93,7 +109,7 @@ def test_non_finite_inputs_are_culled(backend):
     _need(backend)
     g = random_gaussians(200, seed=3)
     cams = orbit_cameras(2, 40, 30)
-    clean = render(g, cams, backend=backend, background=(1, 1, 1))
+    clean = _render(g, cams, backend, background=(1, 1, 1))
     bad_means, bad_quats, bad_scales = g.means.clone(), g.quats.clone(), g.scales.clone()
     bad_op, bad_sh = g.opacities.clone(), g.sh.clone()
     bad_means[0, 1] = float("nan")
@@ -102,12 +118,12 @@ def test_non_finite_inputs_are_culled(backend):
     bad_op[3] = float("nan")
     bad_sh[4, 0, 2] = float("-inf")
     poisoned = Gaussians(bad_means, bad_quats, bad_scales, bad_op, sh=bad_sh)
-    out = render(poisoned, cams, backend=backend, background=(1, 1, 1))
+    out = _render(poisoned, cams, backend, background=(1, 1, 1))
     assert torch.isfinite(out.colors).all() and torch.isfinite(out.depths).all()
     # equals the scene rendered without those five Gaussians
     keep = torch.arange(200) >= 5
-    ref = render(Gaussians(g.means[keep], g.quats[keep], g.scales[keep], g.opacities[keep], sh=g.sh[keep]),
-                 cams, backend=backend, background=(1, 1, 1))
+    ref = _render(Gaussians(g.means[keep], g.quats[keep], g.scales[keep], g.opacities[keep], sh=g.sh[keep]),
+                  cams, backend, background=(1, 1, 1))
     assert torch.allclose(out.colors, ref.colors, atol=1e-6)
     assert not out.meta.visibility[:, :5].any()
     assert not torch.equal(out.colors, clean.colors)  # the culled ones were visible before
