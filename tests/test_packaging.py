@@ -43,3 +43,18 @@ def test_rasterizer_imports_nothing_else_from_the_project():
         text = path.read_text()
         for other in ("recon", "datasets", "priors", "viewer", "benchmarks"):
             assert f"sparsesplat.{other}" not in text, f"{path} imports sparsesplat.{other}"
+
+
+def test_every_subpackage_is_listed_for_non_editable_installs():
+    """A wheel built from pyproject.toml contains only the listed packages: a missing entry works in an
+    editable checkout and breaks for users who `pip install .`."""
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    missing = []
+    for pkg, folder in tool["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            name = ".".join([pkg, *rel.parts])
+            if name not in listed:
+                missing.append(name)
+    assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
