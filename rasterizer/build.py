@@ -17,9 +17,11 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
+# Every source file of a backend's folder is compiled into its one module (bindings.cpp defines the module),
+# so a new primitive's kernels only add files.
 _SOURCES = {
-    "cpu": ["cpu/bindings.cpp", "cpu/projection.cpp", "cpu/rasterize.cpp"],
-    "cuda": ["cuda/bindings.cpp", "cuda/projection.cu", "cuda/rasterize.cu"],
+    "cpu": sorted(str(p.relative_to(CSRC)) for p in (CSRC / "cpu").glob("*.cpp")),
+    "cuda": sorted(str(p.relative_to(CSRC)) for p in [*(CSRC / "cuda").glob("*.cpp"), *(CSRC / "cuda").glob("*.cu")]),
 }
 _NAMES = {"cpu": "sparsesplat_cpu", "cuda": "sparsesplat_cuda"}
 

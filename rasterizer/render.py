@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -82,31 +82,53 @@ def _background(background, C, ref: torch.Tensor) -> torch.Tensor:
     return bg
 
 
+# render() dispatches on the primitive's type; each primitive kind registers its pipeline (projection,
+# colours, rasterization) here, e.g. ``register_renderer(Triangles, render_triangles)`` in its own module.
+# A pipeline takes (prims, cams, impl, sh_degree, rasterize_mode, **options) and returns a ``Rendered``.
+_RENDERERS: dict[type, Callable[..., "Rendered"]] = {}
+
+
+def register_renderer(kind: type, pipeline: Callable[..., "Rendered"]) -> None:
+    """Make ``render()`` draw primitives of type ``kind`` with ``pipeline``."""
+    _RENDERERS[kind] = pipeline
+
+
+@dataclass
+class Rendered:
+    """What a primitive pipeline hands back to ``render()``: feats (C,H,W,4) = [sum w rgb, sum w z],
+    alphas (C,H,W,1), and the per-primitive meta fields (see ``RenderMeta``)."""
+
+    feats: torch.Tensor
+    alphas: torch.Tensor
+    means2d: torch.Tensor
+    radii: torch.Tensor
+    max_weight: torch.Tensor
+    depths: torch.Tensor
+
+
 def render(
-    prims: Gaussians,
+    prims,
     cams: Cameras,
     backend: str = "auto",
     sh_degree: Optional[int] = None,
     background=None,
     render_mode: str = "RGB+ED",
     rasterize_mode: str = "classic",
-    eps2d: float = 0.3,
-    near: float = 0.01,
-    far: float = 1e10,
-    tile_size: int = 16,
+    **options,
 ) -> RenderOutput:
     """Render primitives into a batch of cameras, differentiably.
 
     Args:
-        prims: activated primitives (``Gaussians``: means (N,3), quats (N,4) wxyz, scales (N,3),
-            opacities (N,), sh (N,K,3) or colors (N,3)).
+        prims: activated primitives, e.g. ``Gaussians`` (means (N,3), quats (N,4) wxyz, scales (N,3),
+            opacities (N,), sh (N,K,3) or colors (N,3)); every type registered with ``register_renderer``.
         cams: ``Cameras`` with viewmats (C,4,4) world->camera (OpenCV), Ks (C,3,3), width, height.
             Gradients flow to ``cams.viewmats`` (pose refinement).
         backend: 'auto' | 'torch' | 'cpu' | 'cuda' | 'gsplat'.
         sh_degree: SH degree to use (default: all the coefficients given).
         background: (3,) or (C,3) colour added where the scene is transparent; default black.
         render_mode: 'RGB', 'D' (accumulated depth), 'ED' (expected depth), 'RGB+D' or 'RGB+ED'.
-        rasterize_mode: 'classic' or 'antialiased' (Mip-Splatting's opacity compensation).
+        rasterize_mode: 'classic' or 'antialiased' (Mip-Splatting's opacity compensation, Gaussians).
+        options: per-primitive settings, e.g. ``eps2d``, ``near``, ``far``, ``tile_size`` for Gaussians.
 
     Returns:
         ``RenderOutput`` with colors (C,H,W,3), alphas (C,H,W,1), depths (C,H,W,1) or None, and meta.
@@ -115,46 +137,62 @@ def render(
         raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
     if rasterize_mode not in RASTERIZE_MODES:
         raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
-    if not isinstance(prims, Gaussians):
-        raise TypeError(f"render() does not support {type(prims).__name__} yet")
-    impl = backends.resolve(backend, prims.means.device)
-    C, W, H = len(cams), cams.width, cams.height
+    pipeline = _RENDERERS.get(type(prims))
+    if pipeline is None:
+        kinds = ", ".join(k.__name__ for k in _RENDERERS)
+        raise TypeError(f"render() does not support {type(prims).__name__}; it draws {kinds}")
+    ref = next(v for v in vars(prims).values() if isinstance(v, torch.Tensor))
+    impl = backends.resolve(backend, ref.device)
+    r = pipeline(prims, cams, impl, sh_degree, rasterize_mode, **options)
+    C = len(cams)
+    out_colors = None
+    if "RGB" in render_mode:
+        bg = _background(background, C, r.feats)
+        out_colors = r.feats[..., :3] + (1.0 - r.alphas) * bg[:, None, None, :]
+    depths = None
+    if render_mode.endswith("ED"):
+        depths = torch.where(r.alphas > 0, r.feats[..., 3:] / r.alphas.clamp_min(1e-10), torch.zeros_like(r.alphas))
+    elif render_mode.endswith("D"):
+        depths = r.feats[..., 3:]
+    meta = RenderMeta(
+        means2d=r.means2d,
+        radii=r.radii,
+        visibility=(r.radii > 0).all(-1),
+        max_weight=r.max_weight,
+        depths=r.depths.detach(),
+        width=cams.width,
+        height=cams.height,
+        backend=impl.__name__.rsplit(".", 1)[-1],
+    )
+    return RenderOutput(colors=out_colors, alphas=r.alphas, depths=depths, meta=meta)
+
+
+def view_colors(sh, colors, centers: torch.Tensor, cams: Cameras, sh_degree: Optional[int]) -> torch.Tensor:
+    """Per-view RGB (C,N,3) of primitives with SH (evaluated towards each camera) or plain colours."""
+    if sh is not None:
+        degree = int(round(sh.shape[1] ** 0.5)) - 1 if sh_degree is None else sh_degree
+        return sh_to_rgb(sh, centers[None] - cams.centers[:, None], degree)
+    return colors[None].expand(len(cams), -1, -1)
+
+
+def render_gaussians(prims: Gaussians, cams: Cameras, impl, sh_degree: Optional[int], rasterize_mode: str,
+                     eps2d: float = 0.3, near: float = 0.01, far: float = 1e10, tile_size: int = 16) -> Rendered:
+    """EWA projection of 3D Gaussians, then tile rasterization (DESIGN.md §3)."""
+    W, H = cams.width, cams.height
     viewmats = cams.viewmats.to(prims.means.dtype)
     Ks = cams.Ks.to(prims.means.dtype)
     means, quats, scales, opac, sh, colors = _sanitize(prims)
-
     proj = impl.project_gaussians(
         means, quats, scales, opac, viewmats, Ks, W, H,
         eps2d=eps2d, near=near, far=far, antialiased=rasterize_mode == "antialiased",
     )
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
-    if sh is not None:
-        degree = prims.max_sh_degree if sh_degree is None else sh_degree
-        centers = Cameras(viewmats, Ks, W, H).centers
-        rgb = sh_to_rgb(sh, means[None] - centers[:, None], degree)
-    else:
-        rgb = colors[None].expand(C, -1, -1)
+    rgb = view_colors(sh, colors, means, Cameras(viewmats, Ks, W, H), sh_degree)
     feats, alphas, max_weight = impl.rasterize(
         proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size
     )
-    out_colors = None
-    if "RGB" in render_mode:
-        bg = _background(background, C, feats)
-        out_colors = feats[..., :3] + (1.0 - alphas) * bg[:, None, None, :]
-    depths = None
-    if render_mode.endswith("ED"):
-        depths = torch.where(alphas > 0, feats[..., 3:] / alphas.clamp_min(1e-10), torch.zeros_like(alphas))
-    elif render_mode.endswith("D"):
-        depths = feats[..., 3:]
-    meta = RenderMeta(
-        means2d=proj.means2d,
-        radii=proj.radii,
-        visibility=(proj.radii > 0).all(-1),
-        max_weight=max_weight,
-        depths=proj.depths.detach(),
-        width=W,
-        height=H,
-        backend=impl.__name__.rsplit(".", 1)[-1],
-    )
-    return RenderOutput(colors=out_colors, alphas=alphas, depths=depths, meta=meta)
+    return Rendered(feats, alphas, proj.means2d, proj.radii, max_weight, proj.depths)
+
+
+register_renderer(Gaussians, render_gaussians)
