@@ -56,6 +56,8 @@ class ClientView:
         self.frame_full = False
         self.frames_sent = 0
         self.error: Optional[str] = None
+        self.frusta = app.add_frusta(client.scene)
+        self.inside: Optional[int] = None  # the training camera this tab sits in (its frustum is hidden)
         client.camera.on_update(self._on_camera)
         self.thread = threading.Thread(target=self._loop, daemon=True, name=f"viewer-tab-{client.client_id}")
         self.thread.start()
@@ -63,6 +65,19 @@ class ClientView:
     def _on_camera(self, _camera) -> None:
         self.last_move = time.monotonic()
         self.wake.set()
+        self.update_frusta()
+
+    def update_frusta(self) -> None:
+        """Show the training cameras (if switched on) except one whose centre this tab's camera sits at:
+        its thumbnail would cover the whole view."""
+        pos = np.asarray(self.client.camera.position)
+        tol = 0.02 * self.app.frame_info.scale
+        inside = next((i for i, c in enumerate(self.app.camera_centers) if np.linalg.norm(pos - c) < tol), None)
+        for i, h in enumerate(self.frusta):
+            want = self.app.show_cameras and i != inside
+            if h.visible != want:
+                h.visible = want
+        self.inside = inside
 
     def view(self) -> ViewCamera:
         return client_view(self.client)
@@ -176,6 +191,7 @@ class ViewerApp:
         cv = ClientView(self, client)
         with self._clients_lock:
             self.clients[client.client_id] = cv
+        cv.update_frusta()
         cv.wake.set()
 
     def _on_disconnect(self, client) -> None:
@@ -243,19 +259,10 @@ class ViewerApp:
         srv.initial_camera.look_at = tuple(np.asarray(start.position) + start.forward * fr.scale)
         srv.initial_camera.up = tuple(start.up)
         sc = self.scene
-        self._frusta = []
+        self.show_cameras = True
+        self.camera_centers = []
         if sc.cameras is not None:
-            test = set(sc.test_names)
-            for i, name in enumerate(sc.names):
-                v = camera_to_view(sc.cameras, i)
-                thumb = sc.thumbnails[i] if sc.thumbnails is not None else None
-                h = srv.scene.add_camera_frustum(
-                    f"/cameras/{i:03d}", fov=v.fov_y, aspect=v.aspect, scale=0.08 * fr.scale,
-                    thickness=0.004 * fr.scale, color=(200, 60, 40) if name in test else (40, 90, 220),
-                    image=thumb, format="jpeg", wxyz=v.wxyz, position=v.position,
-                )
-                h.on_click(lambda event, v=v: self.set_client_view(event.client, v))
-                self._frusta.append(h)
+            self.camera_centers = [np.asarray(camera_to_view(sc.cameras, i).position) for i in range(len(sc.cameras))]
         self._points = None
         if sc.points is not None and len(sc.points):
             colors = sc.point_colors if sc.point_colors is not None else np.full((len(sc.points), 3), 0.6)
@@ -264,6 +271,24 @@ class ViewerApp:
                 np.clip(np.round(np.asarray(colors) * 255), 0, 255).astype(np.uint8),
                 point_size=0.004 * fr.scale, visible=False,
             )
+
+    def add_frusta(self, scene_api) -> list:
+        """Training-camera frusta (with thumbnails) in a tab's own scene; clicking one moves there."""
+        sc, fr = self.scene, self.frame_info
+        if sc.cameras is None:
+            return []
+        test, handles = set(sc.test_names), []
+        for i, name in enumerate(sc.names):
+            v = camera_to_view(sc.cameras, i)
+            thumb = sc.thumbnails[i] if sc.thumbnails is not None else None
+            h = scene_api.add_camera_frustum(
+                f"/cameras/{i:03d}", fov=v.fov_y, aspect=v.aspect, scale=0.08 * fr.scale,
+                thickness=0.004 * fr.scale, color=(200, 60, 40) if name in test else (40, 90, 220),
+                image=thumb, format="jpeg", wxyz=v.wxyz, position=v.position, visible=self.show_cameras,
+            )
+            h.on_click(lambda event, v=v: self.set_client_view(event.client, v))
+            handles.append(h)
+        return handles
 
     def _send_splats(self) -> None:
         arrays = splat_arrays(self.prims)
@@ -353,8 +378,9 @@ class ViewerApp:
 
         @show_cams.on_update
         def _(_):
-            for h in self._frusta:
-                h.visible = show_cams.value
+            self.show_cameras = bool(show_cams.value)
+            for cv in list(self.clients.values()):
+                cv.update_frusta()
 
         @show_pts.on_update
         def _(_):
