@@ -91,7 +91,11 @@ def _thumbnails(names: list[str], listing, prims, cams: Cameras, background) -> 
         p = paths.get(name)
         try:
             if p is not None:
-                out.append(make_thumbnail(np.asarray(Image.open(p).convert("RGB")), THUMB))
+                img = Image.open(p)
+                if img.mode in ("RGBA", "LA", "P"):  # Blender photos: composite on the scene's background
+                    base = Image.new("RGBA", img.size, tuple(int(round(255 * c)) for c in background) + (255,))
+                    img = Image.alpha_composite(base, img.convert("RGBA"))
+                out.append(make_thumbnail(np.asarray(img.convert("RGB")), THUMB))
                 continue
         except OSError:
             pass

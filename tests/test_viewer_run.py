@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sparsesplat.recon.cli import main
 from sparsesplat.recon.view_run import load_run_for_viewer
@@ -29,6 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_load_run_folder(tmp_path):
     written = make_run_folder(tmp_path / "run", photos=tmp_path / "photos")
+    # a photo with alpha (as Blender scenes have): white where transparent, which must not show
+    rgba = np.zeros((60, 80, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[:, :40] = (*written["photo_colors"][1], 255)
+    Image.fromarray(rgba).save(tmp_path / "photos" / NAMES[1])
+    written["photo_colors"][1] = np.zeros(3, np.uint8)  # right half: transparent -> the background (black)
     scene = load_run_for_viewer(tmp_path / "run")
     g, g0 = scene.get_primitives(), written["gaussians"]
     torch.testing.assert_close(g.means, g0.means)
@@ -42,7 +49,7 @@ def test_load_run_folder(tmp_path):
     # thumbnails are the photos the config names (solid colours here), 128 pixels on the longer side
     for thumb, color in zip(scene.thumbnails, written["photo_colors"]):
         assert thumb.shape == (96, 128, 3)
-        np.testing.assert_array_equal(thumb[40, 60], color)
+        np.testing.assert_array_equal(thumb[40, 100], color)
 
 
 def test_run_folder_without_photos_gets_rendered_thumbnails(tmp_path):
