@@ -71,7 +71,7 @@ class ClientView:
         """Show the training cameras (if switched on) except one whose centre this tab's camera sits at:
         its thumbnail would cover the whole view."""
         pos = np.asarray(self.client.camera.position)
-        tol = 0.02 * self.app.frame_info.scale
+        tol = 0.25 * self.app.frustum_size
         inside = next((i for i, c in enumerate(self.app.camera_centers) if np.linalg.norm(pos - c) < tol), None)
         for i, h in enumerate(self.frusta):
             want = self.app.show_cameras and i != inside
@@ -117,7 +117,8 @@ class ClientView:
         frame = app.render(view, moving=moving, settings=settings)
         if self.stopped.is_set():
             return False
-        self.client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=90)
+        self.client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=90,
+                                               depth=frame.depth if self.app.occlusion else None)
         self.frame, self.frame_key, self.frame_full = frame, key, not moving
         self.frames_sent += 1
         return True
@@ -147,6 +148,7 @@ class ViewerApp:
         self.clients: dict[int, ClientView] = {}
         self.splats_on = False
         self._splats = None
+        self.occlusion = True  # send depth with each frame so the scene hides frusta and points behind it
         self.keyframes: list[ViewCamera] = []
         self._render_lock = threading.Lock()
         self._clients_lock = threading.Lock()
@@ -260,9 +262,14 @@ class ViewerApp:
         srv.initial_camera.up = tuple(start.up)
         sc = self.scene
         self.show_cameras = True
-        self.camera_centers = []
+        self.camera_centers: list[np.ndarray] = []
+        self.frustum_size = 0.08 * fr.scale
         if sc.cameras is not None:
             self.camera_centers = [np.asarray(camera_to_view(sc.cameras, i).position) for i in range(len(sc.cameras))]
+            if len(self.camera_centers) > 1:  # forward-facing captures: cameras close together, small frusta
+                c = np.stack(self.camera_centers)
+                d = np.linalg.norm(c[:, None] - c[None], axis=-1) + np.diag(np.full(len(c), np.inf))
+                self.frustum_size = float(min(self.frustum_size, 0.4 * np.median(d.min(1))))
         self._points = None
         if sc.points is not None and len(sc.points):
             colors = sc.point_colors if sc.point_colors is not None else np.full((len(sc.points), 3), 0.6)
@@ -274,7 +281,7 @@ class ViewerApp:
 
     def add_frusta(self, scene_api) -> list:
         """Training-camera frusta (with thumbnails) in a tab's own scene; clicking one moves there."""
-        sc, fr = self.scene, self.frame_info
+        sc = self.scene
         if sc.cameras is None:
             return []
         test, handles = set(sc.test_names), []
@@ -282,8 +289,8 @@ class ViewerApp:
             v = camera_to_view(sc.cameras, i)
             thumb = sc.thumbnails[i] if sc.thumbnails is not None else None
             h = scene_api.add_camera_frustum(
-                f"/cameras/{i:03d}", fov=v.fov_y, aspect=v.aspect, scale=0.08 * fr.scale,
-                thickness=0.004 * fr.scale, color=(200, 60, 40) if name in test else (40, 90, 220),
+                f"/cameras/{i:03d}", fov=v.fov_y, aspect=v.aspect, scale=self.frustum_size,
+                thickness=0.05 * self.frustum_size, color=(200, 60, 40) if name in test else (40, 90, 220),
                 image=thumb, format="jpeg", wxyz=v.wxyz, position=v.position, visible=self.show_cameras,
             )
             h.on_click(lambda event, v=v: self.set_client_view(event.client, v))

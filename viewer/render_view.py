@@ -57,14 +57,20 @@ class RenderSettings:
             raise ValueError(f"colormap must be one of {tuple(COLORMAPS)}, got {self.colormap!r}")
 
 
+EMPTY_DEPTH = 1e3  # depth sent for pixels the scene barely covers, so 3D overlays there stay visible
+
+
 @dataclass
 class Frame:
-    """One rendered frame: ``image`` (H,W,3) uint8, the ``cameras`` used, and the depth range (Depth mode)."""
+    """One rendered frame: ``image`` (H,W,3) uint8, the ``cameras`` used, the depth range (Depth mode) and
+    ``depth`` (H,W) float32: the expected depth where alpha >= 0.5, else ``EMPTY_DEPTH`` (the browser uses it
+    to hide frusta and points behind the scene)."""
 
     image: np.ndarray
     cameras: Cameras
     near: float = 0.0
     far: float = 0.0
+    depth: Optional[np.ndarray] = None
 
 
 def apply_colormap(t: np.ndarray, name: str = "rainbow") -> np.ndarray:
@@ -109,21 +115,21 @@ def _device_of(prims) -> torch.device:
 @torch.no_grad()
 def render_cameras(prims, cams: Cameras, settings: RenderSettings) -> Frame:
     """Render one camera with the settings' mode; see the module docstring."""
-    mode = "RGB" if settings.mode == "RGB" else "RGB+ED"
     bg = torch.tensor(settings.background, dtype=torch.float32)
     out = render(prims, cams, backend=settings.backend, sh_degree=settings.sh_degree, background=bg.to(cams.device),
-                 render_mode=mode, **settings.options)
+                 render_mode="RGB+ED", **settings.options)
     alpha = out.alphas[0, ..., 0].float().cpu().numpy()
-    if settings.mode == "RGB":
-        return Frame(to_uint8(out.colors[0].float().cpu().numpy()), cams)
-    if settings.mode == "Alpha":
-        return Frame(to_uint8(np.repeat(alpha[..., None], 3, axis=-1)), cams)
     depth = out.depths[0, ..., 0].float().cpu().numpy()
+    occluding = np.where(alpha >= 0.5, depth, EMPTY_DEPTH).astype(np.float32)
+    if settings.mode == "RGB":
+        return Frame(to_uint8(out.colors[0].float().cpu().numpy()), cams, depth=occluding)
+    if settings.mode == "Alpha":
+        return Frame(to_uint8(np.repeat(alpha[..., None], 3, axis=-1)), cams, depth=occluding)
     near, far = settings.near, settings.far
     if not far > near:
         near, far = depth_range(depth, alpha)
     img = colorize_depth(depth, alpha, near, far, settings.colormap, settings.background)
-    return Frame(to_uint8(img), cams, near, far)
+    return Frame(to_uint8(img), cams, near, far, depth=occluding)
 
 
 def render_view(prims, view: ViewCamera, settings: RenderSettings, moving: bool = False) -> Frame:

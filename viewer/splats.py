@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis constant, 1 / (2 sqrt(pi))
