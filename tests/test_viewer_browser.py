@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -103,9 +104,28 @@ def direct_render(app: ViewerApp, view: ViewCamera, w: int, h: int) -> np.ndarra
     return np.clip(np.round(out.colors[0].numpy() * 255), 0, 255)
 
 
+class Stats:
+    def __init__(self, step):
+        self.step, self.loss, self.psnr, self.num_primitives = step, 0.1, 20.0, 800
+
+
 def test_viewer_in_chromium(browser, tmp_path):
     make_run_folder(tmp_path / "run", photos=tmp_path / "photos")
-    app = ViewerApp(load_run_for_viewer(tmp_path / "run"), port=0)
+    scene = load_run_for_viewer(tmp_path / "run")
+    scene.total_steps = 10**9
+    app = ViewerApp(scene, port=0, live=True, refresh_s=1.0)
+    steps = []
+
+    def train():  # a stand-in training loop that reports to the viewer, as reconstruct --viewer does
+        k = 0
+        while not app.should_stop():
+            k += 1
+            app.on_step(Stats(k))
+            steps.append(k)
+            time.sleep(0.02)
+
+    trainer = threading.Thread(target=train, daemon=True)
+    trainer.start()
     try:
         page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
         page.goto(app.url)
@@ -175,5 +195,10 @@ def test_viewer_in_chromium(browser, tmp_path):
                  "the first tab to keep rendering")
         page.close()
         wait_for(lambda: not app.clients, 30, "all tabs to be dropped")
+        n = len(steps)
+        wait_for(lambda: len(steps) > n + 10, 30, "training to go on after the tabs left")
+        assert trainer.is_alive()
     finally:
+        app.state.request_stop()
+        trainer.join(10)
         app.close()

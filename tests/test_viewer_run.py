@@ -175,6 +175,29 @@ def test_live_hooks_refresh_pause_and_stop(tmp_path):
         app.close()
 
 
+def test_a_failing_viewer_never_stops_training(tmp_path, capsys):
+    make_run_folder(tmp_path / "run")
+    scene = load_run_for_viewer(tmp_path / "run")
+    good = scene.get_primitives()
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("snapshot failed")
+        return good
+
+    scene.get_primitives = flaky
+    app = ViewerApp(scene, port=0, live=True, refresh_s=0.0)
+    try:
+        for k in range(1, 6):
+            app.on_step(FakeStats(k, 0.1, 20.0, 800))  # must not raise
+        assert app.state.stats.step == 5 and len(calls) == 6
+        assert capsys.readouterr().out.count("live update failed") == 1  # said once, not every step
+    finally:
+        app.close()
+
+
 def test_reconstruct_with_viewer(tmp_path, monkeypatch):
     """`reconstruct --viewer`: the viewer follows training and gets the final scene; training is unchanged."""
     from sparsesplat.datasets.synthetic import make_scene

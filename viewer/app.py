@@ -153,6 +153,7 @@ class ViewerApp:
         self._render_lock = threading.Lock()
         self._clients_lock = threading.Lock()
         self._last_refresh = self._last_stats = time.monotonic()
+        self._hook_failed = False
         self.frame_info = scene_frame(scene.cameras, scene.points, primitive_centers(self.prims))
 
         self.server = viser.ViserServer(host=host, port=port, label=scene.title, verbose=False)
@@ -217,19 +218,24 @@ class ViewerApp:
     def on_step(self, stats) -> None:
         """Call after every training step (``StepStats``-like: step, loss, psnr, num_primitives).
 
-        Refreshes the view every ``refresh_s`` and blocks while the user has paused training.
+        Refreshes the view every ``refresh_s`` and blocks while the user has paused training. A failure on
+        the viewer's side is reported once and never stops training.
         """
-        shown = self.state.record_step(stats.step, stats.loss, stats.psnr, stats.num_primitives)
-        now = time.monotonic()
-        if now - self._last_stats >= 0.25:
-            self._stats_md.content = shown.markdown()
-            self._last_stats = now
-        if now - self._last_refresh >= self.refresh_s:
-            self.refresh_primitives()
-        if self.state.paused:
-            self.refresh_primitives()
-            self._stats_md.content = self.state.stats.markdown()
-            self.state.wait_while_paused()
+        try:
+            shown = self.state.record_step(stats.step, stats.loss, stats.psnr, stats.num_primitives)
+            now = time.monotonic()
+            if now - self._last_stats >= 0.25:
+                self._stats_md.content = shown.markdown()
+                self._last_stats = now
+            if now - self._last_refresh >= self.refresh_s or self.state.paused:
+                self.refresh_primitives()
+            if self.state.paused:
+                self._stats_md.content = self.state.stats.markdown()
+        except Exception as e:  # noqa: BLE001 - the viewer is a spectator; training goes on
+            if not self._hook_failed:
+                self._hook_failed = True
+                print(f"viewer: live update failed ({type(e).__name__}: {e}); training continues")
+        self.state.wait_while_paused()
 
     def should_stop(self) -> bool:
         return self.state.stop_requested
