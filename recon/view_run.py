@@ -7,6 +7,7 @@ still there, the photos for the camera thumbnails, and hands plain data to ``spa
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Optional
@@ -21,6 +22,8 @@ from sparsesplat.rasterizer.ply import load_gaussians_ply
 from sparsesplat.viewer.scene import ViewerScene, make_thumbnail
 
 THUMB = 128  # longer side of frustum thumbnails, pixels
+# scene.ply readers per primitive kind (config.yaml's `primitive`); other kinds add theirs here
+SCENE_READERS = {"gaussian": load_gaussians_ply}
 
 
 def read_cameras_json(path: Path) -> tuple[list[str], Cameras]:
@@ -112,10 +115,14 @@ def load_run_for_viewer(run) -> ViewerScene:
     if not ply.is_file():
         raise ValueError(f"{run} has no scene.ply; is it a finished run folder? (an interrupted run can be "
                          "finished with `sparsesplat reconstruct ... --resume`)")
-    prims = load_gaussians_ply(ply)
+    cfg, listing = _scene_source(run)
+    kind = cfg.get("primitive", "gaussian") if isinstance(cfg, dict) else "gaussian"
+    if kind not in SCENE_READERS:
+        raise ValueError(f"{ply} holds {kind} primitives, which `sparsesplat view` cannot read yet "
+                         f"(it reads {', '.join(SCENE_READERS)})")
+    prims = SCENE_READERS[kind](ply)
     names, cams = read_cameras_json(run / "cameras.json") if (run / "cameras.json").is_file() else ([], None)
     points, colors = read_colmap_points(run / "sparse" / "0")
-    cfg, listing = _scene_source(run)
     background = (1.0, 1.0, 1.0) if listing is not None and listing.white_background else (0.0, 0.0, 0.0)
     test_names: list[str] = []
     if (run / "metrics.json").is_file():
@@ -138,14 +145,11 @@ def start_live_viewer(cfg, model, scene, cams_norm: Cameras, points_norm, point_
     Everything is in the trainer's normalized frame. ``get_primitives`` is called from the training thread
     (``ViewerApp.on_step``), so the copy it takes never sees a half-updated model.
     """
-    from sparsesplat.rasterizer import Gaussians
     from sparsesplat.viewer.app import ViewerApp
 
     @torch.no_grad()
-    def current() -> Gaussians:
-        g = model.activated()
-        return Gaussians(g.means.detach().clone(), g.quats.detach().clone(), g.scales.detach().clone(),
-                         g.opacities.detach().clone(), sh=g.sh.detach().clone())
+    def current():
+        return detached_copy(model.activated())
 
     names = list(scene.names)
     test = [names[i] for i in scene.test_ids]
@@ -159,6 +163,16 @@ def start_live_viewer(cfg, model, scene, cams_norm: Cameras, points_norm, point_
     app = ViewerApp(viewer_scene, host=cfg.host, port=cfg.port, live=True, video_dir=Path(cfg.out))
     log(f"viewer: {app.url}")
     return app
+
+
+def detached_copy(prims):
+    """A copy of any primitive object with every tensor attribute detached and cloned (so the viewer's
+    render threads never see the optimizer change it)."""
+    out = copy.copy(prims)
+    for k, v in vars(prims).items():
+        if isinstance(v, torch.Tensor):
+            setattr(out, k, v.detach().clone())
+    return out
 
 
 def chain_steps(*callbacks):

@@ -178,6 +178,29 @@ def test_viewer_in_chromium(browser, tmp_path):
         depth_err = np.abs(depth_shot - cv.frame.image)[mask]
         assert depth_err.mean() < 6.0, f"depth view differs from the server's depth frame by {depth_err.mean():.1f}/255"
 
+        # a camera path from two keyframes taken with the GUI's button -> a video file
+        page.get_by_text("Camera path").click()  # the folder starts collapsed
+        page.get_by_role("button", name="Add keyframe").click()
+        wait_for(lambda: len(app.keyframes) == 1, 30, "the first keyframe")
+        eye2 = np.array([2.0, 3.0, 1.0])
+        x, y, z, w_ = Rotation.from_matrix(np.linalg.inv(look_at(eye2, [0.0, 0.0, 0.0]).numpy())[:3, :3]).as_quat()
+        app.set_client_view(cv.client, ViewCamera((w_, x, y, z), tuple(eye2), math.radians(45), 1.0))
+        wait_for(lambda: np.allclose(cv.client.camera.position, eye2, atol=1e-3), 30, "the second camera")
+        page.get_by_role("button", name="Add keyframe").click()
+        wait_for(lambda: len(app.keyframes) == 2, 30, "the second keyframe")
+        np.testing.assert_allclose(app.keyframes[0].position, eye, atol=1e-3)
+        np.testing.assert_allclose(app.keyframes[1].position, eye2, atol=1e-3)
+        video = tmp_path / "path.mp4"
+        app.controls["frames"].value, app.controls["video_file"].value = 6, str(video)
+        page.get_by_role("button", name="Render video").click()
+        wait_for(video.is_file, 120, "the camera-path video")
+        import cv2
+
+        cap, n = cv2.VideoCapture(str(video)), 0
+        while cap.read()[0]:
+            n += 1
+        assert n == 6
+
         # a second tab connects, gets its own frames, and leaves without disturbing the first
         second = browser.new_page(viewport={"width": 640, "height": 480}, device_scale_factor=1)
         second.goto(app.url)

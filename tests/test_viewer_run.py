@@ -66,6 +66,11 @@ def test_view_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["view", str(tmp_path / "empty")]) == 1
     assert "no scene.ply" in capsys.readouterr().err
+    make_run_folder(tmp_path / "run")
+    cfg = tmp_path / "run" / "config.yaml"
+    cfg.write_text(cfg.read_text() + "primitive: hexagon\n")
+    assert main(["view", str(tmp_path / "run")]) == 1
+    assert "hexagon primitives" in capsys.readouterr().err
 
 
 def test_view_cli_serves_on_localhost_and_skips_a_busy_port(tmp_path):
@@ -227,6 +232,7 @@ def test_reconstruct_with_viewer(tmp_path, monkeypatch):
     app = apps[0]
     assert app.state.stats.step == 30 and app.prims_version >= 30
     assert len(app.prims) == metrics["num_primitives"]
+    assert not app.prims.means.requires_grad  # a detached copy: render threads never race the optimizer
     assert len(app.scene.names) == len(app.scene.cameras) == 4 and len(app.scene.test_names) == 1  # llff3: 3 + 1
     assert app.scene.thumbnails[0].shape == (96, 128, 3)
     assert camera_to_view(app.scene.cameras, 0).aspect == pytest.approx(48 / 36)

@@ -416,6 +416,8 @@ class ViewerApp:
             loop = gui.add_checkbox("Loop", initial_value=False)
             out = gui.add_text("Video file", initial_value=str(video_dir / "camera_path.mp4"))
             make = gui.add_button("Render video")
+        self.controls.update(add_keyframe=add, clear_keyframes=clear, path_info=info, frames=frames, fps=fps,
+                             loop=loop, video_file=out, render_video=make)
 
         @add.on_click
         def _(event):
