@@ -65,6 +65,16 @@ def measure(prims, views, settings, moving: bool, repeats: int) -> dict:
     return {"size": f"{w}x{h}", "ms": 1000 * med, "fps": 1.0 / med, "best_fps": 1.0 / best, "frames": len(times)}
 
 
+def to_device(prims, device: str):
+    import copy
+
+    out = copy.copy(prims)
+    for k, v in vars(prims).items():
+        if isinstance(v, torch.Tensor):
+            setattr(out, k, v.to(device))
+    return out
+
+
 def synthetic_scene(n: int):
     from sparsesplat.benchmarks.rasterizer import make_gaussians
     from sparsesplat.datasets.synthetic import make_cameras
@@ -83,17 +93,22 @@ def main() -> None:
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--modes", nargs="*", default=["RGB", "Depth", "Alpha"])
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (primitives on the GPU: the cuda backend)")
     p.add_argument("--out", default="viewer")
+    p.add_argument("--note", default="", help="a line about the machine (e.g. other jobs sharing its cores)")
     args = p.parse_args()
 
-    from sparsesplat.recon.view_run import load_run_for_viewer
     from sparsesplat.viewer.render_view import RenderSettings
 
-    scenes = [(f"run {r.name}", load_run_for_viewer(r)) for r in args.run]
+    scenes = []
+    if args.run:
+        from sparsesplat.recon.view_run import load_run_for_viewer
+
+        scenes += [(f"run {r.name}", load_run_for_viewer(r)) for r in args.run]
     scenes += [(f"synthetic {n:,} Gaussians", synthetic_scene(n)) for n in args.gaussians]
     rows = []
     for label, scene in scenes:
-        prims = scene.get_primitives()
+        prims = to_device(scene.get_primitives(), args.device)
         views = orbit_views(scene, args.views)
         for mode in args.modes:
             s = RenderSettings(mode=mode, resolution=args.resolution, moving_scale=args.moving_scale,
@@ -104,14 +119,16 @@ def main() -> None:
                 print(f"{label:34s} {mode:6s} {'moving' if moving else 'still ':6s} {r['size']:>8s} "
                       f"{r['ms']:8.1f} ms  {r['fps']:6.2f} fps (best {r['best_fps']:.2f})", flush=True)
     load = os.getloadavg()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    machine = (torch.cuda.get_device_name() if args.device == "cuda"
+               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     lines = [
         f"# Viewer: server-side render speed ({machine})", "",
         f"Command: `python -m sparsesplat.benchmarks.viewer {' '.join(_argv())}`  ",
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend auto (CPU C++), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend auto "
+        f"({'CUDA' if args.device == 'cuda' else 'CPU C++'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  ",
-        f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min). The 2 cores were "
-        "shared with other jobs while this ran, so these are lower bounds on an idle machine's speed.", "",
+        f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, {os.cpu_count()} cores). "
+        + args.note, "",
         "Median and best over the frames of a small orbit around the first camera (the best frame is the "
         "closest to an idle machine here); includes Cameras set-up, render() (colour and expected depth: "
         "the depth also goes to the browser so the scene hides frusta behind it), the colour map and the uint8 "
