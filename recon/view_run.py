@@ -69,7 +69,10 @@ def read_colmap_points(model: Path) -> tuple[Optional[np.ndarray], Optional[np.n
 def _scene_source(run: Path) -> tuple[dict, Optional[object]]:
     """config.yaml (or {}) and the listing of the scene folder it names, when that folder still exists."""
     cfg_path = run / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    except (OSError, yaml.YAMLError):  # only decoration and the primitive kind come from it
+        cfg = {}
     data = Path(cfg.get("data", "")) if isinstance(cfg, dict) and cfg.get("data") else None
     if data is None or not data.is_dir():
         return cfg or {}, None
