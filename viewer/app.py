@@ -148,13 +148,15 @@ class ViewerApp:
         self.clients: dict[int, ClientView] = {}
         self.splats_on = False
         self._splats = None
-        self.occlusion = True  # send depth with each frame so the scene hides frusta and points behind it
         self.keyframes: list[ViewCamera] = []
         self._render_lock = threading.Lock()
         self._clients_lock = threading.Lock()
         self._last_refresh = self._last_stats = time.monotonic()
         self._hook_failed = False
         self.frame_info = scene_frame(scene.cameras, scene.points, primitive_centers(self.prims))
+        # send depth with each frame so the scene hides frusta and points behind it; viser's depth encoding
+        # stops at ~167 units, so very large scenes go without
+        self.occlusion = self.frame_info.scale < 40.0
 
         self.server = viser.ViserServer(host=host, port=port, label=scene.title, verbose=False)
         self.host, self.port = host, self.server.get_port()
