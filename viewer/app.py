@@ -185,6 +185,11 @@ class ViewerApp:
             self._send_splats()
         self._wake_all()
 
+    def client_views(self) -> list[ClientView]:
+        """The connected tabs (a copy: tabs come and go from viser's threads)."""
+        with self._clients_lock:
+            return list(self.clients.values())
+
     def _wake_all(self) -> None:
         with self._clients_lock:
             for cv in self.clients.values():
@@ -314,13 +319,13 @@ class ViewerApp:
         self.splats_on = on
         if on:
             self._send_splats()
-            for cv in list(self.clients.values()):
+            for cv in self.client_views():
                 cv.client.scene.set_background_image(None)
         else:
             if self._splats is not None:
                 self._splats.remove()
                 self._splats = None
-            for cv in list(self.clients.values()):
+            for cv in self.client_views():
                 cv.frame_key = None
         self._wake_all()
 
@@ -377,7 +382,7 @@ class ViewerApp:
 
         @fov.on_update
         def _(_):
-            for cv in list(self.clients.values()):
+            for cv in self.client_views():
                 cv.client.camera.fov = math.radians(fov.value)
 
         with gui.add_folder("Scene"):
@@ -394,7 +399,7 @@ class ViewerApp:
         @show_cams.on_update
         def _(_):
             self.show_cameras = bool(show_cams.value)
-            for cv in list(self.clients.values()):
+            for cv in self.client_views():
                 cv.update_frusta()
 
         @show_pts.on_update
