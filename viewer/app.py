@@ -115,7 +115,7 @@ class ClientView:
         if key == self.frame_key and (self.frame_full or moving):
             return False
         frame = app.render(view, moving=moving, settings=settings)
-        if self.stopped.is_set():
+        if self.stopped.is_set() or app.splats_on:  # the tab left, or splats took over while rendering
             return False
         self.client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=90,
                                                depth=frame.depth if self.app.occlusion else None)
