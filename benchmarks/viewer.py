@@ -8,6 +8,7 @@ benchmark's realistic distribution). The camera orbits the scene so frames diffe
 user drags.
 
     python -m sparsesplat.benchmarks.viewer --run RUN_FOLDER --gaussians 100000
+    OMP_NUM_THREADS=1 python -m sparsesplat.benchmarks.viewer ... --out viewer_1thread   # work per frame, one core
 """
 
 from __future__ import annotations
@@ -54,15 +55,19 @@ def measure(prims, views, settings, moving: bool, repeats: int) -> dict:
     from sparsesplat.viewer.render_view import render_view
 
     render_view(prims, views[0], settings, moving)  # warm-up (builds/loads the backend)
-    times = []
+    times, cpu = [], []
     for r in range(repeats):
         for v in views:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             frame = render_view(prims, v, settings, moving)
             times.append(time.perf_counter() - t0)
-    med, best = statistics.median(times), min(times)
+            cpu.append(time.process_time() - c0)
+    med, best, cpu_med = statistics.median(times), min(times), statistics.median(cpu)
     h, w = frame.image.shape[:2]
-    return {"size": f"{w}x{h}", "ms": 1000 * med, "fps": 1.0 / med, "best_fps": 1.0 / best, "frames": len(times)}
+    # with one thread, CPU seconds per frame measure the work and barely change when other jobs share the cores
+    idle = torch.get_num_threads() / cpu_med if cpu_med > 0 else float("nan")
+    return {"size": f"{w}x{h}", "ms": 1000 * med, "fps": 1.0 / med, "best_fps": 1.0 / best,
+            "cpu_ms": 1000 * cpu_med, "idle_fps": idle, "frames": len(times)}
 
 
 def to_device(prims, device: str):
@@ -117,14 +122,17 @@ def main() -> None:
                 r = measure(prims, views, s, moving, args.repeats)
                 rows.append({"scene": label, "n": len(prims), "mode": mode, "moving": moving, **r})
                 print(f"{label:34s} {mode:6s} {'moving' if moving else 'still ':6s} {r['size']:>8s} "
-                      f"{r['ms']:8.1f} ms  {r['fps']:6.2f} fps (best {r['best_fps']:.2f})", flush=True)
+                      f"{r['ms']:8.1f} ms  {r['fps']:6.2f} fps (best {r['best_fps']:.2f}) "
+                      f"CPU {r['cpu_ms']:.0f} ms -> {r['idle_fps']:.2f} /s", flush=True)
     load = os.getloadavg()
     machine = (torch.cuda.get_device_name() if args.device == "cuda"
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     lines = [
         f"# Viewer: server-side render speed ({machine})", "",
-        f"Command: `python -m sparsesplat.benchmarks.viewer {' '.join(_argv())}`  ",
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend auto "
+        f"Command: `{'OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] + ' ' if 'OMP_NUM_THREADS' in os.environ else ''}"
+        f"python -m sparsesplat.benchmarks.viewer {' '.join(_argv())}`  ",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), backend auto "
         f"({'CUDA' if args.device == 'cuda' else 'CPU C++'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  ",
         f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, {os.cpu_count()} cores). "
@@ -133,12 +141,17 @@ def main() -> None:
         "closest to an idle machine here); includes Cameras set-up, render() (colour and expected depth: "
         "the depth also goes to the browser so the scene hides frusta behind it), the colour map and the uint8 "
         "conversion, not the JPEG/PNG encoding and websocket send.", "",
-        "| scene | primitives | mode | camera | frame | median ms / frame | median frames/s | best frames/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "CPU ms / frame is the process CPU time. Run with OMP_NUM_THREADS=1 it is the work of one frame on one "
+        "core, which other jobs sharing the machine barely change (with more threads, OpenMP's spin-waiting "
+        "inflates it); the last column, threads / CPU time, is then one idle core's frame rate.", "",
+        "| scene | primitives | mode | camera | frame | median ms / frame | median frames/s | best frames/s "
+        "| CPU ms / frame | threads / CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['scene']} | {r['n']:,} | {r['mode']} | {'moving' if r['moving'] else 'still'} | "
-                     f"{r['size']} | {r['ms']:.0f} | {r['fps']:.2f} | {r['best_fps']:.2f} |")
+                     f"{r['size']} | {r['ms']:.0f} | {r['fps']:.2f} | {r['best_fps']:.2f} | {r['cpu_ms']:.0f} "
+                     f"| {r['idle_fps']:.2f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.out}.md"
     out.write_text("\n".join(lines) + "\n")
