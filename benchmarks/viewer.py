@@ -159,9 +159,19 @@ def main() -> None:
 
 
 def _argv() -> list[str]:
+    """The command line with run folders shortened to their names and the --note text left out."""
     import sys
 
-    return [a if a.startswith("-") or "/" not in a else Path(a).name for a in sys.argv[1:]]
+    args, out, skip = sys.argv[1:], [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--note":
+            skip = True
+            continue
+        out.append(a if a.startswith("-") or "/" not in a else Path(a).name)
+    return out
 
 
 if __name__ == "__main__":
