@@ -93,8 +93,27 @@ class Reconstruct(ReconstructConfig):
         return 0
 
 
+@dataclass
+class View:
+    """Open a run folder in the web viewer (prints its address; Ctrl+C to quit)."""
+
+    folder: tyro.conf.Positional[Path]
+    """Run folder written by `sparsesplat reconstruct`."""
+    host: str = "127.0.0.1"
+    """Interface to bind (0.0.0.0 to reach the viewer from other machines)."""
+    port: int = 8080
+    """Port; the next free one is taken when it is busy."""
+
+    def run(self) -> int:
+        from .view_run import serve_run
+
+        serve_run(self.folder, self.host, self.port)
+        return 0
+
+
 Command = Union[
     Annotated[Reconstruct, tyro.conf.subcommand("reconstruct")],
+    Annotated[View, tyro.conf.subcommand("view")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Info, tyro.conf.subcommand("info")],
 ]

@@ -52,6 +52,14 @@ class ReconstructConfig:
     """Replace an existing run folder."""
     full: bool = False
     """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): for a GPU."""
+    viewer: bool = False
+    """Show training live in the web viewer (its address is printed)."""
+    host: str = "127.0.0.1"
+    """Viewer: interface to bind (0.0.0.0 to reach it from other machines)."""
+    port: int = 8080
+    """Viewer: port (the next free one when it is busy)."""
+    viewer_wait: bool = True
+    """Viewer: keep serving after training until Ctrl+C."""
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
 
 
@@ -199,9 +207,15 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
         for old in sorted(ckpt_dir.glob("step_*.pt"))[:-2]:  # keep the newest two
             old.unlink()
 
+    viewer = None
+    if cfg.viewer:
+        from .view_run import chain_steps, start_live_viewer
+
+        viewer = start_live_viewer(cfg, model, scene, cams_norm, pts, init.colors, log)
     t0 = time.time()
     try:
-        trainer.train(on_step=progress, on_checkpoint=checkpoint)
+        trainer.train(on_step=chain_steps(progress, viewer and viewer.on_step), on_checkpoint=checkpoint,
+                      should_stop=viewer.should_stop if viewer else (lambda: False))
     except KeyboardInterrupt:
         checkpoint(trainer)
         raise KeyboardInterrupt(f"interrupted at step {trainer.step}; checkpoint saved, continue with --resume")
@@ -221,6 +235,10 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
         "test_views": [scene.names[i] for i in test_ids], "per_view": metrics.get("per_view"),
     }
     write_json(summary, out / "metrics.json")
+    if viewer is not None:
+        from .view_run import finish_live_viewer
+
+        finish_live_viewer(viewer, cfg.viewer_wait, log)
     return summary
 
 

@@ -1,0 +1,223 @@
+"""Load a run folder for the viewer (``sparsesplat view RUN``) and wire the viewer into training.
+
+The viewer package knows nothing of run folders or trainers; this module reads ``scene.ply``,
+``cameras.json``, the initial points in ``sparse/0`` and, where the scene folder named in ``config.yaml`` is
+still there, the photos for the camera thumbnails, and hands plain data to ``sparsesplat.viewer``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from sparsesplat.rasterizer import Cameras
+from sparsesplat.rasterizer.ply import load_gaussians_ply
+from sparsesplat.viewer.scene import ViewerScene, make_thumbnail
+
+THUMB = 128  # longer side of frustum thumbnails, pixels
+# scene.ply readers per primitive kind (config.yaml's `primitive`); other kinds add theirs here
+SCENE_READERS = {"gaussian": load_gaussians_ply}
+
+
+def read_cameras_json(path: Path) -> tuple[list[str], Cameras]:
+    """Names and ``Cameras`` (user frame) of a run's cameras.json; cameras of other sizes than the first are
+    scaled to its size (frusta only need the shape)."""
+    try:
+        doc = json.loads(path.read_text())
+        entries = doc["cameras"]
+        W, H = int(entries[0]["width"]), int(entries[0]["height"])
+        views, Ks, names = [], [], []
+        for e in entries:
+            sx, sy = W / float(e["width"]), H / float(e["height"])
+            views.append(e["viewmat"])
+            Ks.append([[e["fx"] * sx, 0.0, e["cx"] * sx], [0.0, e["fy"] * sy, e["cy"] * sy], [0.0, 0.0, 1.0]])
+            names.append(str(e["name"]))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable cameras.json ({type(e).__name__}: {e}); "
+                         "it is written by `sparsesplat reconstruct`") from None
+    cams = Cameras(torch.tensor(views, dtype=torch.float32), torch.tensor(Ks, dtype=torch.float32), W, H)
+    return names, cams
+
+
+def read_colmap_points(model: Path) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(M,3) points and (M,3) colours in [0,1] of a COLMAP model's points3D.txt (or .bin via pycolmap)."""
+    txt = model / "points3D.txt"
+    if txt.is_file():
+        rows = [ln.split() for ln in txt.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if not rows:
+            return None, None
+        a = np.array([[float(v) for v in r[1:7]] for r in rows])
+        return a[:, :3], a[:, 3:6] / 255.0
+    if (model / "points3D.bin").is_file():
+        import pycolmap
+
+        rec = pycolmap.Reconstruction(str(model))
+        pts = list(rec.points3D.values())
+        if not pts:
+            return None, None
+        return np.array([p.xyz for p in pts]), np.array([p.color for p in pts]) / 255.0
+    return None, None
+
+
+def _scene_source(run: Path) -> tuple[dict, Optional[object]]:
+    """config.yaml (or {}) and the listing of the scene folder it names, when that folder still exists."""
+    cfg_path = run / "config.yaml"
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    except (OSError, yaml.YAMLError):  # only decoration and the primitive kind come from it
+        cfg = {}
+    data = Path(cfg.get("data", "")) if isinstance(cfg, dict) and cfg.get("data") else None
+    if data is None or not data.is_dir():
+        return cfg or {}, None
+    try:
+        from sparsesplat.datasets.loading import LISTERS, detect_format
+
+        fmt = cfg.get("format", "auto")
+        fmt = detect_format(data) if fmt == "auto" else fmt
+        return cfg, LISTERS[fmt](data)
+    except Exception:  # the photos are only decoration: a moved or changed scene folder is not an error
+        return cfg, None
+
+
+def _thumbnails(names: list[str], listing, prims, cams: Cameras, background) -> list[np.ndarray]:
+    """The training photos, small; where a photo cannot be found, a render of the scene from that camera."""
+    paths = {v.name: v.path for v in listing.views} if listing is not None else {}
+    from sparsesplat.viewer.render_view import RenderSettings, render_cameras
+
+    small = cams.scaled(THUMB / max(cams.width, cams.height))
+    out = []
+    for i, name in enumerate(names):
+        p = paths.get(name)
+        try:
+            if p is not None:
+                img = Image.open(p)
+                if img.mode in ("RGBA", "LA", "P"):  # Blender photos: composite on the scene's background
+                    base = Image.new("RGBA", img.size, tuple(int(round(255 * c)) for c in background) + (255,))
+                    img = Image.alpha_composite(base, img.convert("RGBA"))
+                out.append(make_thumbnail(np.asarray(img.convert("RGB")), THUMB))
+                continue
+        except OSError:
+            pass
+        out.append(render_cameras(prims, small[i], RenderSettings(background=background)).image)
+    return out
+
+
+def load_run_for_viewer(run) -> ViewerScene:
+    """Read a run folder into a ``ViewerScene`` (everything in the user's frame, as the run stores it)."""
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} does not exist; give the folder `sparsesplat reconstruct -o` wrote")
+    ply = run / "scene.ply"
+    if not ply.is_file():
+        raise ValueError(f"{run} has no scene.ply; is it a finished run folder? (an interrupted run can be "
+                         "finished with `sparsesplat reconstruct ... --resume`)")
+    cfg, listing = _scene_source(run)
+    kind = cfg.get("primitive", "gaussian") if isinstance(cfg, dict) else "gaussian"
+    if kind not in SCENE_READERS:
+        raise ValueError(f"{ply} holds {kind} primitives, which `sparsesplat view` cannot read yet "
+                         f"(it reads {', '.join(SCENE_READERS)})")
+    prims = SCENE_READERS[kind](ply)
+    names, cams = read_cameras_json(run / "cameras.json") if (run / "cameras.json").is_file() else ([], None)
+    points, colors = read_colmap_points(run / "sparse" / "0")
+    background = (1.0, 1.0, 1.0) if listing is not None and listing.white_background else (0.0, 0.0, 0.0)
+    test_names: list[str] = []
+    if (run / "metrics.json").is_file():
+        try:
+            test_names = list(json.loads((run / "metrics.json").read_text()).get("test_views") or [])
+        except ValueError:
+            pass
+    thumbs = _thumbnails(names, listing, prims, cams, background) if cams is not None else None
+    return ViewerScene(get_primitives=lambda: prims, cameras=cams, names=names, thumbnails=thumbs,
+                       test_names=test_names, points=points, point_colors=colors, background=background,
+                       title=f"sparsesplat: {run.name}")
+
+
+# ------------------------------------------------------------------------------------------ live training
+
+
+def start_live_viewer(cfg, model, scene, cams_norm: Cameras, points_norm, point_colors, log=print):
+    """Serve the viewer for a training run (``reconstruct --viewer``); returns the ``ViewerApp``.
+
+    Everything is in the trainer's normalized frame. ``get_primitives`` is called from the training thread
+    (``ViewerApp.on_step``), so the copy it takes never sees a half-updated model.
+    """
+    from sparsesplat.viewer.app import ViewerApp
+
+    @torch.no_grad()
+    def current():
+        return detached_copy(model.activated())
+
+    names = list(scene.names)
+    test = [names[i] for i in scene.test_ids]
+    thumbs = [make_thumbnail(img, THUMB) for img in scene.images]
+    viewer_scene = ViewerScene(
+        get_primitives=current, cameras=cams_norm.to("cpu"), names=names, thumbnails=thumbs, test_names=test,
+        points=np.asarray(points_norm), point_colors=np.asarray(point_colors),
+        background=tuple(float(c) for c in scene.background), title=f"sparsesplat: {Path(cfg.out).name}",
+        total_steps=cfg.train.iters,
+    )
+    app = ViewerApp(viewer_scene, host=cfg.host, port=cfg.port, live=True, video_dir=Path(cfg.out))
+    log(f"viewer: {app.url}")
+    return app
+
+
+def detached_copy(prims):
+    """A copy of any primitive object with every tensor attribute detached and cloned (so the viewer's
+    render threads never see the optimizer change it)."""
+    out = copy.copy(prims)
+    for k, v in vars(prims).items():
+        if isinstance(v, torch.Tensor):
+            setattr(out, k, v.detach().clone())
+    return out
+
+
+def chain_steps(*callbacks):
+    """One ``on_step`` calling each non-None callback in turn."""
+    cbs = [cb for cb in callbacks if cb is not None]
+
+    def on_step(stats) -> None:
+        for cb in cbs:
+            cb(stats)
+
+    return on_step
+
+
+def finish_live_viewer(app, keep_open: bool, log=print) -> None:
+    """After training: show the final scene; keep serving until Ctrl+C when ``keep_open``; then close."""
+    try:
+        app.training_done("training finished")
+        if keep_open:
+            log(f"viewer still running at {app.url}; press Ctrl+C to quit")
+            import time
+
+            while True:
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+
+
+def serve_run(run, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """``sparsesplat view``: serve a run folder until Ctrl+C."""
+    import time
+
+    from sparsesplat.viewer.app import ViewerApp
+
+    scene = load_run_for_viewer(run)
+    app = ViewerApp(scene, host=host, port=port, video_dir=Path(run))
+    print(f"viewer: {app.url}  ({len(scene.names)} cameras; Ctrl+C to quit)", flush=True)
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
