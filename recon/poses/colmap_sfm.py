@@ -243,3 +243,25 @@ def to_model(rec: "pycolmap.Reconstruction", method: str) -> ColmapModel:
     tl = np.array([p.track.length() for p in pts], dtype=np.int64)
     return ColmapModel(view_ids=[ids[k] for k in order], viewmats=np.stack(V)[order], Ks=np.stack(K)[order],
                        points=P, colors=C, errors=err, track_lengths=tl, method=method)
+
+
+def read_matches(db_path: Path, n_views: int) -> tuple[list[np.ndarray], dict[tuple[int, int], np.ndarray]]:
+    """Keypoints per view ((n, 2) pixel positions, centres at +0.5) and the verified inlier matches
+    {(i, j): (k, 2) keypoint indices, i < j} from a database built by ``build_database``."""
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        idx = {im.image_id: int(Path(im.name).stem) for im in db.read_all_images()}
+        kps = [np.zeros((0, 2))] * n_views
+        for image_id, v in idx.items():
+            kps[v] = np.asarray(db.read_keypoints(image_id), np.float64)[:, :2]
+        matches = {}
+        ids, geoms = db.read_two_view_geometries()
+        for pid, g in zip(ids, geoms):
+            a, b = pycolmap.pair_id_to_image_pair(pid)
+            m = np.asarray(g.inlier_matches, np.int64).reshape(-1, 2)
+            if len(m):
+                i, j = idx[a], idx[b]
+                matches[(i, j) if i < j else (j, i)] = m if i < j else m[:, ::-1]
+    finally:
+        db.close()
+    return kps, matches
