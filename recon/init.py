@@ -151,3 +151,12 @@ def initial_points(
         why = f"triangulation found only {len(pts)} points (< {min_points}) in {len(ids)} views"
     pts, cols, msg = _random(scene, ids, n_random, seed)
     return InitResult(pts, cols, "random", f"{why}; falling back to {msg}")
+
+
+def _dense(scene: SceneData, train_ids: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from .poses.initializer import dense_initializer  # lazily: it pulls in the stereo code
+
+    return dense_initializer(scene, train_ids, seed)
+
+
+register_initializer("dense", _dense)

@@ -67,6 +67,8 @@ def _project(P, K, X):
 
 def _triangulate(m: _Map, i: int, j: int, pairs: np.ndarray, cfg: FallbackConfig) -> int:
     """New points from matches (ki, kj) between registered views i and j; returns how many were added."""
+    if len(pairs) == 0:
+        return 0
     Pi, Pj = m.poses[i], m.poses[j]
     xi, xj = m.kps[i][pairs[:, 0]], m.kps[j][pairs[:, 1]]
     ni = cv2.undistortPoints(xi[:, None], m.Ks[i], None)[:, 0]
