@@ -19,6 +19,7 @@ import tyro
 from sparsesplat import __version__
 
 from .pipeline import ReconstructConfig
+from .poses.command import PosesCommand
 
 
 @dataclass
@@ -93,8 +94,13 @@ class Reconstruct(ReconstructConfig):
         return 0
 
 
+class Poses(PosesCommand):
+    """Estimate camera poses (and an initial point cloud) from photos without camera files."""
+
+
 Command = Union[
     Annotated[Reconstruct, tyro.conf.subcommand("reconstruct")],
+    Annotated[Poses, tyro.conf.subcommand("poses")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Info, tyro.conf.subcommand("info")],
 ]

@@ -44,7 +44,8 @@ class PosedScene:
         """What metrics.json records about the estimate."""
         e = self.estimate
         out = {"method": e.method, "tried": e.tried, "registered": len(e.registered),
-               "dropped": len(e.dropped), "sparse_points": len(e.points), "seconds": e.seconds}
+               "dropped": len(e.dropped), "sparse_points": len(e.points), "seconds": e.seconds,
+               "focal_px": float(np.median(e.Ks[:, 0, 0]))}
         if self.errors is not None:
             out.update({k: v for k, v in self.errors.items() if k.startswith(("median", "max"))})
         return out
