@@ -3,8 +3,8 @@
 Estimated poses live in an arbitrary frame (SfM fixes neither position, orientation nor scale), so before
 comparing them with ground truth, or before evaluating renders at test cameras given in the reference frame,
 the estimate is mapped by the similarity x_ref = s R x_est + t that best aligns the camera centres
-(Umeyama's least squares). With fewer than three centres, or centres on a line, the centres leave a
-rotation free; then R is the chordal mean of the per-camera rotation offsets and s, t fit the centres.
+with the rotation from the cameras' orientations (chordal mean) and scale and translation from the centres
+(least squares); ``umeyama`` (centres only) is kept for point sets.
 """
 
 from __future__ import annotations
@@ -68,12 +68,14 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> Sim3:
 
 
 def align_cameras(V_est: np.ndarray, V_ref: np.ndarray) -> Sim3:
-    """The similarity taking the estimated cameras (C, 4, 4) onto the reference ones (same order)."""
+    """The similarity taking the estimated cameras (C, 4, 4) onto the reference ones (same order).
+
+    The rotation is the chordal mean of the per-camera orientation offsets (well determined even when the
+    centres are nearly collinear, as in a forward-facing sweep, where Umeyama's rotation about that line is
+    not); scale and translation then fit the centres in least squares."""
+    V_est, V_ref = np.asarray(V_est, np.float64), np.asarray(V_ref, np.float64)
     c_est, c_ref = camera_centres(V_est), camera_centres(V_ref)
-    sv = np.linalg.svd(c_ref - c_ref.mean(0), compute_uv=False)
-    if len(c_est) >= 3 and sv[1] > 1e-3 * max(sv[0], 1e-12):
-        return umeyama(c_est, c_ref)
-    # rotation offsets: R_ref = R_est R^T  =>  R = R_ref^T R_est per camera; chordal mean
+    # R_ref = R_est R^T per camera  =>  R = R_ref^T R_est
     R = _project_rotation(sum(Vr[:3, :3].T @ Ve[:3, :3] for Ve, Vr in zip(V_est, V_ref)))
     xs = (c_est - c_est.mean(0)) @ R.T
     xd = c_ref - c_ref.mean(0)

@@ -90,48 +90,51 @@ def _triangulate(m: _Map, i: int, j: int, pairs: np.ndarray, cfg: FallbackConfig
     return n
 
 
-def _bundle_adjust(m: _Map, fixed: int, loss_px: float = 2.0) -> None:
+def _bundle_adjust(m: _Map, fixed: int, loss_px: float = 2.0, max_nfev: int = 30) -> None:
+    """Refine all registered poses but ``fixed`` and all points (pixel reprojection error, Huber loss)."""
     views = sorted(m.poses)
-    free = [v for v in views if v != fixed]
-    col = {v: 6 * k for k, v in enumerate(free)}
+    slot = {v: k for k, v in enumerate(views)}
+    free = np.array([v != fixed for v in views])
     X = np.array(m.X)
-    obs = [(v, p, m.kps[v][k]) for p, o in enumerate(m.obs) for v, k in o.items() if v in m.poses]
+    obs = [(slot[v], p, m.kps[v][k]) for p, o in enumerate(m.obs) for v, k in o.items() if v in m.poses]
     ov = np.array([o[0] for o in obs])
     op = np.array([o[1] for o in obs])
     uv = np.array([o[2] for o in obs])
-    nc = 6 * len(free)
+    Kv = m.Ks[np.array(views)][ov]
+    nf = int(free.sum())
+    nc = 6 * nf
+    base = np.stack([np.concatenate([Rotation.from_matrix(m.poses[v][:, :3]).as_rotvec(), m.poses[v][:, 3]])
+                     for v in views])
 
     def unpack(x):
-        P = {fixed: m.poses[fixed]}
-        for v in free:
-            r = x[col[v] : col[v] + 6]
-            P[v] = np.hstack([Rotation.from_rotvec(r[:3]).as_matrix(), r[3:, None]])
-        return P, x[nc:].reshape(-1, 3)
+        cams = base.copy()
+        cams[free] = x[:nc].reshape(-1, 6)
+        return cams, x[nc:].reshape(-1, 3)
 
     def residuals(x):
-        P, Y = unpack(x)
-        R = np.stack([P[v][:, :3] for v in ov])
-        t = np.stack([P[v][:, 3] for v in ov])
-        Xc = np.einsum("oij,oj->oi", R, Y[op]) + t
-        K = m.Ks[ov]
+        cams, Y = unpack(x)
+        R = Rotation.from_rotvec(cams[:, :3]).as_matrix()
+        Xc = np.einsum("oij,oj->oi", R[ov], Y[op]) + cams[ov, 3:]
         z = np.where(np.abs(Xc[:, 2]) < 1e-9, 1e-9, Xc[:, 2])
-        pred = np.stack([K[:, 0, 0] * Xc[:, 0] / z + K[:, 0, 2], K[:, 1, 1] * Xc[:, 1] / z + K[:, 1, 2]], 1)
+        pred = np.stack([Kv[:, 0, 0] * Xc[:, 0] / z + Kv[:, 0, 2], Kv[:, 1, 1] * Xc[:, 1] / z + Kv[:, 1, 2]], 1)
         return (pred - uv).ravel()
 
-    x0 = [np.concatenate([Rotation.from_matrix(m.poses[v][:, :3]).as_rotvec(), m.poses[v][:, 3]]) for v in free]
-    x0 = np.concatenate(x0 + [X.ravel()])
+    x0 = np.concatenate([base[free].ravel(), X.ravel()])
     A = lil_matrix((2 * len(obs), len(x0)), dtype=np.uint8)
     rows = np.arange(len(obs))
     for d in range(3):
         A[2 * rows, nc + 3 * op + d] = 1
         A[2 * rows + 1, nc + 3 * op + d] = 1
-    for k, v in enumerate(ov):
-        if v != fixed:
-            A[2 * k : 2 * k + 2, col[v] : col[v] + 6] = 1
+    col = np.cumsum(free) - 1  # slot -> index among the free cameras
+    for k in np.flatnonzero(free[ov]):
+        c = 6 * col[ov[k]]
+        A[2 * k : 2 * k + 2, c : c + 6] = 1
     res = least_squares(residuals, x0, jac_sparsity=A, loss="huber", f_scale=loss_px, x_scale="jac",
-                        max_nfev=50, method="trf")
-    P, Y = unpack(res.x)
-    m.poses.update(P)
+                        max_nfev=max_nfev, method="trf", ftol=1e-10, xtol=1e-10, gtol=1e-10)
+    cams, Y = unpack(res.x)
+    R = Rotation.from_rotvec(cams[:, :3]).as_matrix()
+    for k, v in enumerate(views):
+        m.poses[v] = np.hstack([R[k], cams[k, 3:, None]])
     m.X = list(Y)
 
 
@@ -174,7 +177,8 @@ def fallback_sfm(kps: list[np.ndarray], matches: dict, Ks: np.ndarray, cfg: Fall
                     if pid is not None:
                         m.link(pid, best, int(kv))
                 _triangulate(m, best, r, pairs, cfg)
-        _bundle_adjust(m, seed)
+        _bundle_adjust(m, seed, max_nfev=10)
+    _bundle_adjust(m, seed, max_nfev=100)
     views = sorted(m.poses)
     V = np.tile(np.eye(4), (len(views), 1, 1))
     for k, v in enumerate(views):
