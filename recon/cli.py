@@ -19,6 +19,7 @@ import tyro
 from sparsesplat import __version__
 
 from .pipeline import ReconstructConfig
+from .poses.command import PosesCommand
 
 
 @dataclass
@@ -111,9 +112,14 @@ class View:
         return 0
 
 
+class Poses(PosesCommand):
+    """Estimate camera poses (and an initial point cloud) from photos without camera files."""
+
+
 Command = Union[
     Annotated[Reconstruct, tyro.conf.subcommand("reconstruct")],
     Annotated[View, tyro.conf.subcommand("view")],
+    Annotated[Poses, tyro.conf.subcommand("poses")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Info, tyro.conf.subcommand("info")],
 ]

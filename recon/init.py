@@ -172,3 +172,12 @@ def input_masks(scene: SceneData):
 
     DTU's object masks are not: the sparse-view protocol reserves them for the masked evaluation metrics."""
     return scene.masks if scene.masks is not None and scene.source_format == "blender" else None
+
+
+def _dense(scene: SceneData, train_ids: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from .poses.initializer import dense_initializer  # lazily: it pulls in the stereo code
+
+    return dense_initializer(scene, train_ids, seed)
+
+
+register_initializer("dense", _dense)

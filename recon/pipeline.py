@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 import torch
@@ -43,7 +43,18 @@ class ReconstructConfig:
     """Primitive kind to train: gaussian (more kinds register through recon.primitive_model)."""
     init: str = "auto"
     """Initial points: auto (SfM points, else SIFT triangulation with the known poses, else random),
-    sfm, triangulate, random."""
+    sfm, triangulate, random, dense (sparse points + rectified SGBM stereo between neighbouring views)."""
+    poses: Literal["auto", "known", "estimate"] = "auto"
+    """Camera poses: auto (the scene's, estimated for photos without poses), known, or estimate (ignore the
+    scene's poses and estimate them from the training views; test views are then aligned for evaluation)."""
+    refine_poses: Optional[bool] = None
+    """Refine camera poses while training (default: on when poses were estimated)."""
+    pose_lr: float = 1e-4
+    """Adam learning rate of the per-camera pose corrections (radians / normalized units)."""
+    pose_refine_start: int = 100
+    """Start refining poses after this many steps (the first steps move primitives a lot)."""
+    test_pose_steps: int = 100
+    """Test-time pose alignment steps per test view when poses were estimated (0 disables)."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
     resume: bool = False
@@ -127,11 +138,8 @@ def load_scene(cfg: ReconstructConfig):
         fmt = detect_format(cfg.data) if cfg.format == "auto" else cfg.format
         downscale = PROTOCOL_RESOLUTION.get((family, fmt), 1.0)
     scene = load(cfg.data, format=cfg.format, protocol=cfg.protocol, downscale=downscale)
-    if not scene.poses_known:
-        raise ValueError(
-            f"{cfg.data} holds photos without camera poses; pose estimation is not available yet — "
-            "give a COLMAP model, Blender, LLFF or DTU scene"
-        )
+    if not scene.poses_known and cfg.poses == "known":
+        raise ValueError(f"{cfg.data} holds photos without camera poses; leave --poses at auto to estimate them")
     if len(scene.train_ids) < 1:
         raise ValueError(f"{cfg.data}: the protocol {cfg.protocol} leaves no training views")
     return scene
@@ -162,6 +170,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     """Run the whole pipeline; returns the metrics written to metrics.json."""
     from .export import write_cameras_json, write_colmap_text, write_transforms_json
     from .init import initial_points, normalize_scene
+    from .poses import stage as pose_stage
 
     if cfg.full:
         apply_full_schedule(cfg)
@@ -174,6 +183,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
 
     scene = load_scene(cfg)
     log(scene.summary())
+    scene, posed = pose_stage.estimate_if_needed(cfg, scene, log)
     train_ids, test_ids = scene.train_ids, scene.test_ids
     init = initial_points(scene, train_ids, method=cfg.init, seed=cfg.train.seed)
     log(f"initial points: {len(init.points)} ({init.method_used}){' - ' + init.message if init.message else ''}")
@@ -193,6 +203,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     images = scene.images[train_ids].to(device)
     masks = scene.masks[train_ids].to(device) if scene.masks is not None else None
     trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks)
+    trainer.camera_hook = pose_stage.make_refiner(cfg, posed, len(train_ids), device)
     ckpt_dir = out / "checkpoints"
     if cfg.resume:
         ckpts = sorted(ckpt_dir.glob("step_*.pt"))
@@ -226,13 +237,20 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     checkpoint(trainer)
 
     model.export(out / "scene.ply", norm)
-    metrics = evaluate(model, scene, cams_norm, test_ids, out / "renders", cfg.train.backend)
+    refined = pose_stage.refined_cameras(trainer.camera_hook, cams_norm, train_ids)
+    if refined is not None:
+        write_cameras_json(out / "cameras.json", names, cams_norm, refined=refined, transform=norm.T,
+                           focal_is_guess=scene.focal_is_guess)
+    cams_eval = pose_stage.evaluation_cameras(cfg, posed, model, scene, cams_norm if refined is None else refined,
+                                             test_ids, log)
+    metrics = evaluate(model, scene, cams_eval, test_ids, out / "renders", cfg.train.backend)
     summary = {
         "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"), "lpips": metrics.get("lpips"),
         "psnr_masked": metrics.get("psnr_masked"), "ssim_masked": metrics.get("ssim_masked"),
         "train_seconds": train_seconds, "num_primitives": len(model), "steps": trainer.step,
         "peak_memory_mb": _peak_memory_mb(device), "init_points": len(init.points), "init_method": init.method_used,
         "test_views": [scene.names[i] for i in test_ids], "per_view": metrics.get("per_view"),
+        "poses": None if posed is None else posed.summary(),
     }
     write_json(summary, out / "metrics.json")
     if viewer is not None:

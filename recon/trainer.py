@@ -96,6 +96,8 @@ class Trainer:
         self._order: list[int] = []
         self._good: Optional[dict] = None
         self.nonfinite_events = 0
+        # optional pose refinement (recon.poses.refine.PoseRefiner): camera(cams, v) -> corrected view, step()
+        self.camera_hook = None
 
     # -- one step -----------------------------------------------------------------------------------------
 
@@ -127,8 +129,9 @@ class Trainer:
         prims = drop_primitives(model.activated(), self._dropout_rate(), self.generator)
         sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
         binocular = self._binocular_active()
+        cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
         out = render(
-            prims, self.cameras[v], backend=cfg.backend, background=bg, sh_degree=sh_degree,
+            prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,
             render_mode="RGB+ED" if binocular else "RGB", rasterize_mode=cfg.rasterize_mode,
         )
         img, gt = out.colors[0], self.images[v]
@@ -138,7 +141,7 @@ class Trainer:
         loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
         loss = loss + self.strategy.regularization(model)
         if binocular:
-            loss = loss + cfg.binocular_weight * self._binocular_loss(prims, self.cameras[v], out.depths[0], gt, bg, sh_degree)
+            loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg, sh_degree)
         loss.backward()
         if not self._finite(loss):
             self._recover()
@@ -146,6 +149,8 @@ class Trainer:
         self.strategy.step_post_backward(model, self.strategy_state, self.step, out.meta)
         model.step()
         model.zero_grad()
+        if self.camera_hook is not None:
+            self.camera_hook.step()
         self.strategy.step_post_optimizer(model, self.strategy_state, self.step)
         if cfg.opacity_decay > 0 and self.step < getattr(self.strategy, "refine_stop_iter", 0):
             with torch.no_grad():

@@ -1,0 +1,1 @@
+"""Poses and initialization from unposed photos (issue 5)."""

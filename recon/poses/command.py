@@ -1,0 +1,73 @@
+"""``sparsesplat poses photos/ -o RUN``: only the pose stage, for other tools.
+
+Writes, in the estimated (SfM) frame, which is the user's frame for photos without poses:
+``cameras.json``, ``transforms.json``, ``sparse/0/`` (COLMAP text: cameras, images, the sparse points),
+``points.ply`` (the initial point cloud: sparse SfM points, plus rectified-stereo points with ``--dense``)
+and ``poses.json`` (which path registered which views, timings, and errors against the scene's own poses
+when it had them).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import tyro
+
+
+@dataclass
+class PosesCommand:
+    """Estimate camera poses (and an initial point cloud) from photos without camera files."""
+
+    data: tyro.conf.Positional[Path]
+    """Folder of photos (or any scene; its own poses are then only used to report errors)."""
+    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
+    """Output folder."""
+    format: str = "auto"
+    downscale: float = 1.0
+    """Image downscale factor (2 = half size)."""
+    protocol: Optional[str] = None
+    """Estimate from the training views of a sparse-view protocol only (e.g. llff3, blender8)."""
+    dense: bool = True
+    """Add rectified-stereo points to points.ply (slower; the sparse points alone are few at 3 views)."""
+    overwrite: bool = False
+
+    def run(self) -> int:
+        from sparsesplat.datasets import load
+        from sparsesplat.rasterizer.ply import save_points_ply
+
+        from ..export import write_cameras_json, write_colmap_text, write_transforms_json
+        from ..io import write_json
+        from .initializer import LAST_STATS, dense_initializer
+        from .scene_poses import pose_scene
+
+        if self.out.exists() and any(self.out.iterdir()):
+            if not self.overwrite:
+                raise ValueError(f"output folder {self.out} already exists; pass --overwrite to replace it")
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        scene = load(self.data, format=self.format, protocol=self.protocol, downscale=self.downscale)
+        print(scene.summary())
+        scene = scene.subset(scene.train_ids)  # test views take no part
+        posed = pose_scene(scene, log=print)
+        s = posed.scene
+        pts, cols = s.points, s.point_colors
+        if self.dense:
+            pts, cols = dense_initializer(s, s.train_ids)
+            print(f"dense initialization: {LAST_STATS.get('sparse', 0)} sparse + {LAST_STATS.get('dense', 0)} "
+                  f"stereo points")
+        write_cameras_json(self.out / "cameras.json", s.names, s.cameras, focal_is_guess=s.focal_is_guess)
+        write_transforms_json(self.out / "transforms.json", s.names, s.cameras)
+        write_colmap_text(self.out, s.names, s.cameras, s.points, s.point_colors)
+        save_points_ply(self.out / "points.ply", np.asarray(pts, np.float32), np.asarray(cols, np.float32))
+        report = {**posed.summary(), "names": s.names,
+                  "dropped_names": [scene.names[i] for i in posed.estimate.dropped],
+                  "points": len(pts), "total_seconds": time.time() - t0}
+        write_json(report, self.out / "poses.json")
+        print(f"{len(s.names)} cameras and {len(pts)} points written to {self.out}")
+        return 0

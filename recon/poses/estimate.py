@@ -1,0 +1,175 @@
+"""``estimate_poses``: cameras for unposed photos, trying pycolmap incremental -> global -> OpenCV chain.
+
+Each path runs on the same features and verified matches (``colmap_sfm.build_database``). The chain stops
+as soon as a path registers every view; otherwise the model with the most registered views wins and the
+others are named in a warning (the caller continues with the registered subset, >= 2 views). Bad input is
+caught before SfM with a message saying what is wrong: fewer than 2 photos, all photos identical, photos
+that share no feature matches at all.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from .colmap_sfm import ColmapModel, FeatureConfig, MapperConfig, build_database, global_sfm, incremental, read_matches
+from .fallback import FallbackConfig, fallback_sfm
+
+METHODS = ("incremental", "global", "opencv")
+
+
+class PoseEstimationError(ValueError):
+    """The photos could not be posed; the message says why and what to do."""
+
+
+@dataclass
+class PoseConfig:
+    """How poses are estimated from unposed photos."""
+
+    methods: tuple[str, ...] = METHODS
+    """Paths tried in order until one registers every view: incremental, global, opencv."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    refine_focal: str = "guess"
+    """Refine the focal length in bundle adjustment: always, never, or guess (only when it is not from EXIF)."""
+    work_dir: Path | None = None
+    """Keep COLMAP's database and models here (default: a temporary folder)."""
+
+
+@dataclass
+class PoseEstimate:
+    """Cameras of the registered views in the SfM frame (arbitrary position, orientation and scale).
+
+    Attributes:
+        registered: indices (into the input images) of the posed views, ascending.
+        dropped: indices of the views that could not be posed.
+        viewmats: (R, 4, 4) float64 world->camera of the registered views (OpenCV axes).
+        Ks: (R, 3, 3) float64 intrinsics of the registered views.
+        points, colors: (M, 3) sparse SfM points and colours in [0, 1].
+        method: the path whose model was kept ("incremental", "global" or "opencv").
+        tried: per path tried, how many views it registered (-1: no model).
+        stats: features per view, verified pairs; seconds: per stage.
+    """
+
+    registered: list[int]
+    dropped: list[int]
+    viewmats: np.ndarray
+    Ks: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    method: str
+    tried: dict[str, int]
+    stats: dict
+    seconds: dict[str, float]
+
+    def message(self, names: Sequence[str]) -> str:
+        n = len(self.registered) + len(self.dropped)
+        tried = ", ".join(f"{k}: {v if v >= 0 else 'no model'}" for k, v in self.tried.items())
+        msg = (f"poses: {len(self.registered)}/{n} views registered by the {self.method} path ({tried}); "
+               f"{len(self.points)} sparse points")
+        if self.dropped:
+            msg += "; dropped (no reliable matches to the others): " + ", ".join(names[i] for i in self.dropped)
+        return msg
+
+
+def _thumbs(images: np.ndarray, size: int = 64) -> np.ndarray:
+    return np.stack([cv2.resize(np.ascontiguousarray(im, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+                     for im in images])
+
+
+def check_photos(images: np.ndarray, names: Sequence[str]) -> None:
+    """Raise PoseEstimationError for fewer than 2 photos or all photos (nearly) identical."""
+    if len(images) < 2:
+        raise PoseEstimationError(f"pose estimation needs at least 2 photos (3 or more recommended), got {len(images)}")
+    t = _thumbs(images)
+    diff = np.abs(t - t[:1]).reshape(len(t), -1).mean(axis=1)
+    if np.all(diff[1:] < 1.0 / 255):
+        raise PoseEstimationError(
+            f"all {len(images)} photos ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}) are the same "
+            "image: poses need photos taken from different positions around the subject")
+    if min(images.shape[1:3]) < 32:
+        raise PoseEstimationError(f"photos of {images.shape[2]}x{images.shape[1]} pixels are too small to match; "
+                                  "use photos of at least 200 pixels a side")
+
+
+def _overlap_error(stats: dict, names: Sequence[str]) -> PoseEstimationError:
+    feats = stats["features"]
+    few = [f"{names[i]} ({n})" for i, n in enumerate(feats) if n < 100]
+    why = f"; few features (blurred, dark or textureless?) in: {', '.join(few)}" if few else ""
+    return PoseEstimationError(
+        f"no two of the {len(names)} photos share enough feature matches to relate them{why}. "
+        "The photos must overlap: take them from nearby viewpoints (about 10-30 degrees apart) of the same subject")
+
+
+def _run(method: str, db, image_dir, work, kps_matches, Ks, cfg: PoseConfig, n: int) -> ColmapModel | None:
+    if method == "incremental":
+        return incremental(db, image_dir, work, n, cfg.mapper)
+    if method == "global":
+        return global_sfm(db, image_dir, work, cfg.mapper)
+    if method == "opencv":
+        kps, matches = kps_matches()
+        return fallback_sfm(kps, matches, Ks, cfg.fallback)
+    raise ValueError(f"unknown pose method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def estimate_poses(images: np.ndarray, Ks: np.ndarray, names: Sequence[str], focal_is_guess: bool = False,
+                   cfg: PoseConfig | None = None, log: Callable[[str], None] = lambda s: None) -> PoseEstimate:
+    """Poses of ``images`` (N, H, W, 3) float in [0, 1] with initial intrinsics ``Ks`` (N, 3, 3) (EXIF or a
+    guess, ``focal_is_guess``). Raises PoseEstimationError when fewer than 2 views can be registered."""
+    cfg = cfg or PoseConfig()
+    images = np.asarray(images, np.float32)
+    Ks = np.asarray(Ks, np.float64)
+    check_photos(images, names)
+    with tempfile.TemporaryDirectory(prefix="sparsesplat_sfm_") as tmp:
+        work = Path(cfg.work_dir) if cfg.work_dir is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        secs = {}
+        t0 = time.perf_counter()
+        db, image_dir, stats = build_database(images, Ks, focal_is_guess, work, cfg.features)
+        secs["matching"] = time.perf_counter() - t0
+        log(f"features per view: {stats['features']}; {len(stats['pairs'])} overlapping pairs")
+        if not stats["pairs"]:
+            raise _overlap_error(stats, names)
+        mapper = cfg.mapper
+        mapper.refine_focal = {"always": True, "never": False}.get(cfg.refine_focal, focal_is_guess)
+        cache = {}
+
+        def kps_matches():
+            if "v" not in cache:
+                cache["v"] = read_matches(db, len(images))
+            return cache["v"]
+
+        best, tried = None, {}
+        for method in cfg.methods:
+            t0 = time.perf_counter()
+            try:
+                model = _run(method, db, image_dir, work, kps_matches, Ks, cfg, len(images))
+            except (RuntimeError, ValueError, np.linalg.LinAlgError, cv2.error) as e:  # a path failing is not fatal
+                log(f"{method} path failed: {e}")
+                model = None
+            secs[method] = time.perf_counter() - t0
+            tried[method] = len(model.view_ids) if model is not None else -1
+            log(f"{method} path: {tried[method] if model is not None else 'no model'} views registered")
+            if model is not None and (best is None or len(model.view_ids) > len(best.view_ids)):
+                best = model
+            if best is not None and len(best.view_ids) == len(images):
+                break
+    if best is None or len(best.view_ids) < 2:
+        raise PoseEstimationError(
+            f"could not register 2 of the {len(images)} photos (tried {', '.join(cfg.methods)}); "
+            f"{len(stats['pairs'])} photo pairs overlap. Add photos between the existing viewpoints")
+    dropped = [i for i in range(len(images)) if i not in best.view_ids]
+    est = PoseEstimate(registered=list(best.view_ids), dropped=dropped, viewmats=best.viewmats, Ks=best.Ks,
+                       points=best.points, colors=best.colors, method=best.method, tried=tried, stats=stats,
+                       seconds=secs)
+    if dropped:
+        warnings.warn(est.message(names), RuntimeWarning, stacklevel=2)
+    return est
