@@ -106,10 +106,10 @@ class TransformersDepthPrior:
         return h.hexdigest()[:16]
 
     def _cache_file(self, key: str, name: Optional[str]) -> Optional[Path]:
-        if self.cache_dir is None:
+        """Only named images are cached (photos); unnamed ones (renders, pseudo views) change every call."""
+        if self.cache_dir is None or not name:
             return None
-        stem = Path(name).stem if name else "image"
-        return self.cache_dir / f"{stem}_{key}.npy"
+        return self.cache_dir / f"{Path(name).stem}_{key}.npy"
 
     @torch.no_grad()
     def _predict(self, batch: list[np.ndarray]) -> list[np.ndarray]:
