@@ -25,17 +25,27 @@ from sparsesplat.rasterizer import Cameras
 # -- rotations ---------------------------------------------------------------------------------------------
 
 def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
-    """(…,3,3) rotation matrices -> (…,4) unit quaternions wxyz with w >= 0."""
+    """(…,3,3) rotation matrices -> (…,4) unit quaternions wxyz with w >= 0.
+
+    Each of w, x, y, z can be read from the diagonal; the largest is, and the rest follow from the
+    off-diagonal terms divided by it (Shepperd's method: accurate at every angle, 180 degrees included).
+    """
     m = R.to(torch.float64)
-    w = torch.sqrt((1 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]).clamp_min(0)) / 2
-    x = torch.sqrt((1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2]).clamp_min(0)) / 2
-    y = torch.sqrt((1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2]).clamp_min(0)) / 2
-    z = torch.sqrt((1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]).clamp_min(0)) / 2
-    x = torch.copysign(x, m[..., 2, 1] - m[..., 1, 2])
-    y = torch.copysign(y, m[..., 0, 2] - m[..., 2, 0])
-    z = torch.copysign(z, m[..., 1, 0] - m[..., 0, 1])
-    q = torch.stack([w, x, y, z], -1)
-    return (q / q.norm(dim=-1, keepdim=True)).to(R.dtype)
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    four = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    cands = torch.stack([
+        torch.stack([four[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
+        torch.stack([m21 - m12, four[..., 1], m01 + m10, m02 + m20], -1),
+        torch.stack([m02 - m20, m01 + m10, four[..., 2], m12 + m21], -1),
+        torch.stack([m10 - m01, m02 + m20, m12 + m21, four[..., 3]], -1),
+    ], -2)  # row k = 4 * (largest component k) * q
+    best = four.argmax(-1)
+    q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4)))[..., 0, :]
+    q = q / q.norm(dim=-1, keepdim=True)
+    q = torch.where(q[..., :1] < 0, -q, q)
+    return q.to(R.dtype)
 
 
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
