@@ -17,7 +17,7 @@ from sparsesplat.recon.pipeline import ReconstructConfig, reconstruct
 from sparsesplat.recon.prior_hooks import PriorSettings
 from sparsesplat.recon.trainer import TrainConfig
 
-from tiny_priors import make_tiny_dpt, make_tiny_img2img
+from sparsesplat.priors.testing import make_tiny_dpt, make_tiny_img2img
 
 
 @pytest.fixture(scope="module")

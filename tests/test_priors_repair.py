@@ -14,7 +14,7 @@ from sparsesplat.priors.repair.diffusion import tiled
 from sparsesplat.priors.repair.scene import SceneRepairConfig
 from sparsesplat.rasterizer import Cameras
 
-from tiny_priors import make_tiny_img2img
+from sparsesplat.priors.testing import make_tiny_img2img
 
 
 def _psnr(a, b):

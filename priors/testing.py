@@ -1,5 +1,6 @@
 """Tiny random models that stand in for downloaded weights: built, saved with save_pretrained to a folder,
-and then loaded by path through the same code users run (no network, no real weights)."""
+and then loaded by path through the same code users run (no network, no real weights). Used by the tests
+and by ``benchmarks/priors_cost.py``; transformers and diffusers are imported only when a model is built."""
 
 from __future__ import annotations
 
