@@ -210,7 +210,8 @@ def test_importing_priors_does_not_import_transformers_or_diffusers():
     import sys
 
     code = ("import sys, sparsesplat.priors, sparsesplat.priors.depth, sparsesplat.priors.depth_losses; "
-            "import sparsesplat.priors.repair, sparsesplat.priors.pseudo_views; "
+            "import sparsesplat.priors.repair, sparsesplat.priors.pseudo_views, sparsesplat.priors.testing; "
+            "import sparsesplat.recon.pipeline, sparsesplat.recon.cli; "
             "print([m for m in ('transformers', 'diffusers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
