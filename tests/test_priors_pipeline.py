@@ -35,6 +35,7 @@ def _cfg(data, out, prior, iters=90, **kw):
                              priors=settings, **kw)
 
 
+@pytest.mark.slow
 def test_all_priors_together_leave_their_traces(scene_dir, tmp_path):
     pytest.importorskip("diffusers")
     dpt = make_tiny_dpt(tmp_path / "dpt")

@@ -41,6 +41,7 @@ def _degrade(img):
     return x.clamp(0, 1).permute(0, 2, 3, 1)
 
 
+@pytest.mark.slow
 def test_scene_repairer_learns_a_synthetic_degradation():
     clean = _textures(12, 48, 48, seed=0)
     held_out = _textures(4, 48, 64, seed=1)  # other images, another size
