@@ -4,6 +4,7 @@ seeds, beside published numbers.
     python -m sparsesplat.benchmarks.sparse_views                      # fern llff3 + lego blender8, 2 seeds
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --seeds 0 1 2 --iters 3000
     python -m sparsesplat.benchmarks.sparse_views --full               # the papers' schedules (GPU)
+    python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior none repair   # each prior vs none
 
 Scenes are looked up in ../shared/data (or $SPARSESPLAT_DATA). Results: benchmarks/results/<stem>.md/.json;
 run folders under benchmarks/results/runs/ (not committed).
@@ -53,25 +54,46 @@ def data_root() -> Path:
     return Path(os.environ.get("SPARSESPLAT_DATA", REPO.parent / "shared" / "data"))
 
 
-def run_one(scene: str, seed: int, args) -> dict:
+def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     from sparsesplat.recon.pipeline import ReconstructConfig, apply_full_schedule, reconstruct
     from sparsesplat.recon.trainer import TrainConfig
 
     rel, protocol = SCENES[scene]
-    out = RESULTS / "runs" / f"{args.out}_{scene}_s{seed}"
+    out = RESULTS / "runs" / f"{args.out}_{scene}_s{seed}" if prior == "none" else \
+        RESULTS / "runs" / f"{args.out}_{scene}_s{seed}_{prior}"
     train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy, dropout=args.dropout,
                         binocular_weight=args.binocular, opacity_decay=args.opacity_decay)
     if args.iters:
         train.iters = args.iters
     cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
-                            train=train)
+                            train=train, prior=tuple(prior.split("+")))
+    if args.depth_model:
+        cfg.depth_model = args.depth_model
+    if args.diffusion_model:
+        cfg.diffusion_model = args.diffusion_model
+    if args.loo_steps is not None:
+        cfg.priors.loo_steps = args.loo_steps
     if args.full:
         apply_full_schedule(cfg)
     t0 = time.time()
     m = reconstruct(cfg, log=lambda *_: None)
     m["wall_seconds"] = time.time() - t0
     m.pop("per_view", None)
-    return {"scene": scene, "protocol": protocol, "seed": seed, **m}
+    m.pop("prior", None)
+    return {"scene": scene, "protocol": protocol, "seed": seed, "prior": prior, **m}
+
+
+def _limit_threads(n: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+
+
+def _run_job(job) -> dict:
+    (scene, seed, prior), args = job
+    r = run_one(scene, seed, args, prior)
+    print(json.dumps({k: r[k] for k in ("scene", "seed", "prior", "psnr", "ssim", "train_seconds", "num_primitives")}),
+          flush=True)
+    return r
 
 
 def _ms(values, digits: int = 2) -> str:
@@ -92,13 +114,17 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
     for scene in dict.fromkeys(r["scene"] for r in rows):
         rs = [r for r in rows if r["scene"] == scene]
         protocol = rs[0]["protocol"]
-        lines += [f"## {scene} ({protocol}), {len(rs)} seed(s)", "",
+        seeds = len({r["seed"] for r in rs})
+        lines += [f"## {scene} ({protocol}), {seeds} seed(s)", "",
                   "| method | PSNR | SSIM | LPIPS | train s | Gaussians | init points |", "|---|---|---|---|---|---|---|"]
-        lines.append(
-            f"| **sparsesplat (this run)** | {_ms([r['psnr'] for r in rs])} | {_ms([r['ssim'] for r in rs], 3)} "
-            f"| {_ms([r['lpips'] for r in rs], 3)} | {_ms([r['train_seconds'] for r in rs], 0)} "
-            f"| {_ms([r['num_primitives'] for r in rs], 0)} | {_ms([r['init_points'] for r in rs], 0)} ({rs[0]['init_method']}) |"
-        )
+        for prior in dict.fromkeys(r.get("prior", "none") for r in rs):
+            rp = [r for r in rs if r.get("prior", "none") == prior]
+            label = "sparsesplat (this run)" if prior == "none" else f"sparsesplat + prior {prior} (this run)"
+            lines.append(
+                f"| **{label}** | {_ms([r['psnr'] for r in rp])} | {_ms([r['ssim'] for r in rp], 3)} "
+                f"| {_ms([r['lpips'] for r in rp], 3)} | {_ms([r['train_seconds'] for r in rp], 0)} "
+                f"| {_ms([r['num_primitives'] for r in rp], 0)} | {_ms([r['init_points'] for r in rp], 0)} ({rp[0]['init_method']}) |"
+            )
         for name, p in PUBLISHED.get(protocol, []):
             lines.append(f"| {name} — published, all-scene mean | {p:.2f} | | | | | |")
         lines.append("")
@@ -116,21 +142,33 @@ def main() -> None:
     ap.add_argument("--opacity-decay", type=float, default=0.0)
     ap.add_argument("--init", default="auto")
     ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
+    ap.add_argument("--prior", nargs="+", default=["none"],
+                    help="priors to compare, each none or a '+'-joined combination of depth, repair, diffusion")
+    ap.add_argument("--depth-model", default=None, help="--prior depth: local folder or hub id")
+    ap.add_argument("--diffusion-model", default=None, help="--prior diffusion: local folder or hub id")
+    ap.add_argument("--loo-steps", type=int, default=None, help="--prior repair: steps of each leave-one-out run")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (threads split between them)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
     args = ap.parse_args()
     if not data_root().is_dir():
         sys.exit(f"scenes not found in {data_root()}; set SPARSESPLAT_DATA to the folder holding llff/ and nerf_synthetic/")
-    rows = []
-    for scene in args.scenes:
-        for seed in args.seeds:
-            r = run_one(scene, seed, args)
-            print(json.dumps({k: r[k] for k in ("scene", "seed", "psnr", "ssim", "train_seconds", "num_primitives")}), flush=True)
-            rows.append(r)
+    jobs = [(scene, seed, prior) for scene in args.scenes for seed in args.seeds for prior in args.prior]
+    if args.jobs > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_limit_threads,
+                                    initargs=(threads,)) as pool:
+            rows = list(pool.map(_run_job, [(j, args) for j in jobs]))
+    else:
+        rows = [_run_job((j, args)) for j in jobs]
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
             "settings": f"strategy={args.strategy}, dropout={args.dropout}, binocular={args.binocular}, "
-                        f"opacity_decay={args.opacity_decay}, init={args.init}, iters={args.iters or 'default'}, full={args.full}"}
+                        f"opacity_decay={args.opacity_decay}, init={args.init}, iters={args.iters or 'default'}, full={args.full}, "
+                        f"priors={' '.join(args.prior)}"}
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
 

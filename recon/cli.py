@@ -147,9 +147,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(2)
         sys.stderr.write(err.getvalue())
         raise
+    from sparsesplat.priors.depth import MissingDependency
+
     try:
         return cmd.run()
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MissingDependency) as e:
         print(f"sparsesplat: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # disk full, permissions: nothing half-written was left under a final name

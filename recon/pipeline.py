@@ -23,6 +23,7 @@ from sparsesplat.rasterizer import render
 
 from .primitive_model import PrimitiveModel, model_class
 from .io import atomic_path, write_json
+from .prior_hooks import PriorSettings, build_prior_hooks
 from .trainer import NonFiniteError, Trainer, TrainConfig, load_checkpoint, save_checkpoint
 
 
@@ -71,6 +72,14 @@ class ReconstructConfig:
     """Viewer: port (the next free one when it is busy)."""
     viewer_wait: bool = True
     """Viewer: keep serving after training until Ctrl+C."""
+    prior: tuple[Literal["none", "depth", "repair", "diffusion"], ...] = ("none",)
+    """Sparse-view priors, combinable: depth (monocular depth losses), repair (per-scene repair network and
+    pseudo views; no downloads), diffusion (single-step diffusion repair of pseudo views)."""
+    depth_model: str = "depth-anything/Depth-Anything-V2-Small-hf"
+    """--prior depth: a transformers depth-estimation model, local folder or hub id."""
+    diffusion_model: str = "stabilityai/sd-turbo"
+    """--prior diffusion: a diffusers image-to-image pipeline, local folder or hub id."""
+    priors: PriorSettings = field(default_factory=PriorSettings)
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
 
 
@@ -202,7 +211,10 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     model = model_cls.create(pts, init.colors, cfg.train, norm.scene_scale, device=device)
     images = scene.images[train_ids].to(device)
     masks = scene.masks[train_ids].to(device) if scene.masks is not None else None
-    trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks)
+    hooks = build_prior_hooks(cfg, model_cls, pts, init.colors, norm.scene_scale, images, cams_norm[train_ids],
+                              scene.background.to(device), device, out, log)
+    trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks,
+                      extra_losses=hooks.losses)
     trainer.camera_hook = pose_stage.make_refiner(cfg, posed, len(train_ids), device)
     ckpt_dir = out / "checkpoints"
     if cfg.resume:
@@ -235,6 +247,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
         raise
     train_seconds = time.time() - t0
     checkpoint(trainer)
+    prior_summary = hooks.finish()
 
     model.export(out / "scene.ply", norm)
     refined = pose_stage.refined_cameras(trainer.camera_hook, cams_norm, train_ids)
@@ -251,6 +264,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
         "peak_memory_mb": _peak_memory_mb(device), "init_points": len(init.points), "init_method": init.method_used,
         "test_views": [scene.names[i] for i in test_ids], "per_view": metrics.get("per_view"),
         "poses": None if posed is None else posed.summary(),
+        "prior": [p for p in cfg.prior if p != "none"], **prior_summary,
     }
     write_json(summary, out / "metrics.json")
     if viewer is not None:

@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 
@@ -66,6 +66,28 @@ class TrainConfig:
 
 
 @dataclass
+class StepContext:
+    """What an extra loss sees of one training step (``Trainer(extra_losses=...)``)."""
+
+    trainer: "Trainer"
+    step: int
+    view: int
+    camera: Cameras
+    prims: object
+    """The activated primitives rendered this step (after dropout); gradients flow to the model."""
+    out: object
+    """The ``RenderOutput`` of the training view (``depths`` set when an extra loss ``needs_depth``)."""
+    gt: torch.Tensor
+    background: torch.Tensor
+    sh_degree: int
+
+
+ExtraLoss = Callable[[StepContext], Optional[torch.Tensor]]
+"""A loss added to the photometric loss each step (None: nothing this step). An optional attribute
+``needs_depth = True`` asks the trainer to render the expected depth of the training view."""
+
+
+@dataclass
 class StepStats:
     step: int
     loss: float
@@ -85,8 +107,9 @@ class Trainer:
     """
 
     def __init__(self, model: PrimitiveModel, images: torch.Tensor, cameras: Cameras, background: torch.Tensor,
-                 cfg: TrainConfig, masks: Optional[torch.Tensor] = None):
+                 cfg: TrainConfig, masks: Optional[torch.Tensor] = None, extra_losses: Sequence[ExtraLoss] = ()):
         self.model, self.images, self.cameras, self.cfg = model, images, cameras, cfg
+        self.extra_losses = list(extra_losses)
         self.background = torch.as_tensor(background, dtype=torch.float32)
         self.masks = masks
         self.strategy = model.make_strategy(cfg)
@@ -130,9 +153,10 @@ class Trainer:
         sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
         binocular = self._binocular_active()
         cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
+        depth = binocular or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
         out = render(
             prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,
-            render_mode="RGB+ED" if binocular else "RGB", rasterize_mode=cfg.rasterize_mode,
+            render_mode="RGB+ED" if depth else "RGB", rasterize_mode=cfg.rasterize_mode,
         )
         img, gt = out.colors[0], self.images[v]
         if cfg.random_background and self.masks is not None:
@@ -142,6 +166,12 @@ class Trainer:
         loss = loss + self.strategy.regularization(model)
         if binocular:
             loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg, sh_degree)
+        if self.extra_losses:
+            ctx = StepContext(self, self.step, v, cam, prims, out, gt, bg, sh_degree)
+            for extra_loss in self.extra_losses:
+                extra = extra_loss(ctx)
+                if extra is not None:
+                    loss = loss + extra
         loss.backward()
         if not self._finite(loss):
             self._recover()
