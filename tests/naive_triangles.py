@@ -70,7 +70,8 @@ def render_naive_triangles(vertices, sigmas, opacities, colors, viewmat, K, W, H
         if r is None:
             continue
         v2, z = r
-        area2 = abs(np.cross(v2[1] - v2[0], v2[2] - v2[0]))
+        e1, e2 = v2[1] - v2[0], v2[2] - v2[0]
+        area2 = abs(e1[0] * e2[1] - e1[1] * e2[0])
         if not area2 > 0:
             continue
         items.append((z, n, v2))

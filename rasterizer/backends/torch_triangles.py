@@ -151,7 +151,8 @@ def rasterize_triangles(verts2d, sigmas, colors, opacities, depths, bounds, radi
             origin = torch.stack([tiles % tiles_x, tiles // tiles_x], -1).to(dt) * ts
             pix = (origin[:, None, :] + local_xy[None])[:, :, None, :]  # (B,P,1,2)
             q = window_q(pix, s[cam][gidx][:, None], ge[cam][gidx][:, None])  # (B,P,L)
-            inside = (q > 0) & valid[:, None]
+            in_image = (pix[..., 0] < width) & (pix[..., 1] < height)  # (B,P,1): edge tiles overhang the image
+            inside = (q > 0) & valid[:, None] & in_image
             qs = torch.where(inside, q, torch.ones_like(q))
             # exp(sigma log q) rather than q ** sigma: a zero incoming gradient stays zero near the edges
             K = torch.where(inside, torch.exp(sigmas[cam][gidx][:, None] * torch.log(qs)), torch.zeros_like(q))
