@@ -63,8 +63,10 @@ def run_one(scene: str, seed: int, args) -> dict:
                         binocular_weight=args.binocular, opacity_decay=args.opacity_decay)
     if args.iters:
         train.iters = args.iters
+    if args.cap:  # matched primitive budgets across kinds
+        train.mcmc.cap_max = train.triangle.strategy.cap_max = args.cap
     cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
-                            train=train)
+                            train=train, primitive=args.primitive)
     if args.full:
         apply_full_schedule(cfg)
     t0 = time.time()
@@ -93,7 +95,7 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
         rs = [r for r in rows if r["scene"] == scene]
         protocol = rs[0]["protocol"]
         lines += [f"## {scene} ({protocol}), {len(rs)} seed(s)", "",
-                  "| method | PSNR | SSIM | LPIPS | train s | Gaussians | init points |", "|---|---|---|---|---|---|---|"]
+                  "| method | PSNR | SSIM | LPIPS | train s | primitives | init points |", "|---|---|---|---|---|---|---|"]
         lines.append(
             f"| **sparsesplat (this run)** | {_ms([r['psnr'] for r in rs])} | {_ms([r['ssim'] for r in rs], 3)} "
             f"| {_ms([r['lpips'] for r in rs], 3)} | {_ms([r['train_seconds'] for r in rs], 0)} "
@@ -115,6 +117,8 @@ def main() -> None:
     ap.add_argument("--binocular", type=float, default=0.0, help="binocular consistency weight")
     ap.add_argument("--opacity-decay", type=float, default=0.0)
     ap.add_argument("--init", default="auto")
+    ap.add_argument("--primitive", default="gaussian", help="gaussian or triangle")
+    ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians and triangles)")
     ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
     args = ap.parse_args()
@@ -129,7 +133,7 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
-            "settings": f"strategy={args.strategy}, dropout={args.dropout}, binocular={args.binocular}, "
+            "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, dropout={args.dropout}, binocular={args.binocular}, "
                         f"opacity_decay={args.opacity_decay}, init={args.init}, iters={args.iters or 'default'}, full={args.full}"}
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
