@@ -106,6 +106,8 @@ def apply_full_schedule(cfg: ReconstructConfig) -> None:
     d.reset_every = 3000
     m = t.mcmc
     m.refine_start_iter, m.refine_stop_iter = 500, int(t.iters * 0.8)
+    tri = t.triangle.strategy
+    tri.refine_start_iter, tri.refine_stop_iter = 500, int(t.iters * 0.8)
 
 
 def load_scene(cfg: ReconstructConfig):
