@@ -234,6 +234,9 @@ __global__ void tri_finish_bwd_kernel(int64_t CN, const T* v2, const int* radii,
                                       T* v_col, T* v_op, T* v_dep) {
     const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (g >= CN || radii[2 * g] <= 0 || radii[2 * g + 1] <= 0) return;
+    TriangleWindow<T> w;
+    T r;
+    if (!triangle_window(v2 + 6 * g, w, r)) return;  // never rasterized (see tri_prepare_kernel): no gradient
     const T* a = acc + kTriGrad * g;
     triangle_window_vjp(v2 + 6 * g, a + kTriGradS, a + kTriGradA, a + kTriGradB, v_v2 + 6 * g);
     v_sig[g] = a[kTriGradSigma];
