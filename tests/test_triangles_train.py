@@ -229,6 +229,7 @@ def test_model_export_writes_scene_and_meshes_in_the_user_frame(tmp_path):
         assert (tmp_path / f"scene_mesh.{suffix}").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_cli_reconstruct_with_triangles(tmp_path):
     """`sparsesplat reconstruct --primitive triangle` end to end: run folder with the triangle scene, meshes,
     metrics, and the help text naming the triangle options."""
