@@ -39,11 +39,12 @@ def load_scene_file(primitive: str, path: Path):
 
 def render_ms(primitive: str, run: Path, scene: str, backend: str = "cpu") -> float:
     """Median milliseconds per test view to render the exported scene."""
-    from sparsesplat.datasets import load
     from sparsesplat.rasterizer import render
+    from sparsesplat.recon.pipeline import ReconstructConfig, load_scene
 
     rel, protocol = SCENES[scene]
-    data = load(data_root() / rel, protocol=protocol)
+    # the protocol's published resolution, exactly as training and evaluation load it
+    data = load_scene(ReconstructConfig(data=data_root() / rel, out=run, protocol=protocol))
     prims = load_scene_file(primitive, run / "scene.ply")
     cams = data.cameras[data.test_ids]
     with torch.no_grad():
