@@ -7,6 +7,7 @@ scene. Each configuration runs in its own subprocess so its peak RSS is its own.
 
     python -m sparsesplat.benchmarks.rasterizer                         # the table in benchmarks/results/
     python -m sparsesplat.benchmarks.rasterizer --sizes 10000 --resolutions 256x256 --backends torch cpu
+    python -m sparsesplat.benchmarks.rasterizer --primitive triangle --sizes 10000 100000   # triangles
 
 Times are medians over repeats; ratios are against the ``torch`` backend measured in the same run (where it
 fits the time budget). "Gaussian-pixel evaluations" counts, per camera, sum over Gaussians of their
@@ -62,6 +63,18 @@ def make_gaussians(n: int, seed: int = 0, device="cpu"):
     return Gaussians(*(t.to(device) for t in (gauss.means, gauss.quats, gauss.scales, gauss.opacities)), sh=gauss.sh.to(device))
 
 
+def make_triangles(n: int, seed: int = 0, device="cpu"):
+    """Triangles on the same surface points as ``make_gaussians``: equilateral, randomly oriented,
+    circumradius twice the Gaussians' scale (about their visible reach), sigma 1, same opacities and SH."""
+    from sparsesplat.rasterizer import Triangles
+    from sparsesplat.recon.triangle_model import random_triangles_at
+
+    g = make_gaussians(n, seed)
+    r = 2.0 * g.scales.mean(-1).double().numpy()
+    verts = torch.from_numpy(random_triangles_at(g.means.double().numpy(), r, seed)).float()
+    return Triangles(verts.to(device), torch.ones(n, device=device), g.opacities.to(device), sh=g.sh.to(device))
+
+
 def cameras_for(width: int, height: int, device="cpu"):
     from sparsesplat.datasets.synthetic import make_cameras
 
@@ -74,13 +87,15 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(backend: str, n: int, width: int, height: int, repeats: int, device: str) -> dict:
-    from sparsesplat.rasterizer import Gaussians, render
+def measure(backend: str, n: int, width: int, height: int, repeats: int, device: str,
+            primitive: str = "gaussian") -> dict:
+    from sparsesplat.rasterizer import render
 
-    g = make_gaussians(n, device=device)
+    prims = make_triangles(n, device=device) if primitive == "triangle" else make_gaussians(n, device=device)
     cams = cameras_for(width, height, device)
-    params = [t.requires_grad_(True) for t in (g.means, g.quats, g.scales, g.opacities, g.sh)]
-    prims = Gaussians(*params[:4], sh=params[4])
+    for t in vars(prims).values():
+        if torch.is_tensor(t):
+            t.requires_grad_(True)
 
     def fwd():
         with torch.no_grad():
@@ -102,7 +117,7 @@ def measure(backend: str, n: int, width: int, height: int, repeats: int, device:
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {
-        "backend": backend, "n": n, "width": width, "height": height,
+        "backend": backend, "primitive": primitive, "n": n, "width": width, "height": height,
         "forward_s": statistics.median(t_f), "forward_backward_s": statistics.median(t_fb),
         "peak_mb": peak, "visible": int(out.meta.visibility.sum()),
         "gauss_pixel_evals_per_s": evals / statistics.median(t_f),
@@ -125,7 +140,7 @@ def write_table(rows: list[dict], meta: dict, stem: str) -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     base = {(r["n"], r["width"], r["height"]): r for r in rows if r.get("backend") == "torch" and "error" not in r}
     lines = [
-        f"# Rasterizer speed ({meta['machine']})", "",
+        f"# Rasterizer speed, {rows[0].get('primitive', 'gaussian') if rows else ''} ({meta['machine']})", "",
         f"Command: `{meta['command']}`  ", f"torch {meta['torch']}, {meta['threads']} threads, {meta['date']}", "",
         "| N | size | backend | forward ms | fwd+bwd ms | fwd speed-up vs torch | fwd+bwd speed-up vs torch | peak MB | Gauss-px evals/s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -184,14 +199,17 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds allowed per configuration")
     ap.add_argument("--torch-max-n", type=int, default=100_000, help="skip the slow torch backend above this N")
     ap.add_argument("--out", default=None, help="results file stem (default: rasterizer_<cpu|cuda>)")
+    ap.add_argument("--primitive", choices=["gaussian", "triangle"], default="gaussian")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if a.child:
         w, h = map(int, a.resolutions[0].split("x"))
-        print(json.dumps(measure(a.backends[0], a.sizes[0], w, h, a.repeats, device)))
+        print(json.dumps(measure(a.backends[0], a.sizes[0], w, h, a.repeats, device, a.primitive)))
         return
     backends = a.backends or (["torch", "cuda", "gsplat"] if device == "cuda" else ["torch", "cpu"])
+    if a.primitive != "gaussian":
+        backends = [b for b in backends if b != "gsplat"]
     rows = []
     for n in a.sizes:
         for res in a.resolutions:
@@ -199,7 +217,8 @@ def main() -> None:
             for b in backends:
                 if b == "torch" and n > a.torch_max_n:
                     continue
-                r = run_child(["--backends", b, "--sizes", str(n), "--resolutions", res, "--repeats", str(a.repeats)], a.budget)
+                r = run_child(["--backends", b, "--sizes", str(n), "--resolutions", res, "--repeats", str(a.repeats),
+                               "--primitive", a.primitive], a.budget)
                 r = {"backend": b, "n": n, "width": w, "height": h, **r}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
@@ -207,7 +226,7 @@ def main() -> None:
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     meta = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d"), "command": "python -m sparsesplat.benchmarks.rasterizer " + " ".join(sys.argv[1:])}
-    stem = a.out or f"rasterizer_{device}"
+    stem = a.out or f"rasterizer_{device}" + ("" if a.primitive == "gaussian" else f"_{a.primitive}")
     write_table(rows, meta, stem)
     plot(rows, stem)
     print(f"wrote {RESULTS / (stem + '.md')}")

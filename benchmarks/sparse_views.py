@@ -65,8 +65,10 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
                         binocular_weight=args.binocular, opacity_decay=args.opacity_decay)
     if args.iters:
         train.iters = args.iters
+    if args.cap:  # matched primitive budgets across kinds
+        train.mcmc.cap_max = train.triangle.strategy.cap_max = args.cap
     cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
-                            train=train, prior=tuple(prior.split("+")))
+                            train=train, prior=tuple(prior.split("+")), primitive=args.primitive)
     if args.depth_model:
         cfg.depth_model = args.depth_model
     if args.diffusion_model:
@@ -116,7 +118,7 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
         protocol = rs[0]["protocol"]
         seeds = len({r["seed"] for r in rs})
         lines += [f"## {scene} ({protocol}), {seeds} seed(s)", "",
-                  "| method | PSNR | SSIM | LPIPS | train s | Gaussians | init points |", "|---|---|---|---|---|---|---|"]
+                  "| method | PSNR | SSIM | LPIPS | train s | primitives | init points |", "|---|---|---|---|---|---|---|"]
         for prior in dict.fromkeys(r.get("prior", "none") for r in rs):
             rp = [r for r in rs if r.get("prior", "none") == prior]
             label = "sparsesplat (this run)" if prior == "none" else f"sparsesplat + prior {prior} (this run)"
@@ -141,6 +143,8 @@ def main() -> None:
     ap.add_argument("--binocular", type=float, default=0.0, help="binocular consistency weight")
     ap.add_argument("--opacity-decay", type=float, default=0.0)
     ap.add_argument("--init", default="auto")
+    ap.add_argument("--primitive", default="gaussian", help="gaussian or triangle")
+    ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians and triangles)")
     ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
     ap.add_argument("--prior", nargs="+", default=["none"],
                     help="priors to compare, each none or a '+'-joined combination of depth, repair, diffusion")
@@ -166,9 +170,9 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
-            "settings": f"strategy={args.strategy}, dropout={args.dropout}, binocular={args.binocular}, "
-                        f"opacity_decay={args.opacity_decay}, init={args.init}, iters={args.iters or 'default'}, full={args.full}, "
-                        f"priors={' '.join(args.prior)}"}
+            "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, dropout={args.dropout}, "
+                        f"binocular={args.binocular}, opacity_decay={args.opacity_decay}, init={args.init}, "
+                        f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"}
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
 

@@ -5,7 +5,8 @@ This is the project's ground floor: it imports nothing else from sparsesplat. Ba
 """
 
 from .cameras import Cameras
-from .primitives import Gaussians
+from .primitives import Gaussians, Triangles
 from .render import RenderMeta, RenderOutput, render
+from . import render_triangles as _render_triangles  # noqa: F401  (registers the triangle pipeline)
 
-__all__ = ["Cameras", "Gaussians", "RenderMeta", "RenderOutput", "render"]
+__all__ = ["Cameras", "Gaussians", "RenderMeta", "RenderOutput", "Triangles", "render"]

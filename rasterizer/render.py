@@ -23,7 +23,8 @@ class RenderMeta:
     means2d: (C,N,2) screen positions; after ``loss.backward()`` its ``.grad`` holds the view-space
         positional gradient (it is a non-leaf tensor with ``retain_grad()`` when gradients are on).
     radii: (C,N,2) int32 per-axis pixel bounds (0 = culled); visibility: (C,N) bool;
-    max_weight: (C,N) max blending weight over pixels; depths: (C,N) view-space depth of the centres.
+    max_weight: (C,N) max blending weight over pixels; depths: (C,N) view-space depth of the centres;
+    normals: (C,N,3) unit normals facing each camera, for primitives that have one (triangles), else None.
     """
 
     means2d: torch.Tensor
@@ -34,6 +35,7 @@ class RenderMeta:
     width: int
     height: int
     backend: str
+    normals: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Rendered:
     radii: torch.Tensor
     max_weight: torch.Tensor
     depths: torch.Tensor
+    normals: Optional[torch.Tensor] = None
 
 
 def render(
@@ -163,6 +166,7 @@ def render(
         width=cams.width,
         height=cams.height,
         backend=impl.__name__.rsplit(".", 1)[-1],
+        normals=r.normals,
     )
     return RenderOutput(colors=out_colors, alphas=r.alphas, depths=depths, meta=meta)
 

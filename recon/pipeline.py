@@ -41,7 +41,7 @@ class ReconstructConfig:
     downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
     """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
     primitive: str = "gaussian"
-    """Primitive kind to train: gaussian (more kinds register through recon.primitive_model)."""
+    """Primitive kind to train: gaussian or triangle (more kinds register through recon.primitive_model)."""
     init: str = "auto"
     """Initial points: auto (SfM points, else SIFT triangulation with the known poses, else random),
     sfm, triangulate, random, dense (sparse points + rectified SGBM stereo between neighbouring views)."""
@@ -134,6 +134,8 @@ def apply_full_schedule(cfg: ReconstructConfig) -> None:
     d.reset_every = 3000
     m = t.mcmc
     m.refine_start_iter, m.refine_stop_iter = 500, int(t.iters * 0.8)
+    tri = t.triangle.strategy
+    tri.refine_start_iter, tri.refine_stop_iter = 500, int(t.iters * 0.8)
 
 
 def load_scene(cfg: ReconstructConfig):

@@ -23,6 +23,7 @@ from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
 from .regularizers import drop_primitives, shifted_camera, warp_from_shifted
 from .strategies import DefaultStrategy, MCMCStrategy
+from .triangle_model import TriangleOptions
 
 
 @dataclass
@@ -44,6 +45,8 @@ class TrainConfig:
         cap_max=200_000, refine_start_iter=300, refine_stop_iter=2500, refine_every=100))
     lrs: LearningRates = field(default_factory=LearningRates)
     """Gaussian learning rates."""
+    triangle: TriangleOptions = field(default_factory=TriangleOptions)
+    """Triangle learning rates, initialization and strategy (--primitive triangle)."""
     init_opacity: float = 0.1
     dropout: float = 0.2
     """DropGaussian: the fraction of primitives dropped per step rises linearly to this (0 disables)."""

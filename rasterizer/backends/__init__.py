@@ -7,6 +7,8 @@ Every backend module provides the same two differentiable stage functions for Ga
 - ``rasterize(means2d, conics, colors, opacities, depths, radii, width, height, tile_size)
   -> (feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max_weight (C,N))``.
 
+and, for triangles, ``project_triangles`` / ``rasterize_triangles`` (contract in ``torch_triangles.py``).
+
 ``torch`` is the pure-PyTorch oracle; ``cpu`` (C++/OpenMP) and ``cuda`` are compiled on first use;
 ``gsplat`` delegates to gsplat's CUDA kernels.
 """

@@ -136,3 +136,7 @@ def _make(kind: str) -> tuple[Callable, Callable]:
 project_gaussians, rasterize = _make("cpu")
 
 __all__ = ["project_gaussians", "rasterize", "Projection"]
+
+from .cpu_triangles import make_triangle_stages  # noqa: E402  (triangle stages, same extension)
+
+project_triangles, rasterize_triangles = make_triangle_stages("cpu")

@@ -12,3 +12,7 @@ from .types import Projection
 project_gaussians, rasterize = _make("cuda")
 
 __all__ = ["project_gaussians", "rasterize", "Projection"]
+
+from .cpu_triangles import make_triangle_stages  # noqa: E402  (triangle stages, same extension)
+
+project_triangles, rasterize_triangles = make_triangle_stages("cuda")

@@ -10,5 +10,6 @@ Every strategy has the same small interface, so the trainer never knows which on
 
 from .default import DefaultStrategy
 from .mcmc import MCMCStrategy
+from .triangles import TriangleStrategy
 
-__all__ = ["DefaultStrategy", "MCMCStrategy"]
+__all__ = ["DefaultStrategy", "MCMCStrategy", "TriangleStrategy"]

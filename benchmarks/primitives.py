@@ -1,0 +1,113 @@
+"""Primitive kinds side by side on the standard sparse-view scenes: quality, count, training time and render
+time per frame, with ratios to Gaussians trained in the same run at the same primitive cap.
+
+    python -m sparsesplat.benchmarks.primitives --scenes fern --iters 1000 --cap 20000
+    python -m sparsesplat.benchmarks.primitives --scenes fern lego --primitives gaussian triangle
+
+Each (scene, primitive) trains through ``benchmarks/sparse_views.py`` (Gaussians with the MCMC strategy so
+the cap binds both), reusing a finished run folder of the same name. Render time is the median over the
+test views of ``render()`` of the exported scene (user frame) on the CPU backend, after a warm-up.
+Results: benchmarks/results/<out>.md/.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from .sparse_views import RESULTS, SCENES, data_root, run_one
+
+
+def load_scene_file(primitive: str, path: Path):
+    if primitive == "triangle":
+        from sparsesplat.rasterizer.triangle_io import load_triangles_ply
+
+        return load_triangles_ply(path).activated()
+    from sparsesplat.rasterizer.ply import load_gaussians_ply
+
+    return load_gaussians_ply(path)
+
+
+def render_ms(primitive: str, run: Path, scene: str, backend: str = "cpu") -> float:
+    """Median milliseconds per test view to render the exported scene."""
+    from sparsesplat.rasterizer import render
+    from sparsesplat.recon.pipeline import ReconstructConfig, load_scene
+
+    rel, protocol = SCENES[scene]
+    # the protocol's published resolution, exactly as training and evaluation load it
+    data = load_scene(ReconstructConfig(data=data_root() / rel, out=run, protocol=protocol))
+    prims = load_scene_file(primitive, run / "scene.ply")
+    cams = data.cameras[data.test_ids]
+    with torch.no_grad():
+        render(prims, cams[0], backend=backend, render_mode="RGB")
+        times = []
+        for i in range(len(cams)):
+            t0 = time.perf_counter()
+            render(prims, cams[i], backend=backend, render_mode="RGB")
+            times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenes", nargs="+", default=["fern"], choices=list(SCENES))
+    ap.add_argument("--primitives", nargs="+", default=["gaussian", "triangle"])
+    ap.add_argument("--iters", type=int, default=1000)
+    ap.add_argument("--cap", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="primitives")
+    a = ap.parse_args()
+    rows = []
+    for scene in a.scenes:
+        for prim in a.primitives:
+            stem = f"{a.out}_{prim}"
+            run = RESULTS / "runs" / f"{stem}_{scene}_s{a.seed}"
+            if (run / "metrics.json").is_file() and (run / "scene.ply").is_file():
+                m = {"scene": scene, **json.loads((run / "metrics.json").read_text())}
+            else:
+                args = SimpleNamespace(out=stem, strategy="mcmc" if prim == "gaussian" else "default", dropout=0.2,
+                                       binocular=0.0, opacity_decay=0.0, iters=a.iters, init="auto", full=False,
+                                       primitive=prim, cap=a.cap)
+                m = run_one(scene, a.seed, args)
+            m.update(primitive=prim, render_ms=render_ms(prim, run, scene))
+            rows.append(m)
+            print(json.dumps({k: m.get(k) for k in ("scene", "primitive", "psnr", "ssim", "num_primitives",
+                                                     "train_seconds", "render_ms")}), flush=True)
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    meta = {"machine": machine, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+            "command": "python -m sparsesplat.benchmarks.primitives " + " ".join(sys.argv[1:])}
+    write_table(rows, meta, a.out)
+
+
+def write_table(rows: list[dict], meta: dict, stem: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
+    lines = [f"# Primitive kinds side by side ({meta['machine']})", "", f"Command: `{meta['command']}`  ",
+             f"torch {meta['torch']}, {meta['date']}", ""]
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        rs = [r for r in rows if r["scene"] == scene]
+        base = next((r for r in rs if r["primitive"] == "gaussian"), None)
+        lines += [f"## {scene} ({SCENES[scene][1]})", "",
+                  "| primitive | PSNR | SSIM | primitives | train s | render ms/frame | train time vs Gaussians "
+                  "| render time vs Gaussians |", "|---|---|---|---|---|---|---|---|"]
+        for r in rs:
+            rt = f"{r['train_seconds'] / base['train_seconds']:.2f}x" if base else "–"
+            rr = f"{r['render_ms'] / base['render_ms']:.2f}x" if base else "–"
+            lines.append(f"| {r['primitive']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['num_primitives']} "
+                         f"| {r['train_seconds']:.0f} | {r['render_ms']:.1f} | {rt} | {rr} |")
+        lines.append("")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / (stem + '.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+// CUDA launch code for the triangle projection: a thread per (camera, triangle), math from ../triangle.h.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <vector>
+
+#include "../triangle.h"
+
+namespace sparsesplat {
+namespace {
+
+constexpr int kTriThreads = 256;
+
+template <typename T>
+__global__ void tri_project_fwd_kernel(int64_t C, int64_t N, const T* __restrict__ verts, const T* __restrict__ sg,
+                                       const T* __restrict__ op, const T* __restrict__ viewmats,
+                                       const T* __restrict__ Ks, int W, int H, T near_plane, T far_plane, T* v2,
+                                       T* depths, T* means2d, T* bounds, int* radii) {
+    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= C * N) return;
+    const int64_t c = idx / N, n = idx % N;
+    const PinholeCamera<T> cam = load_camera(viewmats + 16 * c, Ks + 9 * c, W, H);
+    const TriangleProjection<T> tp = project_triangle(verts + 9 * n, sg[n], op[n], cam, near_plane, far_plane);
+    if (!tp.valid) return;  // outputs were zero-initialized
+    for (int k = 0; k < 6; ++k) v2[6 * idx + k] = tp.v2[k];
+    depths[idx] = tp.depth;
+    means2d[2 * idx] = tp.mean2d[0], means2d[2 * idx + 1] = tp.mean2d[1];
+    for (int k = 0; k < 4; ++k) bounds[4 * idx + k] = tp.bounds[k];
+    radii[2 * idx] = tp.radius[0], radii[2 * idx + 1] = tp.radius[1];
+}
+
+template <typename T>
+__device__ T tri_warp_sum(T v) {
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    return v;
+}
+
+// Grid (ceil(N / threads), C): a block never straddles two cameras, so the camera gradient is
+// warp-reduced and added with one atomic per warp.
+template <typename T>
+__global__ void tri_project_bwd_kernel(int64_t N, const T* __restrict__ verts, const T* __restrict__ sg,
+                                       const T* __restrict__ op, const T* __restrict__ viewmats,
+                                       const T* __restrict__ Ks, int W, int H, T near_plane, T far_plane,
+                                       const int* __restrict__ radii, const T* __restrict__ v_v2,
+                                       const T* __restrict__ v_depths, T* v_verts, T* v_viewmats) {
+    const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t c = blockIdx.y;
+    T dR[9], dt[3];
+    for (int k = 0; k < 9; ++k) dR[k] = T(0);
+    for (int k = 0; k < 3; ++k) dt[k] = T(0);
+    const int64_t idx = c * N + n;
+    if (n < N && radii[2 * idx] > 0 && radii[2 * idx + 1] > 0) {
+        const PinholeCamera<T> cam = load_camera(viewmats + 16 * c, Ks + 9 * c, W, H);
+        const TriangleProjection<T> tp = project_triangle(verts + 9 * n, sg[n], op[n], cam, near_plane, far_plane);
+        if (tp.valid) {
+            T dv[9];
+            project_triangle_vjp(tp, verts + 9 * n, cam, v_v2 + 6 * idx, v_depths[idx], dv, dR, dt);
+            for (int k = 0; k < 9; ++k) atomicAdd(v_verts + 9 * n + k, dv[k]);
+        }
+    }
+    const bool lead = (threadIdx.x % 32) == 0;
+    T* vm = v_viewmats + 16 * c;
+    for (int i = 0; i < 3; ++i) {
+        for (int j = 0; j < 3; ++j) {
+            const T s = tri_warp_sum(dR[3 * i + j]);
+            if (lead && s != T(0)) atomicAdd(vm + 4 * i + j, s);
+        }
+        const T s = tri_warp_sum(dt[i]);
+        if (lead && s != T(0)) atomicAdd(vm + 4 * i + 3, s);
+    }
+}
+
+void tri_check_cuda(const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+}  // namespace
+
+std::vector<at::Tensor> project_triangles_fwd_cuda(const at::Tensor& vertices, const at::Tensor& sigmas,
+                                                   const at::Tensor& opacities, const at::Tensor& viewmats,
+                                                   const at::Tensor& Ks, int64_t width, int64_t height,
+                                                   double near_plane, double far_plane) {
+    tri_check_cuda(vertices, "vertices");
+    tri_check_cuda(viewmats, "viewmats");
+    const c10::cuda::CUDAGuard guard(vertices.device());
+    const int64_t C = viewmats.size(0), N = vertices.size(0);
+    auto opts = vertices.options();
+    at::Tensor verts2d = at::zeros({C, N, 3, 2}, opts), depths = at::zeros({C, N}, opts);
+    at::Tensor means2d = at::zeros({C, N, 2}, opts), bounds = at::zeros({C, N, 4}, opts);
+    at::Tensor radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));
+    if (C * N > 0) {
+        const int blocks = int((C * N + kTriThreads - 1) / kTriThreads);
+        auto stream = c10::cuda::getCurrentCUDAStream();
+        AT_DISPATCH_FLOATING_TYPES(vertices.scalar_type(), "project_triangles_fwd_cuda", [&] {
+            tri_project_fwd_kernel<scalar_t><<<blocks, kTriThreads, 0, stream>>>(
+                C, N, vertices.data_ptr<scalar_t>(), sigmas.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
+                viewmats.data_ptr<scalar_t>(), Ks.data_ptr<scalar_t>(), int(width), int(height),
+                scalar_t(near_plane), scalar_t(far_plane), verts2d.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(),
+                means2d.data_ptr<scalar_t>(), bounds.data_ptr<scalar_t>(), radii.data_ptr<int>());
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    return {verts2d, depths, means2d, bounds, radii};
+}
+
+std::vector<at::Tensor> project_triangles_bwd_cuda(const at::Tensor& vertices, const at::Tensor& sigmas,
+                                                   const at::Tensor& opacities, const at::Tensor& viewmats,
+                                                   const at::Tensor& Ks, int64_t width, int64_t height,
+                                                   double near_plane, double far_plane, const at::Tensor& radii,
+                                                   const at::Tensor& v_verts2d, const at::Tensor& v_depths) {
+    tri_check_cuda(vertices, "vertices");
+    const c10::cuda::CUDAGuard guard(vertices.device());
+    const int64_t C = viewmats.size(0), N = vertices.size(0);
+    at::Tensor v_vertices = at::zeros_like(vertices), v_viewmats = at::zeros_like(viewmats);
+    if (C * N > 0) {
+        const dim3 grid(unsigned((N + kTriThreads - 1) / kTriThreads), unsigned(C));
+        auto stream = c10::cuda::getCurrentCUDAStream();
+        AT_DISPATCH_FLOATING_TYPES(vertices.scalar_type(), "project_triangles_bwd_cuda", [&] {
+            tri_project_bwd_kernel<scalar_t><<<grid, kTriThreads, 0, stream>>>(
+                N, vertices.data_ptr<scalar_t>(), sigmas.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
+                viewmats.data_ptr<scalar_t>(), Ks.data_ptr<scalar_t>(), int(width), int(height),
+                scalar_t(near_plane), scalar_t(far_plane), radii.data_ptr<int>(), v_verts2d.data_ptr<scalar_t>(),
+                v_depths.data_ptr<scalar_t>(), v_vertices.data_ptr<scalar_t>(), v_viewmats.data_ptr<scalar_t>());
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    return {v_vertices, v_viewmats};
+}
+
+}  // namespace sparsesplat

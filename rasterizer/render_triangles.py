@@ -1,0 +1,79 @@
+"""The triangle pipeline of ``render()`` (Triangle Splatting, DESIGN.md §3): sanitize, project and cull,
+colour from SH at the centroid, tile rasterization with the incentre-normalized window function.
+
+Registered with ``register_renderer(Triangles, render_triangles)``; the backend module ``impl`` provides
+``project_triangles`` and ``rasterize_triangles`` (see ``backends/torch_triangles.py`` for their contract).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .cameras import Cameras
+from .primitives import Triangles
+from .render import Rendered, register_renderer, view_colors
+
+
+def _sanitize(prims: Triangles):
+    """Non-finite triangles become harmless transparent ones (zero gradient), the others stay exact."""
+    appearance = prims.sh.flatten(1) if prims.sh is not None else prims.colors
+    ok = (
+        torch.isfinite(prims.vertices).flatten(1).all(-1) & torch.isfinite(prims.sigma)
+        & torch.isfinite(prims.opacities) & torch.isfinite(appearance).all(-1) & (prims.sigma >= 0)
+    )
+    if bool(ok.all()):
+        return prims.vertices, prims.sigma, prims.opacities, prims.sh, prims.colors
+    verts = torch.where(ok[:, None, None], prims.vertices, torch.zeros_like(prims.vertices))
+    sigma = torch.where(ok, prims.sigma, torch.ones_like(prims.sigma))
+    opac = torch.where(ok, prims.opacities, torch.zeros_like(prims.opacities))
+    sh = None if prims.sh is None else torch.where(ok[:, None, None], prims.sh, torch.zeros_like(prims.sh))
+    colors = None if prims.colors is None else torch.where(ok[:, None], prims.colors, torch.zeros_like(prims.colors))
+    return verts, sigma, opac, sh, colors
+
+
+def facing_normals(vertices: torch.Tensor, cams: Cameras) -> torch.Tensor:
+    """Unit normals (C,N,3) of triangles (N,3,3), flipped per camera to face it (differentiable)."""
+    n = torch.linalg.cross(vertices[:, 1] - vertices[:, 0], vertices[:, 2] - vertices[:, 0], dim=-1)
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    to_cam = cams.centers.to(n.dtype)[:, None, :] - vertices.mean(1)[None]
+    sign = torch.where((n[None] * to_cam).sum(-1, keepdim=True) >= 0, 1.0, -1.0)
+    return n[None] * sign
+
+
+def render_triangles(prims: Triangles, cams: Cameras, impl, sh_degree: Optional[int], rasterize_mode: str,
+                     near: float = 0.01, far: float = 1e10, tile_size: int = 16) -> Rendered:
+    """Project, cull and bound triangles, then composite them in tiles.
+
+    ``meta.means2d`` is the projected centroid; its ``.grad`` after backward is the gradient of the loss
+    w.r.t. a screen-space translation of the whole triangle (what densification accumulates).
+    """
+    name = impl.__name__.rsplit(".", 1)[-1]
+    if not hasattr(impl, "project_triangles"):
+        raise ValueError(f"the {name!r} backend draws Gaussians only; use backend='cpu', 'cuda' or 'torch' "
+                         "(or 'auto') for triangles")
+    if rasterize_mode != "classic":
+        raise ValueError("rasterize_mode='antialiased' applies to Gaussians only; triangles use 'classic'")
+    W, H = cams.width, cams.height
+    dt = prims.vertices.dtype
+    viewmats, Ks = cams.viewmats.to(dt), cams.Ks.to(dt)
+    verts, sigma, opac, sh, colors = _sanitize(prims)
+    proj = impl.project_triangles(verts, sigma, opac, viewmats, Ks, W, H, near=near, far=far)
+    vis = (proj.radii > 0).all(-1)
+    # A leaf whose gradient is the sum of the three vertices' screen gradients (translation of the triangle),
+    # added as zero so the values and the vertices' own gradients are unchanged.
+    means2d = proj.means2d.detach().requires_grad_(torch.is_grad_enabled() and proj.verts2d.requires_grad)
+    verts2d = proj.verts2d + (means2d - means2d.detach())[..., None, :]
+    rgb = view_colors(sh, colors, verts.mean(1), Cameras(viewmats, Ks, W, H), sh_degree)
+    zero = torch.zeros((), dtype=dt, device=verts.device)
+    sig = torch.where(vis, sigma[None], zero)
+    o = torch.where(vis, opac[None], zero)
+    feats, alphas, max_weight = impl.rasterize_triangles(
+        verts2d, sig, rgb, o, proj.depths, proj.bounds, proj.radii, W, H, tile_size
+    )
+    normals = facing_normals(verts, Cameras(viewmats, Ks, W, H))
+    return Rendered(feats, alphas, means2d, proj.radii, max_weight, proj.depths, normals=normals)
+
+
+register_renderer(Triangles, render_triangles)
