@@ -5,7 +5,8 @@ This is the project's ground floor: it imports nothing else from sparsesplat. Ba
 """
 
 from .cameras import Cameras
-from .primitives import Gaussians
+from .primitives import Convexes, Gaussians
 from .render import RenderMeta, RenderOutput, render
+from . import render_convexes  # noqa: E402,F401  (registers the convex pipeline)
 
-__all__ = ["Cameras", "Gaussians", "RenderMeta", "RenderOutput", "render"]
+__all__ = ["Cameras", "Convexes", "Gaussians", "RenderMeta", "RenderOutput", "render"]

@@ -136,3 +136,5 @@ def _make(kind: str) -> tuple[Callable, Callable]:
 project_gaussians, rasterize = _make("cpu")
 
 __all__ = ["project_gaussians", "rasterize", "Projection"]
+
+from .cpu_convexes import project_convexes, rasterize_convexes  # noqa: E402,F401  (convex stages)

@@ -220,3 +220,6 @@ def rasterize(means2d, conics, colors, opacities, depths, radii, width, height, 
         alphas_all.append(alpha_img[..., None])
         maxw_all.append(maxw)
     return torch.stack(feats_all), torch.stack(alphas_all), torch.stack(maxw_all)
+
+
+from .torch_convexes import project_convexes, rasterize_convexes  # noqa: E402,F401  (convex stages)
