@@ -3,7 +3,8 @@
 What lives here:
     pipeline.py        reconstruct(): scene -> initial points -> training -> evaluation -> run folder
     init.py            known-pose initialization (init_points.py: SIFT tracks triangulated; normalize.py)
-    gaussian_model.py  trainable raw parameters, their Adam optimizers, densification edits
+    primitive_model.py the shared trainable-primitive machinery (raw params, Adam per param, edits, registry)
+    gaussian_model.py  3D Gaussians on it
     trainer.py         the training loop (loss, SH ramp, regularizers, NaN guard, checkpoints)
     strategies/        densification: 3DGS adaptive density control, MCMC
     regularizers.py    DropGaussian, binocular consistency

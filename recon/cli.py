@@ -88,7 +88,7 @@ class Reconstruct(ReconstructConfig):
             metrics = reconstruct(self, progress=bar.update, log=bar.log)
         psnr = metrics.get("psnr")
         tail = f", test PSNR {psnr:.2f} dB, SSIM {metrics['ssim']:.3f}" if psnr is not None else ""
-        print(f"done: {metrics['num_primitives']} Gaussians in {metrics['train_seconds']:.0f} s{tail}")
+        print(f"done: {metrics['num_primitives']} {self.primitive} primitives in {metrics['train_seconds']:.0f} s{tail}")
         print(f"run folder: {self.out}")
         return 0
 

@@ -1,20 +1,20 @@
-"""Trainable Gaussians: raw parameters, their Adam optimizers, and the edits densification makes.
+"""Trainable 3D Gaussians on the shared ``PrimitiveModel`` machinery.
 
 Parameters are stored raw as in 3DGS (DESIGN.md §2): ``means``, ``quats`` (unnormalized wxyz),
-``scales`` (log), ``opacities`` (logit), ``sh0`` (N,1,3) and ``shN`` (N,K-1,3). Each has its own Adam, so
-adding, removing or relocating primitives edits one tensor and its moments together (``edit_params``).
+``scales`` (log), ``opacities`` (logit), ``sh0`` (N,1,3) and ``shN`` (N,K-1,3).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
 from sparsesplat.rasterizer import Gaussians
 from sparsesplat.rasterizer.sh import rgb_to_sh0
+
+from .primitive_model import PrimitiveModel, register_model
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
@@ -32,20 +32,13 @@ class LearningRates:
     shN: float = 2.5e-3 / 20
 
 
-class GaussianModel:
-    """Raw parameters (``params[name]`` are leaf tensors with grad) and one Adam optimizer per parameter."""
+@register_model
+class GaussianModel(PrimitiveModel):
+    """3D Gaussians (``--primitive gaussian``), densified by 3DGS ADC or MCMC."""
 
-    def __init__(self, params: dict[str, torch.Tensor], lrs: LearningRates, scene_scale: float):
-        self.params = {k: torch.nn.Parameter(v.detach().clone().contiguous()) for k, v in params.items()}
-        self.lrs = lrs
-        self.scene_scale = scene_scale
-        self.optimizers = {
-            k: torch.optim.Adam([self.params[k]], lr=self._base_lr(k), eps=1e-15) for k in PARAM_NAMES
-        }
-
-    def _base_lr(self, name: str) -> float:
-        lr = getattr(self.lrs, name)
-        return lr * self.scene_scale if name == "means" else lr
+    KIND = "gaussian"
+    PARAM_NAMES = PARAM_NAMES
+    POSITION = "means"
 
     @classmethod
     def from_points(cls, points: np.ndarray, colors: np.ndarray, sh_degree: int, lrs: LearningRates,
@@ -74,12 +67,15 @@ class GaussianModel:
         }
         return cls(params, lrs, scene_scale)
 
-    def __len__(self) -> int:
-        return self.params["means"].shape[0]
+    @classmethod
+    def create(cls, points, colors, cfg, scene_scale: float, device="cpu") -> "GaussianModel":
+        return cls.from_points(points, colors, cfg.sh_degree, cfg.lrs, scene_scale,
+                               init_opacity=cfg.init_opacity, device=device)
 
-    @property
-    def sh_degree(self) -> int:
-        return int(round((self.params["shN"].shape[1] + 1) ** 0.5)) - 1
+    def make_strategy(self, cfg):
+        if cfg.strategy not in ("default", "mcmc"):
+            raise ValueError(f"Gaussians train with --strategy default or mcmc, not {cfg.strategy!r}")
+        return cfg.default if cfg.strategy == "default" else cfg.mcmc
 
     def activated(self) -> Gaussians:
         p = self.params
@@ -92,80 +88,16 @@ class GaussianModel:
         )
 
     def set_means_lr(self, step: int, total_steps: int) -> None:
-        """Exponential decay of the position learning rate from ``means`` to ``means_final`` (3DGS)."""
-        t = min(max(step / max(total_steps, 1), 0.0), 1.0)
-        lr = np.exp((1 - t) * np.log(self.lrs.means) + t * np.log(self.lrs.means_final)) * self.scene_scale
-        for group in self.optimizers["means"].param_groups:
-            group["lr"] = float(lr)
+        self.set_position_lr(step, total_steps)
 
-    def scale_lrs(self, factor: float) -> None:
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] *= factor
+    def export(self, path, norm) -> Gaussians:
+        """scene.ply (standard 3DGS layout) in the user's frame: means scaled and shifted, scales scaled."""
+        from sparsesplat.rasterizer.ply import save_gaussians_ply
 
-    def zero_grad(self) -> None:
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-
-    def step(self) -> None:
-        for opt in self.optimizers.values():
-            opt.step()
-
-    # -- edits used by densification strategies -------------------------------------------------------
-
-    def edit_params(self, param_fn: Callable[[str, torch.Tensor], torch.Tensor],
-                    state_fn: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
-        """Replace every parameter by ``param_fn(name, p)`` and each Adam moment by ``state_fn(key, m)``."""
-        for name in PARAM_NAMES:
-            old = self.params[name]
-            new = torch.nn.Parameter(param_fn(name, old.detach()).contiguous())
-            opt = self.optimizers[name]
-            st = opt.state.pop(old, {})
-            for key, v in list(st.items()):
-                if key != "step" and torch.is_tensor(v) and v.shape[:1] == old.shape[:1]:
-                    st[key] = state_fn(key, v)
-            opt.param_groups[0]["params"] = [new]
-            if st:
-                opt.state[new] = st
-            self.params[name] = new
-
-    def remove(self, mask: torch.Tensor) -> None:
-        keep = ~mask
-        self.edit_params(lambda _, p: p[keep], lambda _, v: v[keep])
-
-    def append(self, new: dict[str, torch.Tensor]) -> None:
-        """Add primitives; their Adam moments start at zero."""
-        self.edit_params(
-            lambda name, p: torch.cat([p, new[name].to(p)]),
-            lambda _, v: torch.cat([v, torch.zeros((len(new["means"]),) + v.shape[1:], dtype=v.dtype, device=v.device)]),
-        )
-
-    def overwrite(self, idx: torch.Tensor, values: dict[str, torch.Tensor], reset_state: bool = True) -> None:
-        """Set the primitives ``idx`` to ``values`` (a subset of names), zeroing their moments."""
-        def pfn(name, p):
-            if name in values:
-                p = p.clone()
-                p[idx] = values[name].to(p)
-            return p
-
-        def sfn(_, v):
-            if reset_state:
-                v = v.clone()
-                v[idx] = 0
-            return v
-
-        self.edit_params(pfn, sfn)
-
-    def state_dict(self) -> dict:
-        return {
-            "params": {k: v.detach().cpu() for k, v in self.params.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "scene_scale": self.scene_scale,
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: dict, lrs: LearningRates, device="cpu") -> "GaussianModel":
-        model = cls({k: v.to(device) for k, v in state["params"].items()}, lrs, state["scene_scale"])
-        for k, o in model.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        return model
+        g = self.activated()
+        with torch.no_grad():
+            means = torch.as_tensor(norm.invert_points(g.means.detach().cpu().numpy()), dtype=torch.float32)
+            user = Gaussians(means, g.quats.detach().cpu(), g.scales.detach().cpu() * float(norm.scale),
+                             g.opacities.detach().cpu(), sh=g.sh.detach().cpu())
+        save_gaussians_ply(path, user)
+        return user

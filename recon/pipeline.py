@@ -12,16 +12,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import torch
 import tyro
 import yaml
 
-from sparsesplat.rasterizer import Gaussians, render
+from sparsesplat.rasterizer import render
 
-from .gaussian_model import GaussianModel
+from .primitive_model import PrimitiveModel, model_class
 from .io import atomic_path, write_json
 from .trainer import NonFiniteError, Trainer, TrainConfig, load_checkpoint, save_checkpoint
 
@@ -39,7 +39,8 @@ class ReconstructConfig:
     """Sparse-view protocol: llff3, llff6, llff9, blender8, dtu3, dtu6, dtu9, mip360-12, mip360-24."""
     downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
     """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
-    primitive: Literal["gaussian"] = "gaussian"
+    primitive: str = "gaussian"
+    """Primitive kind to train: gaussian (more kinds register through recon.primitive_model)."""
     init: str = "auto"
     """Initial points: auto (SfM points, else SIFT triangulation with the known poses, else random),
     sfm, triangulate, random."""
@@ -128,21 +129,8 @@ def load_scene(cfg: ReconstructConfig):
     return scene
 
 
-def export_scene(model: GaussianModel, norm, path: Path) -> Gaussians:
-    """scene.ply in the user's frame (the normalization undone: means scaled and shifted, scales scaled)."""
-    from sparsesplat.rasterizer.ply import save_gaussians_ply
-
-    g = model.activated()
-    with torch.no_grad():
-        means = torch.as_tensor(norm.invert_points(g.means.detach().cpu().numpy()), dtype=torch.float32)
-        user = Gaussians(means, g.quats.detach().cpu(), g.scales.detach().cpu() * float(norm.scale),
-                         g.opacities.detach().cpu(), sh=g.sh.detach().cpu())
-    save_gaussians_ply(path, user)
-    return user
-
-
 @torch.no_grad()
-def evaluate(model: GaussianModel, scene, cams_norm, ids: list[int], out_dir: Path, backend: str) -> dict:
+def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: Path, backend: str) -> dict:
     from .export import save_side_by_side
     from .metrics import evaluate_views
 
@@ -169,6 +157,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
 
     if cfg.full:
         apply_full_schedule(cfg)
+    model_cls = model_class(cfg.primitive)  # an unknown kind fails before anything is written
     _prepare_folder(cfg)
     out = cfg.out
     device = _device(cfg.device)
@@ -192,8 +181,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     write_transforms_json(out / "transforms.json", names, scene.cameras)
     write_colmap_text(out, names, scene.cameras, init.points, init.colors)
 
-    model = GaussianModel.from_points(pts, init.colors, cfg.train.sh_degree, cfg.train.lrs, norm.scene_scale,
-                                      init_opacity=cfg.train.init_opacity, device=device)
+    model = model_cls.create(pts, init.colors, cfg.train, norm.scene_scale, device=device)
     images = scene.images[train_ids].to(device)
     masks = scene.masks[train_ids].to(device) if scene.masks is not None else None
     trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks)
@@ -223,7 +211,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     train_seconds = time.time() - t0
     checkpoint(trainer)
 
-    export_scene(model, norm, out / "scene.ply")
+    model.export(out / "scene.ply", norm)
     metrics = evaluate(model, scene, cams_norm, test_ids, out / "renders", cfg.train.backend)
     summary = {
         "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"), "lpips": metrics.get("lpips"),

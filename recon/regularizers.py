@@ -10,18 +10,23 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
-from sparsesplat.rasterizer import Cameras, Gaussians
+from sparsesplat.rasterizer import Cameras
 
 
-def drop_gaussians(g: Gaussians, rate: float, generator: torch.Generator) -> Gaussians:
-    """DropGaussian: zero the opacity of a random ``rate`` fraction, rescale the rest by 1/(1-rate)."""
+def drop_primitives(prims, rate: float, generator: torch.Generator):
+    """DropGaussian for any primitive kind: zero the opacity of a random ``rate`` fraction and rescale the
+    rest by 1/(1-rate). Returns a shallow copy; the other fields are shared, so gradients flow as before."""
     if rate <= 0:
-        return g
-    keep = (torch.rand(len(g), generator=generator) >= rate).to(g.opacities)
-    return Gaussians(g.means, g.quats, g.scales, g.opacities * keep / (1 - rate), sh=g.sh, colors=g.colors)
+        return prims
+    keep = (torch.rand(len(prims), generator=generator) >= rate).to(prims.opacities)
+    out = copy.copy(prims)
+    out.opacities = prims.opacities * keep / (1 - rate)
+    return out
 
 
 def shifted_camera(cams: Cameras, baseline: float) -> Cameras:

@@ -18,9 +18,10 @@ import torch
 
 from sparsesplat.rasterizer import Cameras, render
 
-from .gaussian_model import GaussianModel, LearningRates
+from .gaussian_model import LearningRates
+from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
-from .regularizers import drop_gaussians, shifted_camera, warp_from_shifted
+from .regularizers import drop_primitives, shifted_camera, warp_from_shifted
 from .strategies import DefaultStrategy, MCMCStrategy
 
 
@@ -35,16 +36,17 @@ class TrainConfig:
     sh_every: int = 500
     ssim_weight: float = 0.2
     """Weight of D-SSIM in the photometric loss (3DGS: 0.2)."""
-    strategy: Literal["default", "mcmc"] = "default"
-    """Densification: 3DGS adaptive density control or MCMC with a primitive cap."""
+    strategy: str = "default"
+    """Densification: for Gaussians, default (3DGS adaptive density control) or mcmc (MCMC with a cap)."""
     default: DefaultStrategy = field(default_factory=lambda: DefaultStrategy(
         refine_start_iter=300, refine_stop_iter=2000, refine_every=100, reset_every=100_000))
     mcmc: MCMCStrategy = field(default_factory=lambda: MCMCStrategy(
         cap_max=200_000, refine_start_iter=300, refine_stop_iter=2500, refine_every=100))
     lrs: LearningRates = field(default_factory=LearningRates)
+    """Gaussian learning rates."""
     init_opacity: float = 0.1
     dropout: float = 0.2
-    """DropGaussian: the fraction of Gaussians dropped per step rises linearly to this (0 disables)."""
+    """DropGaussian: the fraction of primitives dropped per step rises linearly to this (0 disables)."""
     binocular_weight: float = 0.0
     """Binocular consistency: weight of the loss between a training photo and the render of a sideways-shifted
     camera warped back with the rendered depth (0 disables)."""
@@ -77,17 +79,17 @@ class NonFiniteError(RuntimeError):
 
 
 class Trainer:
-    """Optimizes a ``GaussianModel`` on posed training images.
+    """Optimizes a ``PrimitiveModel`` (any primitive kind) on posed training images.
 
     images: (V,H,W,3) float32 in [0,1]; cameras: ``Cameras`` of V views (normalized frame); background (3,).
     """
 
-    def __init__(self, model: GaussianModel, images: torch.Tensor, cameras: Cameras, background: torch.Tensor,
+    def __init__(self, model: PrimitiveModel, images: torch.Tensor, cameras: Cameras, background: torch.Tensor,
                  cfg: TrainConfig, masks: Optional[torch.Tensor] = None):
         self.model, self.images, self.cameras, self.cfg = model, images, cameras, cfg
         self.background = torch.as_tensor(background, dtype=torch.float32)
         self.masks = masks
-        self.strategy = cfg.default if cfg.strategy == "default" else cfg.mcmc
+        self.strategy = model.make_strategy(cfg)
         self.strategy_state = self.strategy.initialize_state(model)
         self.step = 0
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -120,9 +122,9 @@ class Trainer:
         t0 = time.perf_counter()
         cfg, model = self.cfg, self.model
         v = self._next_view()
-        model.set_means_lr(self.step, cfg.iters)
+        model.set_position_lr(self.step, cfg.iters)
         bg = torch.rand(3, generator=self.generator) if cfg.random_background else self.background
-        prims = drop_gaussians(model.activated(), self._dropout_rate(), self.generator)
+        prims = drop_primitives(model.activated(), self._dropout_rate(), self.generator)
         sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
         binocular = self._binocular_active()
         out = render(
@@ -175,13 +177,9 @@ class Trainer:
             )
         warnings.warn(f"non-finite loss or gradient at step {self.step}: rolled back and halved the learning rates",
                       RuntimeWarning, stacklevel=2)
-        restored = GaussianModel.from_state_dict(self._good["model"], self.model.lrs,
-                                                 device=self.model.params["means"].device)
+        restored = type(self.model).from_state_dict(self._good["model"], self.model.lrs, device=self.model.device)
         self.model.params, self.model.optimizers = restored.params, restored.optimizers
         self.strategy_state = copy.deepcopy(self._good["state"])
-        self.model.lrs = copy.deepcopy(self.model.lrs)
-        for name in ("means", "means_final", "quats", "scales", "opacities", "sh0", "shN"):
-            setattr(self.model.lrs, name, getattr(self.model.lrs, name) * 0.5)
         self.model.scale_lrs(0.5)
 
     # -- the loop -------------------------------------------------------------------------------------------
@@ -213,8 +211,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.step = state["step"]
-        dev = self.model.params["means"].device
-        restored = GaussianModel.from_state_dict(state["model"], state["lrs"], device=dev)
+        restored = type(self.model).from_state_dict(state["model"], state["lrs"], device=self.model.device)
         self.model.params, self.model.optimizers, self.model.lrs = restored.params, restored.optimizers, restored.lrs
         self.strategy_state = state["strategy_state"]
         self.generator.set_state(state["generator"])

@@ -8,18 +8,18 @@ import torch
 
 from sparsesplat.datasets import synthetic
 from sparsesplat.rasterizer import Gaussians
-from sparsesplat.recon.regularizers import drop_gaussians, shifted_camera, warp_from_shifted
+from sparsesplat.recon.regularizers import drop_primitives, shifted_camera, warp_from_shifted
 
 
-def test_drop_gaussians_preserves_expected_opacity():
+def test_drop_primitives_preserves_expected_opacity():
     n = 20_000
     g = Gaussians(torch.zeros(n, 3), torch.zeros(n, 4), torch.ones(n, 3), torch.full((n,), 0.4), colors=torch.zeros(n, 3))
-    out = drop_gaussians(g, 0.2, torch.Generator().manual_seed(0))
+    out = drop_primitives(g, 0.2, torch.Generator().manual_seed(0))
     dropped = (out.opacities == 0).float().mean()
     assert abs(float(dropped) - 0.2) < 0.01
     assert torch.allclose(out.opacities[out.opacities > 0], torch.tensor(0.5))
     assert abs(float(out.opacities.mean()) - 0.4) < 0.01
-    assert drop_gaussians(g, 0.0, torch.Generator()) is g
+    assert drop_primitives(g, 0.0, torch.Generator()) is g
 
 
 def test_shifted_camera_moves_along_its_own_x_axis():

@@ -176,3 +176,31 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="step_000100.pt"):
         load_checkpoint(bad)
+
+
+def test_model_registry_and_checkpoint_kind():
+    from sparsesplat.recon.primitive_model import model_class
+
+    assert model_class("gaussian") is GaussianModel
+    with pytest.raises(ValueError, match="unknown primitive 'blob'.*gaussian"):
+        model_class("blob")
+    m = GaussianModel.from_points(np.random.default_rng(0).normal(size=(20, 3)), np.full((20, 3), 0.5), 1,
+                                  LearningRates(), 1.0)
+    state = m.state_dict()
+    assert state["kind"] == "gaussian"
+    restored = GaussianModel.from_state_dict(state, LearningRates())
+    assert torch.equal(restored.params["means"], m.params["means"])
+    with pytest.raises(ValueError, match="holds triangle primitives"):
+        GaussianModel.from_state_dict({**state, "kind": "triangle"}, LearningRates())
+
+
+def test_scale_lrs_halves_base_and_current_rates_without_touching_the_config():
+    lrs = LearningRates()
+    m = GaussianModel.from_points(np.random.default_rng(0).normal(size=(10, 3)), np.full((10, 3), 0.5), 0,
+                                  lrs, 2.0)
+    m.scale_lrs(0.5)
+    assert lrs.means == LearningRates().means  # the caller's config is not mutated
+    assert m.lrs.means == pytest.approx(lrs.means / 2) and m.lrs.means_final == pytest.approx(lrs.means_final / 2)
+    assert m.optimizers["scales"].param_groups[0]["lr"] == pytest.approx(lrs.scales / 2)
+    m.set_position_lr(0, 100)
+    assert m.optimizers["means"].param_groups[0]["lr"] == pytest.approx(lrs.means / 2 * 2.0)

@@ -1,0 +1,4 @@
+"""The built-in primitive kinds: importing this registers each with ``primitive_model.register_model``.
+A new kind adds its import here."""
+
+from .gaussian_model import GaussianModel  # noqa: F401
