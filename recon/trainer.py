@@ -18,6 +18,7 @@ import torch
 
 from sparsesplat.rasterizer import Cameras, render
 
+from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
@@ -44,6 +45,8 @@ class TrainConfig:
         cap_max=200_000, refine_start_iter=300, refine_stop_iter=2500, refine_every=100))
     lrs: LearningRates = field(default_factory=LearningRates)
     """Gaussian learning rates."""
+    convex: ConvexSettings = field(default_factory=ConvexSettings)
+    """Convexes (--primitive convex): initialization, learning rates and their densification."""
     init_opacity: float = 0.1
     dropout: float = 0.2
     """DropGaussian: the fraction of primitives dropped per step rises linearly to this (0 disables)."""
