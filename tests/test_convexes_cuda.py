@@ -66,7 +66,8 @@ def test_cuda_gradcheck(cuda_ok):
         return (torch.cat([out.colors, out.alphas, out.depths], -1) * w).sum()
 
     args = [t.clone().requires_grad_(True) for t in (cv.points, cv.delta, cv.sigma, cv.opacities, cv.sh, cams.viewmats)]
-    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5, rtol=1e-3)
+    # atomics make the summation order (and the last bits) vary between runs
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5, rtol=1e-3, nondet_tol=1e-10)
 
 
 def test_cuda_degenerate_inputs_stay_finite(cuda_ok):
