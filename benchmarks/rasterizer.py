@@ -74,13 +74,21 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(backend: str, n: int, width: int, height: int, repeats: int, device: str) -> dict:
-    from sparsesplat.rasterizer import Gaussians, render
+def measure(backend: str, n: int, width: int, height: int, repeats: int, device: str,
+            primitive: str = "gaussian") -> dict:
+    from sparsesplat.rasterizer import Convexes, Gaussians, render
 
-    g = make_gaussians(n, device=device)
     cams = cameras_for(width, height, device)
-    params = [t.requires_grad_(True) for t in (g.means, g.quats, g.scales, g.opacities, g.sh)]
-    prims = Gaussians(*params[:4], sh=params[4])
+    if primitive == "convex":
+        from .rasterizer_convexes import make_convexes
+
+        c = make_convexes(n, width, device=device)
+        params = [t.requires_grad_(True) for t in (c.points, c.delta, c.sigma, c.opacities, c.sh)]
+        prims = Convexes(*params[:4], sh=params[4])
+    else:
+        g = make_gaussians(n, device=device)
+        params = [t.requires_grad_(True) for t in (g.means, g.quats, g.scales, g.opacities, g.sh)]
+        prims = Gaussians(*params[:4], sh=params[4])
 
     def fwd():
         with torch.no_grad():
@@ -125,7 +133,7 @@ def write_table(rows: list[dict], meta: dict, stem: str) -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     base = {(r["n"], r["width"], r["height"]): r for r in rows if r.get("backend") == "torch" and "error" not in r}
     lines = [
-        f"# Rasterizer speed ({meta['machine']})", "",
+        f"# Rasterizer speed: {meta.get('primitive', 'gaussian')}s ({meta['machine']})", "",
         f"Command: `{meta['command']}`  ", f"torch {meta['torch']}, {meta['threads']} threads, {meta['date']}", "",
         "| N | size | backend | forward ms | fwd+bwd ms | fwd speed-up vs torch | fwd+bwd speed-up vs torch | peak MB | Gauss-px evals/s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -184,12 +192,13 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds allowed per configuration")
     ap.add_argument("--torch-max-n", type=int, default=100_000, help="skip the slow torch backend above this N")
     ap.add_argument("--out", default=None, help="results file stem (default: rasterizer_<cpu|cuda>)")
+    ap.add_argument("--primitive", default="gaussian", choices=["gaussian", "convex"])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if a.child:
         w, h = map(int, a.resolutions[0].split("x"))
-        print(json.dumps(measure(a.backends[0], a.sizes[0], w, h, a.repeats, device)))
+        print(json.dumps(measure(a.backends[0], a.sizes[0], w, h, a.repeats, device, a.primitive)))
         return
     backends = a.backends or (["torch", "cuda", "gsplat"] if device == "cuda" else ["torch", "cpu"])
     rows = []
@@ -199,15 +208,16 @@ def main() -> None:
             for b in backends:
                 if b == "torch" and n > a.torch_max_n:
                     continue
-                r = run_child(["--backends", b, "--sizes", str(n), "--resolutions", res, "--repeats", str(a.repeats)], a.budget)
+                r = run_child(["--backends", b, "--sizes", str(n), "--resolutions", res, "--repeats", str(a.repeats),
+                               "--primitive", a.primitive], a.budget)
                 r = {"backend": b, "n": n, "width": w, "height": h, **r}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     machine = (torch.cuda.get_device_name() if device == "cuda"
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    meta = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    meta = {"primitive": a.primitive, "machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d"), "command": "python -m sparsesplat.benchmarks.rasterizer " + " ".join(sys.argv[1:])}
-    stem = a.out or f"rasterizer_{device}"
+    stem = a.out or (f"rasterizer_{device}" if a.primitive == "gaussian" else f"rasterizer_{a.primitive}_{device}")
     write_table(rows, meta, stem)
     plot(rows, stem)
     print(f"wrote {RESULTS / (stem + '.md')}")
