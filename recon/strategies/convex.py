@@ -42,15 +42,36 @@ class ConvexStrategy:
     max_primitives: int = 200_000
     """Never grow beyond this many convexes (the primitive budget)."""
 
+    init_sharpness: float = 0.25
+    """When a convex is first seen, sigma is set so the view's sharpness z sigma equals this (edges a few
+    pixels soft); sigma multiplies the view depth, whose scale the model cannot know before training."""
+
     def initialize_state(self, model) -> dict:
         n = len(model)
-        return {"sigma_grad": torch.zeros(n), "count": torch.zeros(n), "max_weight": torch.zeros(n)}
+        return {"sigma_grad": torch.zeros(n), "count": torch.zeros(n), "max_weight": torch.zeros(n),
+                "calibrated": torch.zeros(n, dtype=torch.bool)}
+
+    @torch.no_grad()
+    def _calibrate(self, model, state, meta) -> None:
+        """sigma = init_sharpness / depth for convexes seen for the first time (depth: mean over the views)."""
+        d = meta.depths.detach()
+        vis = (meta.visibility & (d > 0)).float()
+        depth = ((d * vis).sum(0) / vis.sum(0).clamp_min(1)).cpu()
+        new = (vis.sum(0).cpu() > 0) & ~state["calibrated"]
+        if not bool(new.any()):
+            return
+        idx = new.nonzero()[:, 0].to(model.params["sigma"].device)
+        values = torch.log(self.init_sharpness / depth[new]).to(model.params["sigma"])
+        model.overwrite(idx, {"sigma": values})
+        state["calibrated"] |= new
 
     def regularization(self, model):
         return 0.0
 
     @torch.no_grad()
     def step_post_backward(self, model, state, step: int, meta) -> None:
+        if self.init_sharpness > 0:
+            self._calibrate(model, state, meta)
         if step >= self.refine_stop_iter:
             return
         grad = model.params["sigma"].grad
@@ -62,6 +83,7 @@ class ConvexStrategy:
         if step > self.refine_start_iter and step % self.refine_every == 0:
             self._refine(model, state)
             state.update(self.initialize_state(model))
+            state["calibrated"][:] = True  # children inherit calibrated sigmas; the unseen were pruned
         if step > 0 and step % self.reset_every == 0:
             op = model.params["opacities"]
             value = torch.logit(torch.tensor(self.reset_opacity))
