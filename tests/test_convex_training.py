@@ -113,3 +113,23 @@ def test_training_improves_held_out_views():
     after = score(test)
     assert after > before + 3.0, (before, after)
     assert score(train) > after
+
+
+def test_strategy_calibrates_sigma_to_the_view_depth_once():
+    from types import SimpleNamespace
+
+    from sparsesplat.recon.strategies.convex import ConvexStrategy
+
+    m = ConvexModel.from_points(np.random.default_rng(0).normal(size=(4, 3)), np.full((4, 3), 0.5), 0,
+                                ConvexSettings(), 1.0)
+    strat = ConvexStrategy(init_sharpness=0.5, refine_start_iter=10**6)
+    state = strat.initialize_state(m)
+    depths = torch.tensor([[2.0, 4.0, 0.0, 8.0], [4.0, 4.0, 0.0, 0.0]])
+    meta = SimpleNamespace(depths=depths, visibility=depths > 0, max_weight=torch.zeros(2, 4))
+    strat.step_post_backward(m, state, 0, meta)
+    sigma = torch.exp(m.params["sigma"]).detach()
+    assert torch.allclose(sigma[[0, 1, 3]], torch.tensor([0.5 / 3.0, 0.5 / 4.0, 0.5 / 8.0]))
+    assert sigma[2] == pytest.approx(1.0)  # not seen yet: untouched
+    meta.depths = 2 * depths
+    strat.step_post_backward(m, state, 1, meta)
+    assert torch.allclose(torch.exp(m.params["sigma"]).detach()[[0, 1, 3]], sigma[[0, 1, 3]])  # only once
