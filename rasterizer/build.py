@@ -8,6 +8,9 @@ Nothing is compiled at import: ``load_extension(kind)`` builds on first use with
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import sys
 import threading
@@ -35,10 +38,31 @@ class BackendUnavailable(RuntimeError):
 
 
 def build_directory(kind: str) -> Path:
-    """Where the ``kind`` extension is built and cached."""
+    """Where the ``kind`` extension is built and cached: one folder per source checkout, so two checkouts
+    (or installs) of different versions never rebuild each other's library."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "sparsesplat" / "torch_extensions" / torch.__version__
-    return base / _NAMES[kind]
+    checkout = hashlib.sha1(str(CSRC).encode()).hexdigest()[:8]
+    return base / f"{_NAMES[kind]}_{checkout}"
+
+
+@contextlib.contextmanager
+def _exclusive(build_dir: Path):
+    """Hold an OS file lock on ``build_dir`` while building.
+
+    torch's own lock is a plain file that stays behind when a build is killed (Ctrl-C, OOM, timeout), after
+    which every later build waits for it forever. An flock is released by the OS when its holder dies, so
+    under it a leftover torch lock can only be stale and is removed."""
+    with open(build_dir / ".sparsesplat-build.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            stale = build_dir / "lock"
+            if stale.exists():
+                print(f"removing a stale build lock left by an interrupted build: {stale}", file=sys.stderr)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _check_kind(kind: str) -> None:
@@ -86,7 +110,8 @@ def _build(kind: str) -> ModuleType:
         # No --use_fast_math either, for the same reason.
         kwargs.update(extra_cflags=["-O3"], extra_cuda_cflags=["-O3"])
     try:
-        return cpp_extension.load(**kwargs)
+        with _exclusive(build_dir):
+            return cpp_extension.load(**kwargs)
     except Exception as exc:  # compiler missing, compile error, link error, ...
         raise BackendUnavailable(
             f"could not build the sparsesplat {label} rasterizer in {build_dir}:\n{exc}\n"

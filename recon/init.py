@@ -3,8 +3,9 @@
 What lives here (``init_points.py`` and ``normalize.py`` hold the parts):
     normalize_scene / Normalization   the similarity to a unit-size, camera-centred frame, and back
     triangulate_matches               SIFT tracks triangulated with the known cameras
+    visual_hull_points                object scenes with input masks (alpha): surface of the visual hull
     random_points                     the last resort
-    initial_points                    picks a method ("auto", "sfm", "triangulate", "random" or a
+    initial_points                    picks a method ("auto", "sfm", "hull", "triangulate", "random" or a
                                       registered one) and says what it did
     register_initializer              plug-in point for learned/dense initializers
 
@@ -22,17 +23,20 @@ import numpy as np
 from sparsesplat.datasets import SceneData
 from sparsesplat.rasterizer import Cameras
 
+from .init_hull import HullConfig, visual_hull_points
 from .init_points import Triangulation, TriangulationConfig, random_points, triangulate_tracks
 from .normalize import Normalization, normalize_scene
 
 __all__ = [
     "Normalization", "normalize_scene", "triangulate_matches", "triangulate_tracks", "Triangulation",
     "TriangulationConfig", "random_points", "random_bounds", "initial_points", "InitResult",
-    "register_initializer", "INITIALIZERS",
+    "register_initializer", "INITIALIZERS", "visual_hull_points", "HullConfig", "input_masks",
 ]
 
 MIN_POINTS = 100  # fewer triangulated points than this: fall back to random points
 RANDOM_BOX_FRACTION = 0.35  # half side of the random box / camera distance (Blender: 4 -> 1.4; 3DGS: 1.3)
+
+BUILTIN_METHODS = ("auto", "sfm", "hull", "triangulate", "random")
 
 # name -> fn(scene, train_ids, seed) -> (points (M,3), colors (M,3)); for learned or dense initializers
 INITIALIZERS: dict[str, Callable[[SceneData, list[int], int], tuple[np.ndarray, np.ndarray]]] = {}
@@ -40,7 +44,7 @@ INITIALIZERS: dict[str, Callable[[SceneData, list[int], int], tuple[np.ndarray, 
 
 def register_initializer(name: str, fn: Callable[[SceneData, list[int], int], tuple[np.ndarray, np.ndarray]]) -> None:
     """Make ``initial_points(..., method=name)`` call ``fn(scene, train_ids, seed) -> (points, colors)``."""
-    if name in ("auto", "sfm", "triangulate", "random"):
+    if name in BUILTIN_METHODS:
         raise ValueError(f"{name!r} is a built-in initialization method; register under another name")
     INITIALIZERS[name] = fn
 
@@ -118,16 +122,17 @@ def initial_points(
 
     "auto": the dataset's SfM points when they exist and no views are held out (SfM over all images would
     leak the test views into a sparse-view run, so then the training views are triangulated instead, as
-    sparse-view papers do); else triangulation; random points when it yields fewer than ``min_points``.
-    "sfm", "triangulate", "random" force one; any other name calls a registered initializer.
+    sparse-view papers do); else the visual hull when the input photos carry foreground masks (object
+    scenes); else triangulation; random points when it yields fewer than ``min_points``.
+    "sfm", "hull", "triangulate", "random" force one; any other name calls a registered initializer.
     """
     ids = list(scene.train_ids if train_ids is None else train_ids)
     if method in INITIALIZERS:
         pts, cols = INITIALIZERS[method](scene, ids, seed)
         return InitResult(np.asarray(pts, np.float32), np.asarray(cols, np.float32), method,
                           f"{len(pts)} points from the {method!r} initializer")
-    if method not in ("auto", "sfm", "triangulate", "random"):
-        known = ", ".join(["auto", "sfm", "triangulate", "random", *INITIALIZERS])
+    if method not in BUILTIN_METHODS:
+        known = ", ".join([*BUILTIN_METHODS, *INITIALIZERS])
         raise ValueError(f"unknown initialization method {method!r}; choose one of: {known}")
     has_sfm = scene.points is not None and len(scene.points) > 0
     if method == "sfm" or (method == "auto" and has_sfm and not scene.test_ids):
@@ -141,6 +146,15 @@ def initial_points(
     if method == "random":
         pts, cols, msg = _random(scene, ids, n_random, seed)
         return InitResult(pts, cols, "random", msg)
+    masks = input_masks(scene)
+    if method == "hull" or (method == "auto" and masks is not None and len(ids) >= 2):
+        if masks is None:
+            raise ValueError(f"method='hull' needs foreground masks that are part of the input (Blender alpha); "
+                             f"the {scene.source_format or 'loaded'} scene has none")
+        pts, cols = visual_hull_points(scene.images[ids].numpy(), masks[ids].numpy(), scene.cameras[ids],
+                                       max_points=max_points, seed=seed)
+        return InitResult(pts, cols, "hull",
+                          f"{len(pts)} points on the visual hull of the foreground masks of {len(ids)} views")
     if len(ids) < 2:
         why = f"triangulation needs 2 views, got {len(ids)}"
     else:
@@ -151,3 +165,10 @@ def initial_points(
         why = f"triangulation found only {len(pts)} points (< {min_points}) in {len(ids)} views"
     pts, cols, msg = _random(scene, ids, n_random, seed)
     return InitResult(pts, cols, "random", f"{why}; falling back to {msg}")
+
+
+def input_masks(scene: SceneData):
+    """Foreground masks that are part of the input photos (Blender's alpha), else None.
+
+    DTU's object masks are not: the sparse-view protocol reserves them for the masked evaluation metrics."""
+    return scene.masks if scene.masks is not None and scene.source_format == "blender" else None

@@ -164,3 +164,56 @@ def test_fern_llff3_triangulation(data_dir):
     # in front of the cameras, within LLFF's depth bounds (with margin)
     _, z = project(scene.cameras[ids], tri.points.astype(np.float64))
     assert np.median(z) > scene.near * 0.9 and np.median(z) < scene.far
+
+
+def _sphere_views(n_views=8, size=96, radius=0.8):
+    """Exact silhouettes and two-coloured images (red where x > 0, blue elsewhere) of a sphere at the origin,
+    by ray casting each pixel centre."""
+    from sparsesplat.datasets.synthetic import make_cameras
+
+    cams = make_cameras(n_views, size, size, kind="orbit")
+    images, masks = [], []
+    for v in range(n_views):
+        K, c2w = cams.Ks[v].numpy(), np.linalg.inv(cams.viewmats[v].numpy())
+        jj, ii = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+        d = np.stack([jj, ii, np.ones_like(jj)], -1) @ np.linalg.inv(K).T @ c2w[:3, :3].T
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        o = c2w[:3, 3]
+        b = d @ o
+        disc = b * b - (o @ o - radius**2)
+        hit = disc > 0
+        t = -b - np.sqrt(np.clip(disc, 0, None))
+        x = o[0] + t * d[..., 0]
+        img = np.where((x > 0)[..., None], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]) * hit[..., None]
+        images.append(img)
+        masks.append(hit[..., None].astype(np.float32))
+    return np.stack(images).astype(np.float32), np.stack(masks), cams
+
+
+def test_visual_hull_contains_the_object_and_colours_each_side_from_the_views_that_see_it():
+    from sparsesplat.recon.init import HullConfig, visual_hull_points
+
+    radius = 0.8
+    images, masks, cams = _sphere_views(radius=radius)
+    pts, cols = visual_hull_points(images, masks, cams, max_points=20_000, cfg=HullConfig(fine_resolution=64))
+    r = np.linalg.norm(pts, axis=1)
+    step = 2 * r.max() / 64
+    # the hull contains the sphere: no point is carved into it, and surface points hug it (8 views leave
+    # cones above and below, so only most, not all, lie close)
+    assert r.min() > radius - 2 * step
+    assert np.median(r) < radius * 1.15
+    # colours come from views that see the point: red on the x > 0 side, blue on the other (the cameras
+    # orbit above the equator, so the upper half is the part they see)
+    near = (r < radius + 2 * step) & (pts[:, 2] > 0)
+    right, left = near & (pts[:, 0] > 0.4 * radius), near & (pts[:, 0] < -0.4 * radius)
+    assert right.sum() > 50 and left.sum() > 50
+    assert np.mean(cols[right, 0] > 0.8) > 0.9 and np.mean(cols[left, 2] > 0.8) > 0.9
+
+
+def test_visual_hull_rejects_masks_that_disagree_with_the_cameras():
+    from sparsesplat.recon.init import visual_hull_points
+
+    images, masks, cams = _sphere_views(n_views=4, size=48)
+    masks[0] = 0.0  # one view sees nothing: no voxel survives
+    with pytest.raises(ValueError, match="carve the whole scene away"):
+        visual_hull_points(images, masks, cams)

@@ -1,0 +1,32 @@
+"""The JIT build's cache folder and its lock: a killed build must not block later ones forever."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sparsesplat.rasterizer import build
+
+
+def test_stale_torch_lock_from_a_killed_build_is_removed(tmp_path):
+    (tmp_path / "lock").touch()  # what torch leaves behind when a build is killed
+    with build._exclusive(tmp_path):
+        assert not (tmp_path / "lock").exists()
+
+
+def test_the_build_lock_is_released_when_its_holder_dies(tmp_path):
+    code = (f"import os, pathlib; from sparsesplat.rasterizer import build\n"
+            f"cm = build._exclusive(pathlib.Path({str(tmp_path)!r})); cm.__enter__(); os._exit(1)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 1
+    done = subprocess.run(
+        [sys.executable, "-c", f"import pathlib; from sparsesplat.rasterizer import build\n"
+                               f"with build._exclusive(pathlib.Path({str(tmp_path)!r})): print('got it')"],
+        capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "got it"
+
+
+def test_each_checkout_builds_in_its_own_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    here = build.build_directory("cpu")
+    monkeypatch.setattr(build, "CSRC", tmp_path / "other_checkout" / "csrc")
+    assert build.build_directory("cpu") != here and build.build_directory("cpu").parent == tmp_path
