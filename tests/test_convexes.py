@@ -199,3 +199,14 @@ def test_constructor_checks_shapes():
         Convexes(torch.zeros(2, 9, 3), torch.ones(2), torch.ones(2), torch.ones(2), colors=torch.ones(2, 3))
     with pytest.raises(ValueError, match="delta and sigma"):
         Convexes(torch.zeros(2, 6, 3), torch.ones(3), torch.ones(2), torch.ones(2), colors=torch.ones(2, 3))
+
+
+def test_gaussian_only_backend_says_so():
+    import types
+
+    from sparsesplat.rasterizer.render_convexes import render_convexes
+
+    gsplat_like = types.ModuleType("sparsesplat.rasterizer.backends.gsplat_backend")
+    cv = random_convexes(3, hard_cases=False)
+    with pytest.raises(ValueError, match="gsplat rasterizer backend draws Gaussians only"):
+        render_convexes(cv, orbit_cameras(1, 16, 16), gsplat_like, None, "classic")
