@@ -32,6 +32,10 @@ def load_scene_file(primitive: str, path: Path):
         from sparsesplat.rasterizer.triangle_io import load_triangles_ply
 
         return load_triangles_ply(path).activated()
+    if primitive == "convex":
+        from sparsesplat.rasterizer.ply_convexes import load_convexes_ply
+
+        return load_convexes_ply(path)
     from sparsesplat.rasterizer.ply import load_gaussians_ply
 
     return load_gaussians_ply(path)

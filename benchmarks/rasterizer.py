@@ -89,13 +89,20 @@ def _sync(device):
 
 def measure(backend: str, n: int, width: int, height: int, repeats: int, device: str,
             primitive: str = "gaussian") -> dict:
-    from sparsesplat.rasterizer import render
+    from sparsesplat.rasterizer import Convexes, render
 
-    prims = make_triangles(n, device=device) if primitive == "triangle" else make_gaussians(n, device=device)
     cams = cameras_for(width, height, device)
-    for t in vars(prims).values():
-        if torch.is_tensor(t):
-            t.requires_grad_(True)
+    if primitive == "convex":
+        from .rasterizer_convexes import make_convexes
+
+        c = make_convexes(n, width, device=device)
+        params = [t.requires_grad_(True) for t in (c.points, c.delta, c.sigma, c.opacities, c.sh)]
+        prims = Convexes(*params[:4], sh=params[4])
+    else:
+        prims = make_triangles(n, device=device) if primitive == "triangle" else make_gaussians(n, device=device)
+        for t in vars(prims).values():
+            if torch.is_tensor(t):
+                t.requires_grad_(True)
 
     def fwd():
         with torch.no_grad():
@@ -199,7 +206,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds allowed per configuration")
     ap.add_argument("--torch-max-n", type=int, default=100_000, help="skip the slow torch backend above this N")
     ap.add_argument("--out", default=None, help="results file stem (default: rasterizer_<cpu|cuda>)")
-    ap.add_argument("--primitive", choices=["gaussian", "triangle"], default="gaussian")
+    ap.add_argument("--primitive", choices=["gaussian", "triangle", "convex"], default="gaussian")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -224,7 +231,7 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
     machine = (torch.cuda.get_device_name() if device == "cuda"
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    meta = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    meta = {"primitive": a.primitive, "machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d"), "command": "python -m sparsesplat.benchmarks.rasterizer " + " ".join(sys.argv[1:])}
     stem = a.out or f"rasterizer_{device}" + ("" if a.primitive == "gaussian" else f"_{a.primitive}")
     write_table(rows, meta, stem)

@@ -99,3 +99,33 @@ class Triangles(_Appearance):
         v = self.vertices
         n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
         return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+
+
+@dataclass
+class Convexes(_Appearance):
+    """N smooth 3D convexes (3D Convex Splatting): points (N,P,3) with 3 <= P <= 8 (6 by default in the
+    paper), smoothness delta (N,) > 0, sharpness sigma (N,) > 0, opacities (N,). The shape seen by a camera
+    is the 2D convex hull of the projected points, softened by delta (edges) and sigma (falloff)."""
+
+    points: torch.Tensor = None
+    delta: torch.Tensor = None
+    sigma: torch.Tensor = None
+
+    def __init__(self, points, delta, sigma, opacities, sh=None, colors=None):
+        self.points, self.delta, self.sigma = points, delta, sigma
+        self.opacities, self.sh, self.colors = opacities, sh, colors
+        if points.ndim != 3 or points.shape[2] != 3 or not 3 <= points.shape[1] <= 8:
+            raise ValueError(f"Convexes: points must be (N, P, 3) with 3 <= P <= 8; got {tuple(points.shape)}")
+        n = points.shape[0]
+        if delta.shape != (n,) or sigma.shape != (n,):
+            raise ValueError(
+                f"Convexes: delta and sigma must be ({n},); got {tuple(delta.shape)}, {tuple(sigma.shape)}"
+            )
+        self._check_appearance(n, "Convexes")
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+    @property
+    def centers(self) -> torch.Tensor:
+        return self.points.mean(dim=1)

@@ -18,6 +18,7 @@ import torch
 
 from sparsesplat.rasterizer import Cameras, render
 
+from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
@@ -47,6 +48,8 @@ class TrainConfig:
     """Gaussian learning rates."""
     triangle: TriangleOptions = field(default_factory=TriangleOptions)
     """Triangle learning rates, initialization and strategy (--primitive triangle)."""
+    convex: ConvexSettings = field(default_factory=ConvexSettings)
+    """Convexes (--primitive convex): initialization, learning rates and their densification."""
     init_opacity: float = 0.1
     dropout: float = 0.2
     """DropGaussian: the fraction of primitives dropped per step rises linearly to this (0 disables)."""

@@ -140,3 +140,4 @@ __all__ = ["project_gaussians", "rasterize", "Projection"]
 from .cpu_triangles import make_triangle_stages  # noqa: E402  (triangle stages, same extension)
 
 project_triangles, rasterize_triangles = make_triangle_stages("cpu")
+from .cpu_convexes import project_convexes, rasterize_convexes  # noqa: E402,F401  (convex stages)

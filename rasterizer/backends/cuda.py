@@ -7,9 +7,11 @@ needs a CUDA build of PyTorch plus nvcc (``rasterizer/build.py``). Inputs must b
 from __future__ import annotations
 
 from .cpu import _make
+from .cpu_convexes import make_convex_stages
 from .types import Projection
 
 project_gaussians, rasterize = _make("cuda")
+project_convexes, rasterize_convexes = make_convex_stages("cuda")
 
 __all__ = ["project_gaussians", "rasterize", "Projection"]
 

@@ -208,8 +208,9 @@ def rasterize(means2d, conics, colors, opacities, depths, radii, width, height, 
             f, a, w = _composite(alpha, cam_feats[gidx][:, None].expand(-1, ts * ts, -1, -1))
             feat_tiles = feat_tiles.index_put((tiles,), f)
             alpha_tiles = alpha_tiles.index_put((tiles,), a)
-            with torch.no_grad():
-                wmax = w.detach().amax(dim=1)  # (B,L)
+            with torch.no_grad():  # pixels of partial edge tiles beyond the image do not count
+                inside = (pix[..., 0] < width) & (pix[..., 1] < height)  # (B,P)
+                wmax = (w.detach() * inside[..., None]).amax(dim=1)  # (B,L)
                 maxw.scatter_reduce_(0, gidx[valid], wmax[valid], reduce="amax")
             i = j
         feat_img = feat_tiles.reshape(tiles_y, tiles_x, ts, ts, 4).permute(0, 2, 1, 3, 4)
@@ -222,3 +223,5 @@ def rasterize(means2d, conics, colors, opacities, depths, radii, width, height, 
     return torch.stack(feats_all), torch.stack(alphas_all), torch.stack(maxw_all)
 
 from .torch_triangles import project_triangles, rasterize_triangles  # noqa: E402,F401  (triangle stages)
+
+from .torch_convexes import project_convexes, rasterize_convexes  # noqa: E402,F401  (convex stages)

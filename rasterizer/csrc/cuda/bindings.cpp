@@ -33,6 +33,23 @@ std::vector<at::Tensor> rasterize_triangles_bwd_cuda(const at::Tensor&, const at
                                                     const at::Tensor&, int64_t, int64_t, int64_t,
                                                     const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                     const at::Tensor&, const at::Tensor&, const at::Tensor&);
+// convexes (convex_projection.cpp, convex_rasterize.cpp)
+std::vector<at::Tensor> project_convexes_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                                 int64_t, double, double);
+std::vector<at::Tensor> project_convexes_bwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                                 int64_t, double, double, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&);
+std::vector<at::Tensor> rasterize_convexes_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                   const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                   const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t);
+std::vector<at::Tensor> rasterize_convexes_bwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                   const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                   const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t,
+                                                   const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                   const at::Tensor&, const at::Tensor&, const at::Tensor&);
 }  // namespace sparsesplat
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -45,4 +62,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("project_triangles_bwd", &sparsesplat::project_triangles_bwd_cuda);
     m.def("rasterize_triangles_fwd", &sparsesplat::rasterize_triangles_fwd_cuda);
     m.def("rasterize_triangles_bwd", &sparsesplat::rasterize_triangles_bwd_cuda);
+    m.def("project_convexes_fwd", &sparsesplat::project_convexes_fwd_cuda);
+    m.def("project_convexes_bwd", &sparsesplat::project_convexes_bwd_cuda);
+    m.def("rasterize_convexes_fwd", &sparsesplat::rasterize_convexes_fwd_cuda);
+    m.def("rasterize_convexes_bwd", &sparsesplat::rasterize_convexes_bwd_cuda);
 }

@@ -1,0 +1,376 @@
+// CUDA launch code for compositing convexes, the same scheme as the Gaussian rasterize.cu: count tiles per
+// (camera, convex) -> scan -> 64-bit keys ((camera * tiles + tile) << 32 | depth bits) -> cub radix sort ->
+// tile ranges; a block per tile, a thread per pixel, the list streamed through shared memory in batches.
+// The backward pass walks the batches back to front, warp-reduces per-convex gradients (edge lines,
+// means2d, sharpness, opacity, colour, depth) and adds them with one atomic per warp.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cub/cub.cuh>
+
+#include <vector>
+
+#include "../convex.h"
+
+namespace sparsesplat {
+namespace {
+
+constexpr int kCvxThreads = 256;
+constexpr int kBatch = 64;  // entries per shared-memory batch (a convex entry is ~35 scalars)
+
+
+template <typename T>
+__device__ bool cvx_rasterizable(int64_t idx, int L, const T* m2, const T* lines, const int* nedges, const T* sharp,
+                                 const T* col, const T* opac, const T* dep, const int* r) {
+    if (r[2 * idx] <= 0 || r[2 * idx + 1] <= 0) return false;
+    const int n = nedges[idx];
+    if (n < 3 || n > L) return false;
+    bool ok = is_finite(m2[2 * idx]) && is_finite(m2[2 * idx + 1]) && is_finite(opac[idx]) && is_finite(dep[idx]) &&
+              is_finite(sharp[idx]) && sharp[idx] > T(0) && T(255) * opac[idx] > T(1);
+    for (int k = 0; k < 3; ++k) ok = ok && is_finite(col[3 * idx + k]);
+    for (int k = 0; k < 3 * n; ++k) ok = ok && is_finite(lines[3 * L * idx + k]);
+    return ok;
+}
+
+template <typename T>
+__global__ void cvx_count_tiles_kernel(int64_t CN, int L, int tile, int tiles_x, int tiles_y, const T* m2,
+                                       const T* lines, const int* nedges, const T* sharp, const T* col, const T* opac,
+                                       const T* dep, const int* radii, int64_t* counts) {
+    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= CN) return;
+    int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
+    if (cvx_rasterizable(idx, L, m2, lines, nedges, sharp, col, opac, dep, radii))
+        tile_rect(m2[2 * idx], m2[2 * idx + 1], radii[2 * idx], radii[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1,
+                  y0, y1);
+    counts[idx] = int64_t(x1 - x0) * (y1 - y0);
+}
+
+template <typename T>
+__global__ void cvx_emit_keys_kernel(int64_t CN, int64_t N, int L, int tile, int tiles_x, int tiles_y, const T* m2,
+                                     const T* lines, const int* nedges, const T* sharp, const T* col, const T* opac,
+                                     const T* dep, const int* radii, const int64_t* ends, int64_t* keys,
+                                     int32_t* vals) {
+    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= CN) return;
+    if (!cvx_rasterizable(idx, L, m2, lines, nedges, sharp, col, opac, dep, radii)) return;
+    int x0, x1, y0, y1;
+    tile_rect(m2[2 * idx], m2[2 * idx + 1], radii[2 * idx], radii[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1, y0,
+              y1);
+    int64_t k = idx == 0 ? 0 : ends[idx - 1];
+    const int64_t base = (idx / N) * int64_t(tiles_x) * tiles_y;
+    const int64_t dbits = int64_t(__float_as_uint(float(dep[idx])));  // depths > 0: bits sort like values
+    for (int y = y0; y < y1; ++y)
+        for (int x = x0; x < x1; ++x, ++k) {
+            keys[k] = ((base + int64_t(y) * tiles_x + x) << 32) | dbits;
+            vals[k] = int32_t(idx % N);
+        }
+}
+
+__global__ void cvx_tile_offsets_kernel(int64_t P, int64_t n_tiles, const int64_t* keys, int64_t* offsets) {
+    const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (k >= P) return;
+    const int64_t t = keys[k] >> 32;
+    const int64_t prev = k == 0 ? -1 : (keys[k - 1] >> 32);
+    for (int64_t u = prev + 1; u <= t; ++u) offsets[u] = k;
+    if (k == P - 1)
+        for (int64_t u = t + 1; u <= n_tiles; ++u) offsets[u] = P;
+}
+
+__device__ __forceinline__ void cvx_atomic_max(float* addr, float v) {
+    atomicMax(reinterpret_cast<int*>(addr), __float_as_int(v));
+}
+__device__ __forceinline__ void cvx_atomic_max(double* addr, double v) {
+    atomicMax(reinterpret_cast<unsigned long long*>(addr), static_cast<unsigned long long>(__double_as_longlong(v)));
+}
+
+template <typename T>
+struct CvxEntry {
+    T mx, my, s, opac;
+    T feat[4];
+    T lines[3 * kConvexMaxPoints];
+    int n;
+    int32_t id;
+};
+
+template <typename T>
+__device__ void load_entry(CvxEntry<T>& e, int64_t g, int32_t id, int L, const T* m2, const T* lines,
+                           const int* nedges, const T* sharp, const T* col, const T* opac, const T* dep) {
+    e.mx = m2[2 * g], e.my = m2[2 * g + 1];
+    e.s = sharp[g], e.opac = opac[g];
+    for (int f = 0; f < 3; ++f) e.feat[f] = col[3 * g + f];
+    e.feat[3] = dep[g];
+    e.n = nedges[g];
+    for (int k = 0; k < 3 * e.n; ++k) e.lines[k] = lines[3 * L * g + k];
+    e.id = id;
+}
+
+template <typename T>
+__global__ void cvx_fwd_kernel(int64_t N, int L, int W, int H, int tiles_x, int tiles_y, const int64_t* offsets,
+                               const int32_t* ids, const T* m2, const T* lines, const int* nedges, const T* sharp,
+                               const T* col, const T* opac, const T* dep, T* feats, T* alphas, T* max_w,
+                               int32_t* last, T* T_final) {
+    __shared__ CvxEntry<T> batch[kBatch];
+    const int c = blockIdx.z;
+    const int64_t t = int64_t(c) * tiles_x * tiles_y + blockIdx.y * tiles_x + blockIdx.x;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int B = blockDim.x * blockDim.y;
+    const int i = blockIdx.y * blockDim.y + threadIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool inside = i < H && j < W;
+    const T px = T(j) + T(0.5), py = T(i) + T(0.5);
+    const int64_t start = offsets[t], end = offsets[t + 1];
+    const int64_t cam_off = int64_t(c) * N;
+
+    T Tr = T(1), acc[4] = {T(0), T(0), T(0), T(0)};
+    int32_t n_used = 0;
+    bool done = !inside;
+    for (int64_t base = start; base < end; base += kBatch) {
+        if (__syncthreads_count(done) == B) break;
+        const int64_t k = base + tid;
+        if (tid < kBatch && k < end) load_entry(batch[tid], cam_off + ids[k], ids[k], L, m2, lines, nedges, sharp,
+                                                col, opac, dep);
+        __syncthreads();
+        const int count = int(end - base < kBatch ? end - base : kBatch);
+        for (int q = 0; q < count && !done; ++q) {
+            const CvxEntry<T>& e = batch[q];
+            T alpha, K, phi;
+            bool clamped;
+            if (!convex_sample(px - e.mx, py - e.my, e.lines, e.n, e.s, e.opac, alpha, K, phi, clamped)) continue;
+            const T next_T = Tr * (T(1) - alpha);
+            if (next_T < T(kTransmittanceMin)) {  // this sample is not added; the pixel is done
+                done = true;
+                break;
+            }
+            const T w = alpha * Tr;
+            for (int f = 0; f < 4; ++f) acc[f] += w * e.feat[f];
+            cvx_atomic_max(max_w + cam_off + e.id, w);
+            Tr = next_T;
+            n_used = int32_t(base - start + q + 1);
+        }
+        __syncthreads();
+    }
+    if (!inside) return;
+    const int64_t pix = (int64_t(c) * H + i) * W + j;
+    for (int f = 0; f < 4; ++f) feats[4 * pix + f] = acc[f];
+    alphas[pix] = T(1) - Tr;
+    T_final[pix] = Tr;
+    last[pix] = n_used;
+}
+
+template <typename T>
+__device__ T cvx_warp_sum(T v) {
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    return v;
+}
+
+// Gradient slots: means2d (2), s, opacity, colour (3), depth, then the lines (3 per edge).
+constexpr int kCvxFixed = 8;
+
+template <typename T>
+__global__ void cvx_bwd_kernel(int64_t N, int L, int W, int H, int tiles_x, int tiles_y, const int64_t* offsets,
+                               const int32_t* ids, const T* m2, const T* lines, const int* nedges, const T* sharp,
+                               const T* col, const T* opac, const T* dep, const int32_t* last, const T* T_final,
+                               const T* v_feats, const T* v_alphas, T* v_m2, T* v_lines, T* v_sharp, T* v_col,
+                               T* v_opac, T* v_dep) {
+    __shared__ CvxEntry<T> batch[kBatch];
+    __shared__ int block_max_used;
+    const int c = blockIdx.z;
+    const int64_t t = int64_t(c) * tiles_x * tiles_y + blockIdx.y * tiles_x + blockIdx.x;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int i = blockIdx.y * blockDim.y + threadIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool inside = i < H && j < W;
+    const T px = T(j) + T(0.5), py = T(i) + T(0.5);
+    const int64_t start = offsets[t];
+    const int64_t cam_off = int64_t(c) * N;
+    const int64_t pix = (int64_t(c) * H + (inside ? i : 0)) * W + (inside ? j : 0);
+
+    const int32_t n_used = inside ? last[pix] : 0;
+    if (tid == 0) block_max_used = 0;
+    __syncthreads();
+    atomicMax(&block_max_used, n_used);
+    __syncthreads();
+    const int64_t stop = start + block_max_used;
+
+    const T Tf = inside ? T_final[pix] : T(1);
+    T vF[4], vA = inside ? v_alphas[pix] : T(0);
+    for (int f = 0; f < 4; ++f) vF[f] = inside ? v_feats[4 * pix + f] : T(0);
+    T Tr = Tf, S[4] = {T(0), T(0), T(0), T(0)};
+    const bool lead = (tid % 32) == 0;
+
+    for (int64_t top = stop; top > start; top -= kBatch) {
+        const int64_t lo = top - kBatch > start ? top - kBatch : start;
+        __syncthreads();
+        const int64_t k = lo + tid;
+        if (tid < kBatch && k < top) load_entry(batch[tid], cam_off + ids[k], ids[k], L, m2, lines, nedges, sharp,
+                                                col, opac, dep);
+        __syncthreads();
+        for (int q = int(top - lo) - 1; q >= 0; --q) {  // uniform over the block: every lane reaches the shuffles
+            const CvxEntry<T>& e = batch[q];
+            const int64_t pos = lo + q - start;
+            T g[kCvxFixed + 3 * kConvexMaxPoints];
+            for (int f = 0; f < kCvxFixed + 3 * e.n; ++f) g[f] = T(0);
+            bool valid = false;
+            T alpha, K, phi;
+            bool clamped;
+            const T dx = px - e.mx, dy = py - e.my;
+            if (pos < n_used && convex_sample(dx, dy, e.lines, e.n, e.s, e.opac, alpha, K, phi, clamped)) {
+                valid = true;
+                const T inv = T(1) / (T(1) - alpha);
+                Tr *= inv;  // transmittance before this sample
+                const T w = alpha * Tr;
+                T v_alpha = vA * Tf * inv;
+                for (int f = 0; f < 4; ++f) {
+                    g[4 + f] = w * vF[f];
+                    v_alpha += vF[f] * Tr * (e.feat[f] - S[f]);
+                    S[f] = alpha * e.feat[f] + (T(1) - alpha) * S[f];
+                }
+                convex_sample_vjp(v_alpha, dx, dy, e.lines, e.n, e.s, e.opac, K, phi, clamped, g, g + kCvxFixed, g[2],
+                                  g[3]);
+            }
+            if (!__any_sync(0xffffffffu, valid)) continue;
+            for (int f = 0; f < kCvxFixed + 3 * e.n; ++f) g[f] = cvx_warp_sum(g[f]);
+            if (lead) {
+                const int64_t gi = cam_off + e.id;
+                atomicAdd(v_m2 + 2 * gi, g[0]);
+                atomicAdd(v_m2 + 2 * gi + 1, g[1]);
+                atomicAdd(v_sharp + gi, g[2]);
+                atomicAdd(v_opac + gi, g[3]);
+                for (int f = 0; f < 3; ++f) atomicAdd(v_col + 3 * gi + f, g[4 + f]);
+                atomicAdd(v_dep + gi, g[7]);
+                for (int f = 0; f < 3 * e.n; ++f) atomicAdd(v_lines + 3 * L * gi + f, g[kCvxFixed + f]);
+            }
+        }
+    }
+}
+
+void check_cvx_raster_cuda(const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+int cvx_bits_for(int64_t n) {
+    int b = 1;
+    while ((int64_t(1) << b) < n && b < 31) ++b;
+    return b;
+}
+
+}  // namespace
+
+// Same outputs as rasterize_convexes_fwd_cpu.
+std::vector<at::Tensor> rasterize_convexes_fwd_cuda(const at::Tensor& means2d, const at::Tensor& lines,
+                                                    const at::Tensor& nedges, const at::Tensor& sharp,
+                                                    const at::Tensor& colors, const at::Tensor& opacities,
+                                                    const at::Tensor& depths, const at::Tensor& radii, int64_t width,
+                                                    int64_t height, int64_t tile_size) {
+    check_cvx_raster_cuda(means2d, "means2d");
+    check_cvx_raster_cuda(lines, "lines");
+    TORCH_CHECK(tile_size > 0 && tile_size * tile_size <= 1024 && (tile_size * tile_size) % 32 == 0 &&
+                    tile_size * tile_size >= kBatch,
+                "the CUDA rasterizer needs tile_size * tile_size a multiple of 32 in [64, 1024] (e.g. 16)");
+    const c10::cuda::CUDAGuard guard(means2d.device());
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    const int64_t C = means2d.size(0), N = means2d.size(1), CN = C * N;
+    const int L = int(lines.size(2));
+    TORCH_CHECK(L <= kConvexMaxPoints, "at most 8 edge lines per convex");
+    const int W = int(width), H = int(height), ts = int(tile_size);
+    const int tiles_x = (W + ts - 1) / ts, tiles_y = (H + ts - 1) / ts;
+    const int64_t n_tiles = C * int64_t(tiles_x) * tiles_y;
+    auto opts = means2d.options();
+    at::Tensor feats = at::zeros({C, H, W, 4}, opts), alphas = at::zeros({C, H, W, 1}, opts);
+    at::Tensor max_w = at::zeros({C, N}, opts), T_final = at::ones({C, H, W}, opts);
+    at::Tensor last = at::zeros({C, H, W}, opts.dtype(at::kInt));
+    at::Tensor offsets = at::zeros({n_tiles + 1}, opts.dtype(at::kLong));
+    at::Tensor ids = at::zeros({0}, opts.dtype(at::kInt));
+    if (CN == 0 || n_tiles == 0) return {feats, alphas, max_w, offsets, ids, last, T_final};
+
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_convexes_fwd_cuda", [&] {
+        const scalar_t* m2 = means2d.data_ptr<scalar_t>();
+        const scalar_t* ln = lines.data_ptr<scalar_t>();
+        const int* ne = nedges.data_ptr<int>();
+        const scalar_t* sh = sharp.data_ptr<scalar_t>();
+        const scalar_t* col = colors.data_ptr<scalar_t>();
+        const scalar_t* op = opacities.data_ptr<scalar_t>();
+        const scalar_t* dep = depths.data_ptr<scalar_t>();
+        const int* r = radii.data_ptr<int>();
+        const int blocks = int((CN + kCvxThreads - 1) / kCvxThreads);
+        at::Tensor counts = at::empty({CN}, opts.dtype(at::kLong));
+        cvx_count_tiles_kernel<<<blocks, kCvxThreads, 0, stream>>>(CN, L, ts, tiles_x, tiles_y, m2, ln, ne, sh, col,
+                                                                   op, dep, r, counts.data_ptr<int64_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        at::Tensor ends = at::cumsum(counts, 0);
+        const int64_t P = ends[CN - 1].item<int64_t>();
+        if (P > 0) {
+            at::Tensor keys = at::empty({P}, opts.dtype(at::kLong)), vals = at::empty({P}, opts.dtype(at::kInt));
+            cvx_emit_keys_kernel<<<blocks, kCvxThreads, 0, stream>>>(
+                CN, N, L, ts, tiles_x, tiles_y, m2, ln, ne, sh, col, op, dep, r, ends.data_ptr<int64_t>(),
+                keys.data_ptr<int64_t>(), vals.data_ptr<int32_t>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+            at::Tensor keys_sorted = at::empty_like(keys);
+            ids = at::empty_like(vals);
+            const int end_bit = 32 + cvx_bits_for(n_tiles);
+            size_t temp_bytes = 0;
+            cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys.data_ptr<int64_t>(),
+                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
+                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
+            at::Tensor temp = at::empty({int64_t(temp_bytes)}, opts.dtype(at::kByte));
+            cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, keys.data_ptr<int64_t>(),
+                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
+                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
+            C10_CUDA_CHECK(cudaGetLastError());
+            cvx_tile_offsets_kernel<<<int((P + kCvxThreads - 1) / kCvxThreads), kCvxThreads, 0, stream>>>(
+                P, n_tiles, keys_sorted.data_ptr<int64_t>(), offsets.data_ptr<int64_t>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+        const dim3 grid(tiles_x, tiles_y, unsigned(C)), block(ts, ts);
+        cvx_fwd_kernel<<<grid, block, 0, stream>>>(N, L, W, H, tiles_x, tiles_y, offsets.data_ptr<int64_t>(),
+                                                   ids.data_ptr<int32_t>(), m2, ln, ne, sh, col, op, dep,
+                                                   feats.data_ptr<scalar_t>(), alphas.data_ptr<scalar_t>(),
+                                                   max_w.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
+                                                   T_final.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return {feats, alphas, max_w, offsets, ids, last, T_final};
+}
+
+// Same outputs as rasterize_convexes_bwd_cpu (summation order differs: atomics).
+std::vector<at::Tensor> rasterize_convexes_bwd_cuda(const at::Tensor& means2d, const at::Tensor& lines,
+                                                    const at::Tensor& nedges, const at::Tensor& sharp,
+                                                    const at::Tensor& colors, const at::Tensor& opacities,
+                                                    const at::Tensor& depths, const at::Tensor& radii, int64_t width,
+                                                    int64_t height, int64_t tile_size, const at::Tensor& tile_offsets,
+                                                    const at::Tensor& tile_ids, const at::Tensor& last,
+                                                    const at::Tensor& T_final, const at::Tensor& v_feats,
+                                                    const at::Tensor& v_alphas) {
+    check_cvx_raster_cuda(means2d, "means2d");
+    const c10::cuda::CUDAGuard guard(means2d.device());
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    const int64_t C = means2d.size(0), N = means2d.size(1);
+    const int L = int(lines.size(2));
+    const int W = int(width), H = int(height), ts = int(tile_size);
+    const int tiles_x = (W + ts - 1) / ts, tiles_y = (H + ts - 1) / ts;
+    at::Tensor v_m2 = at::zeros_like(means2d), v_lines = at::zeros_like(lines), v_sharp = at::zeros_like(sharp);
+    at::Tensor v_col = at::zeros_like(colors), v_op = at::zeros_like(opacities), v_dep = at::zeros_like(depths);
+    if (C * N == 0 || tile_ids.numel() == 0) return {v_m2, v_lines, v_sharp, v_col, v_op, v_dep};
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_convexes_bwd_cuda", [&] {
+        const dim3 grid(tiles_x, tiles_y, unsigned(C)), block(ts, ts);
+        cvx_bwd_kernel<<<grid, block, 0, stream>>>(
+            N, L, W, H, tiles_x, tiles_y, tile_offsets.data_ptr<int64_t>(), tile_ids.data_ptr<int32_t>(),
+            means2d.data_ptr<scalar_t>(), lines.data_ptr<scalar_t>(), nedges.data_ptr<int>(),
+            sharp.data_ptr<scalar_t>(), colors.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
+            depths.data_ptr<scalar_t>(), last.data_ptr<int32_t>(), T_final.data_ptr<scalar_t>(),
+            v_feats.data_ptr<scalar_t>(), v_alphas.data_ptr<scalar_t>(), v_m2.data_ptr<scalar_t>(),
+            v_lines.data_ptr<scalar_t>(), v_sharp.data_ptr<scalar_t>(), v_col.data_ptr<scalar_t>(),
+            v_op.data_ptr<scalar_t>(), v_dep.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return {v_m2, v_lines, v_sharp, v_col, v_op, v_dep};
+}
+
+}  // namespace sparsesplat
