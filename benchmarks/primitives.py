@@ -113,7 +113,8 @@ def main() -> None:
             out = Path(a.runs) / f"{stem}_{kind}"
             train(kind, a.scene, a.protocol, out, a.iters, a.budget, extra)
             runs.append(out)
-    summarize(runs, a.scene, a.protocol, stem, a.note or f"{a.iters} steps, budget {a.budget} primitives")
+    default_note = "existing run folders" if a.summarize is not None else f"{a.iters} steps, budget {a.budget} primitives"
+    summarize(runs, a.scene, a.protocol, stem, a.note or default_note)
 
 
 if __name__ == "__main__":
