@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+KIND_NAMES = {"gaussian": "Gaussians", "convex": "convexes", "triangle": "triangles"}
 
 
 def make_gaussians(n: int, seed: int = 0, device="cpu"):
@@ -147,7 +148,7 @@ def write_table(rows: list[dict], meta: dict, stem: str) -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     base = {(r["n"], r["width"], r["height"]): r for r in rows if r.get("backend") == "torch" and "error" not in r}
     lines = [
-        f"# Rasterizer speed, {rows[0].get('primitive', 'gaussian') if rows else ''} ({meta['machine']})", "",
+        f"# Rasterizer speed: {KIND_NAMES.get(meta.get('primitive', 'gaussian'))} ({meta['machine']})", "",
         f"Command: `{meta['command']}`  ", f"torch {meta['torch']}, {meta['threads']} threads, {meta['date']}", "",
         "| N | size | backend | forward ms | fwd+bwd ms | fwd speed-up vs torch | fwd+bwd speed-up vs torch | peak MB | Gauss-px evals/s |",
         "|---|---|---|---|---|---|---|---|---|",

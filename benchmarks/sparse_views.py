@@ -66,7 +66,7 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     if args.iters:
         train.iters = args.iters
     if args.cap:  # matched primitive budgets across kinds
-        train.mcmc.cap_max = train.triangle.strategy.cap_max = args.cap
+        train.mcmc.cap_max = train.triangle.strategy.cap_max = train.convex.strategy.max_primitives = args.cap
     cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
                             train=train, prior=tuple(prior.split("+")), primitive=args.primitive)
     if args.depth_model:
@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--opacity-decay", type=float, default=0.0)
     ap.add_argument("--init", default="auto")
     ap.add_argument("--primitive", default="gaussian", help="gaussian or triangle")
-    ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians and triangles)")
+    ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians, triangles, convexes)")
     ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
     ap.add_argument("--prior", nargs="+", default=["none"],
                     help="priors to compare, each none or a '+'-joined combination of depth, repair, diffusion")

@@ -41,7 +41,7 @@ class ReconstructConfig:
     downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
     """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
     primitive: str = "gaussian"
-    """Primitive kind to train: gaussian or triangle (more kinds register through recon.primitive_model)."""
+    """Primitive kind to train: gaussian, triangle or convex (kinds register through recon.primitive_model)."""
     init: str = "auto"
     """Initial points: auto (SfM points, else SIFT triangulation with the known poses, else random),
     sfm, triangulate, random, dense (sparse points + rectified SGBM stereo between neighbouring views)."""
