@@ -233,11 +233,9 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
         for old in sorted(ckpt_dir.glob("step_*.pt"))[:-2]:  # keep the newest two
             old.unlink()
 
-    viewer = None
-    if cfg.viewer:
-        from .view_run import chain_steps, start_live_viewer
+    from .view_run import chain_steps, start_live_viewer
 
-        viewer = start_live_viewer(cfg, model, scene, cams_norm, pts, init.colors, log)
+    viewer = start_live_viewer(cfg, model, scene, cams_norm, pts, init.colors, log) if cfg.viewer else None
     t0 = time.time()
     try:
         trainer.train(on_step=chain_steps(progress, viewer and viewer.on_step), on_checkpoint=checkpoint,

@@ -105,13 +105,14 @@ def test_view_cli_serves_on_localhost_and_skips_a_busy_port(tmp_path):
                 s.settimeout(5)
                 assert s.connect_ex((other, int(got_port))) != 0
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C: the server stops and the command exits cleanly
         try:
-            proc.wait(30)
+            rest = proc.communicate(timeout=120)[0]
         except subprocess.TimeoutExpired:
             proc.kill()
+            rest = proc.communicate()[0] + "\n(killed: no exit within 120 s of Ctrl+C)"
         busy.close()
-    assert proc.returncode == 0
+    assert proc.returncode == 0, "".join(lines) + rest
 
 
 def _non_loopback_address():
