@@ -23,7 +23,20 @@ from sparsesplat.viewer.scene import ViewerScene, make_thumbnail
 
 THUMB = 128  # longer side of frustum thumbnails, pixels
 # scene.ply readers per primitive kind (config.yaml's `primitive`); other kinds add theirs here
-SCENE_READERS = {"gaussian": load_gaussians_ply}
+def _read_triangles(path):
+    from sparsesplat.rasterizer.triangle_io import load_triangles_ply
+
+    return load_triangles_ply(path).activated()
+
+
+def _read_convexes(path):
+    from sparsesplat.rasterizer.ply_convexes import load_convexes_ply
+
+    return load_convexes_ply(path)
+
+
+# scene.ply reader per primitive kind (config.yaml's `primitive`)
+SCENE_READERS = {"gaussian": load_gaussians_ply, "triangle": _read_triangles, "convex": _read_convexes}
 
 
 def read_cameras_json(path: Path) -> tuple[list[str], Cameras]:
