@@ -64,7 +64,7 @@ def run_one(scene: str, seed: int, args) -> dict:
     if args.iters:
         train.iters = args.iters
     cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
-                            train=train)
+                            poses=args.poses, train=train)
     if args.full:
         apply_full_schedule(cfg)
     t0 = time.time()
@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--binocular", type=float, default=0.0, help="binocular consistency weight")
     ap.add_argument("--opacity-decay", type=float, default=0.0)
     ap.add_argument("--init", default="auto")
+    ap.add_argument("--poses", default="auto", choices=["auto", "known", "estimate"],
+                    help="estimate: ignore the dataset's poses (test views are aligned for evaluation)")
     ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
     args = ap.parse_args()
@@ -130,7 +132,7 @@ def main() -> None:
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
             "settings": f"strategy={args.strategy}, dropout={args.dropout}, binocular={args.binocular}, "
-                        f"opacity_decay={args.opacity_decay}, init={args.init}, iters={args.iters or 'default'}, full={args.full}"}
+                        f"opacity_decay={args.opacity_decay}, init={args.init}, poses={args.poses}, iters={args.iters or 'default'}, full={args.full}"}
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
 
