@@ -80,7 +80,7 @@ def main() -> None:
             else:
                 args = SimpleNamespace(out=stem, strategy="mcmc" if prim == "gaussian" else "default", dropout=0.2,
                                        binocular=0.0, opacity_decay=0.0, iters=a.iters, init="auto", full=False,
-                                       primitive=prim, cap=a.cap, depth_model=None, diffusion_model=None,
+                                       primitive=prim, cap=a.cap, depth_model=None, diffusion_model=None, poses="auto",
                                        loo_steps=None)
                 m = run_one(scene, a.seed, args)
             m.update(primitive=prim, render_ms=render_ms(prim, run, scene))

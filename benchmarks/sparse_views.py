@@ -68,7 +68,8 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     if args.cap:  # matched primitive budgets across kinds
         train.mcmc.cap_max = train.triangle.strategy.cap_max = train.convex.strategy.max_primitives = args.cap
     cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
-                            train=train, prior=tuple(prior.split("+")), primitive=args.primitive)
+                            train=train, prior=tuple(prior.split("+")), primitive=args.primitive,
+                            poses=args.poses)
     if args.depth_model:
         cfg.depth_model = args.depth_model
     if args.diffusion_model:
@@ -143,8 +144,10 @@ def main() -> None:
     ap.add_argument("--binocular", type=float, default=0.0, help="binocular consistency weight")
     ap.add_argument("--opacity-decay", type=float, default=0.0)
     ap.add_argument("--init", default="auto")
-    ap.add_argument("--primitive", default="gaussian", help="gaussian or triangle")
+    ap.add_argument("--primitive", default="gaussian", help="gaussian, triangle or convex")
     ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians, triangles, convexes)")
+    ap.add_argument("--poses", default="auto", choices=["auto", "known", "estimate"],
+                    help="estimate: ignore the dataset's poses (test views are aligned for evaluation)")
     ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
     ap.add_argument("--prior", nargs="+", default=["none"],
                     help="priors to compare, each none or a '+'-joined combination of depth, repair, diffusion")
@@ -171,7 +174,7 @@ def main() -> None:
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
             "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, dropout={args.dropout}, "
-                        f"binocular={args.binocular}, opacity_decay={args.opacity_decay}, init={args.init}, "
+                        f"binocular={args.binocular}, opacity_decay={args.opacity_decay}, init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"}
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")

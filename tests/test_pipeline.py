@@ -94,10 +94,16 @@ def test_cli_reconstruct_and_its_errors(colmap_scene, tmp_path):
 
 
 def test_photos_without_poses_are_refused_clearly(tmp_path):
+    """--poses known refuses photos without cameras; by default their poses are estimated (recon.poses),
+    and photos too small to match say so."""
     scene = make_scene(n_views=3, width=32, height=24, kind="forward", n_points=10)
     photos = write_photos(tmp_path / "photos", scene)
+    cfg = _cfg(photos, tmp_path / "run", iters=5, protocol=None)
+    cfg.poses = "known"
     with pytest.raises(ValueError, match="without camera poses"):
-        reconstruct(_cfg(photos, tmp_path / "run", iters=5, protocol=None), log=lambda *_: None)
+        reconstruct(cfg, log=lambda *_: None)
+    with pytest.raises(ValueError, match="too small to match"):
+        reconstruct(_cfg(photos, tmp_path / "run2", iters=5, protocol=None), log=lambda *_: None)
 
 
 @pytest.mark.needs_data

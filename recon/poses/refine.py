@@ -57,12 +57,16 @@ class PoseRefiner:
 
     def __init__(self, n_views: int, lr_rot: float = 1e-3, lr_trans: float = 1e-3, start: int = 0,
                  device="cpu"):
-        self.delta = torch.zeros(n_views, 6, device=device, requires_grad=True)
+        self.rot = torch.zeros(n_views, 3, device=device, requires_grad=True)
+        self.trans = torch.zeros(n_views, 3, device=device, requires_grad=True)
         self.start = start
         self.steps = 0
-        lr = torch.tensor([lr_rot] * 3 + [lr_trans] * 3, device=device)
-        self._lr = lr
-        self.opt = torch.optim.Adam([self.delta], lr=1.0)
+        self.opt = torch.optim.Adam([{"params": [self.rot], "lr": lr_rot}, {"params": [self.trans], "lr": lr_trans}])
+
+    @property
+    def delta(self) -> torch.Tensor:
+        """(n_views, 6) the corrections (omega, tau)."""
+        return torch.cat([self.rot, self.trans], dim=1)
 
     def camera(self, cams: Cameras, v: int) -> Cameras:
         cam = cams[v]
@@ -72,10 +76,9 @@ class PoseRefiner:
 
     def step(self) -> None:
         self.steps += 1
-        if self.delta.grad is not None:
-            self.delta.grad.mul_(self._lr)  # per-component learning rate through the gradient scale
+        if self.rot.grad is not None or self.trans.grad is not None:
             self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
 
     def cameras(self, cams: Cameras) -> Cameras:
         """All cameras with their corrections (detached)."""
