@@ -39,6 +39,9 @@ def main() -> None:
     ap.add_argument("--size", nargs=2, type=int, default=[504, 378], metavar=("W", "H"))
     ap.add_argument("--views", type=int, default=9, help="pseudo views per refresh (3 per training view for llff3)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tile", type=int, default=128,
+                    help="diffusion tile in pixels; the tiny VAE downsamples by 2 (SD: 8), so 128-px tiles give its "
+                         "attention layers the token count SD has on 512-px tiles (larger tiles explode quadratically)")
     args = ap.parse_args()
     from sparsesplat.priors.depth import TransformersDepthPrior
     from sparsesplat.priors.repair import DiffusionRepairer, SceneRepairer
@@ -53,7 +56,7 @@ def main() -> None:
         sd = make_tiny_img2img(Path(tmp) / "sd")
         dpt = make_tiny_dpt(Path(tmp) / "dpt")
         t0 = time.perf_counter()
-        diff = DiffusionRepairer(str(sd))
+        diff = DiffusionRepairer(str(sd), tile=args.tile, overlap=args.tile // 8)
         rows["diffusion: load (tiny pipeline)"] = time.perf_counter() - t0
         rows["diffusion repair, with reference view"] = _time(lambda: diff.repair(renders, refs), args.repeats)
         diff.use_reference = False
@@ -64,7 +67,7 @@ def main() -> None:
         rows["depth prior (tiny DPT), no cache"] = _time(lambda: depth(renders), args.repeats)
     machine = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"{platform.machine()} CPU, {os.cpu_count()} cores"
-    result = {"machine": machine, "torch": torch.__version__, "size": [W, H], "views": args.views,
+    result = {"machine": machine, "torch": torch.__version__, "size": [W, H], "views": args.views, "tile": args.tile,
               "seconds_per_refresh": rows, "seconds_per_view": {k: v / args.views for k, v in rows.items()
                                                                 if not k.endswith("(tiny pipeline)")}}
     RESULTS.mkdir(parents=True, exist_ok=True)
