@@ -10,6 +10,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Compiled backends land in one known, git-ignored place so repeated runs reuse the build.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
+# Under pytest-xdist every worker is a process of its own: one OpenMP thread each, or the workers' spinning
+# threads oversubscribe the cores (measured here: renders up to 20x slower). Subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def shared_data_dir() -> Path:
