@@ -122,8 +122,10 @@ def initial_points(
 
     "auto": the dataset's SfM points when they exist and no views are held out (SfM over all images would
     leak the test views into a sparse-view run, so then the training views are triangulated instead, as
-    sparse-view papers do); else the visual hull when the input photos carry foreground masks (object
-    scenes); else triangulation; random points when it yields fewer than ``min_points``.
+    sparse-view papers do); else triangulation; when it yields fewer than ``min_points``, the visual hull if
+    the input photos carry foreground masks (object scenes), else random points. (Measured on lego blender8,
+    3000 steps: triangulated 246 points 21.31 dB, visual hull 17.87 dB — the hull's concavity-filling shell
+    is consistent with every training silhouette, so the few views never remove it.)
     "sfm", "hull", "triangulate", "random" force one; any other name calls a registered initializer.
     """
     ids = list(scene.train_ids if train_ids is None else train_ids)
@@ -147,7 +149,7 @@ def initial_points(
         pts, cols, msg = _random(scene, ids, n_random, seed)
         return InitResult(pts, cols, "random", msg)
     masks = input_masks(scene)
-    if method == "hull" or (method == "auto" and masks is not None and len(ids) >= 2):
+    if method == "hull":
         if masks is None:
             raise ValueError(f"method='hull' needs foreground masks that are part of the input (Blender alpha); "
                              f"the {scene.source_format or 'loaded'} scene has none")
@@ -163,6 +165,10 @@ def initial_points(
             return InitResult(pts, cols, "triangulate",
                               f"{len(pts)} points triangulated from SIFT matches across {len(ids)} views")
         why = f"triangulation found only {len(pts)} points (< {min_points}) in {len(ids)} views"
+    if masks is not None and len(ids) >= 2:
+        pts, cols = visual_hull_points(scene.images[ids].numpy(), masks[ids].numpy(), scene.cameras[ids],
+                                       max_points=max_points, seed=seed)
+        return InitResult(pts, cols, "hull", f"{why}; using {len(pts)} points on the visual hull of the masks")
     pts, cols, msg = _random(scene, ids, n_random, seed)
     return InitResult(pts, cols, "random", f"{why}; falling back to {msg}")
 

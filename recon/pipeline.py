@@ -43,8 +43,8 @@ class ReconstructConfig:
     primitive: str = "gaussian"
     """Primitive kind to train: gaussian, triangle or convex (kinds register through recon.primitive_model)."""
     init: str = "auto"
-    """Initial points: auto (SfM points; else the visual hull when the photos carry masks (Blender alpha); else
-    SIFT triangulation with the known poses; else random), sfm, hull, triangulate, random, dense (sparse points
+    """Initial points: auto (SfM points; else SIFT triangulation with the known poses; else the visual hull when
+    the photos carry masks (Blender alpha); else random), sfm, hull, triangulate, random, dense (sparse points
     + rectified SGBM stereo between neighbouring views)."""
     poses: Literal["auto", "known", "estimate"] = "auto"
     """Camera poses: auto (the scene's, estimated for photos without poses), known, or estimate (ignore the
