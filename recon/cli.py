@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -109,7 +110,10 @@ class View:
         from .view_run import serve_run
 
         serve_run(self.folder, self.host, self.port)
-        return 0
+        # the server is closed; leave without waiting for web-server threads that may linger after Ctrl+C
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class Poses(PosesCommand):

@@ -233,4 +233,15 @@ def serve_run(run, host: str = "127.0.0.1", port: int = 8080) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        app.close()
+        _close_within(app, 10.0)
+
+
+def _close_within(app, seconds: float) -> None:
+    """Stop the server, but never let a stuck server thread keep Ctrl+C from ending the command."""
+    import threading
+
+    closer = threading.Thread(target=app.close, daemon=True)
+    closer.start()
+    closer.join(seconds)
+    if closer.is_alive():
+        print(f"viewer: the server did not stop within {seconds:.0f} s; exiting anyway", flush=True)
