@@ -38,12 +38,15 @@ RANDOM_BOX_FRACTION = 0.35  # half side of the random box / camera distance (Ble
 
 BUILTIN_METHODS = ("auto", "sfm", "hull", "triangulate", "random")
 
-# name -> fn(scene, train_ids, seed) -> (points (M,3), colors (M,3)); for learned or dense initializers
-INITIALIZERS: dict[str, Callable[[SceneData, list[int], int], tuple[np.ndarray, np.ndarray]]] = {}
+# name -> fn(scene, train_ids, seed, **options) -> (points (M,3), colors (M,3)); for learned or dense
+# initializers. ``options`` are what the pipeline knows (depth_model, device, cache_dir); take what you need.
+Initializer = Callable[..., tuple[np.ndarray, np.ndarray]]
+INITIALIZERS: dict[str, Initializer] = {}
 
 
-def register_initializer(name: str, fn: Callable[[SceneData, list[int], int], tuple[np.ndarray, np.ndarray]]) -> None:
-    """Make ``initial_points(..., method=name)`` call ``fn(scene, train_ids, seed) -> (points, colors)``."""
+def register_initializer(name: str, fn: Initializer) -> None:
+    """Make ``initial_points(..., method=name, options=...)`` call ``fn(scene, train_ids, seed, **options)
+    -> (points, colors)``; ``fn`` should accept and ignore options it does not use (``**_``)."""
     if name in BUILTIN_METHODS:
         raise ValueError(f"{name!r} is a built-in initialization method; register under another name")
     INITIALIZERS[name] = fn
@@ -117,6 +120,7 @@ def initial_points(
     seed: int = 0,
     max_points: int = 100_000,
     min_points: int = MIN_POINTS,
+    options: dict | None = None,
 ) -> InitResult:
     """Initial point cloud for training on ``train_ids`` (default ``scene.train_ids``).
 
@@ -126,13 +130,16 @@ def initial_points(
     the input photos carry foreground masks (object scenes), else random points. (Measured on lego blender8,
     3000 steps: triangulated 246 points 21.31 dB, visual hull 17.87 dB — the hull's concavity-filling shell
     is consistent with every training silhouette, so the few views never remove it.)
-    "sfm", "hull", "triangulate", "random" force one; any other name calls a registered initializer.
+    "sfm", "hull", "triangulate", "random" force one; any other name calls a registered initializer with
+    ``options`` (e.g. ``depth_model`` for "mono-depth").
     """
     ids = list(scene.train_ids if train_ids is None else train_ids)
     if method in INITIALIZERS:
-        pts, cols = INITIALIZERS[method](scene, ids, seed)
+        res = INITIALIZERS[method](scene, ids, seed, **(options or {}))
+        pts, cols = res[:2]
+        note = f" ({res[2]})" if len(res) > 2 and res[2] else ""
         return InitResult(np.asarray(pts, np.float32), np.asarray(cols, np.float32), method,
-                          f"{len(pts)} points from the {method!r} initializer")
+                          f"{len(pts)} points from the {method!r} initializer{note}")
     if method not in BUILTIN_METHODS:
         known = ", ".join([*BUILTIN_METHODS, *INITIALIZERS])
         raise ValueError(f"unknown initialization method {method!r}; choose one of: {known}")
@@ -180,10 +187,22 @@ def input_masks(scene: SceneData):
     return scene.masks if scene.masks is not None and scene.source_format == "blender" else None
 
 
-def _dense(scene: SceneData, train_ids: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _dense(scene: SceneData, train_ids: list[int], seed: int, **_) -> tuple[np.ndarray, np.ndarray]:
     from .poses.initializer import dense_initializer  # lazily: it pulls in the stereo code
 
     return dense_initializer(scene, train_ids, seed)
 
 
+def _mono_depth(scene: SceneData, train_ids: list[int], seed: int, depth_model: str | None = None,
+                device: str = "cpu", cache_dir=None, **_) -> tuple[np.ndarray, np.ndarray, str]:
+    from .poses.learned_init import mono_depth_points  # lazily: transformers only when asked for
+
+    if not depth_model:
+        raise ValueError("--init mono-depth needs a depth model: give --depth-model (local folder or hub id)")
+    pts, cols, st = mono_depth_points(scene, train_ids, depth_model, device=device, cache_dir=cache_dir)
+    return pts, cols, (f"{st['sparse']} sparse + {len(pts) - st['sparse']} monocular-depth points from "
+                       f"{st['views_aligned']}/{st['views']} aligned views of {depth_model}")
+
+
 register_initializer("dense", _dense)
+register_initializer("mono-depth", _mono_depth)

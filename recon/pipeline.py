@@ -45,7 +45,8 @@ class ReconstructConfig:
     init: str = "auto"
     """Initial points: auto (SfM points; else SIFT triangulation with the known poses; else the visual hull when
     the photos carry masks (Blender alpha); else random), sfm, hull, triangulate, random, dense (sparse points
-    + rectified SGBM stereo between neighbouring views)."""
+    + rectified SGBM stereo between neighbouring views), mono-depth (sparse points + the --depth-model's
+    monocular depth aligned to them per view; needs its weights)."""
     poses: Literal["auto", "known", "estimate"] = "auto"
     """Camera poses: auto (the scene's, estimated for photos without poses), known, or estimate (ignore the
     scene's poses and estimate them from the training views; test views are then aligned for evaluation)."""
@@ -77,7 +78,7 @@ class ReconstructConfig:
     """Sparse-view priors, combinable: depth (monocular depth losses), repair (per-scene repair network and
     pseudo views; no downloads), diffusion (single-step diffusion repair of pseudo views)."""
     depth_model: str = "depth-anything/Depth-Anything-V2-Small-hf"
-    """--prior depth: a transformers depth-estimation model, local folder or hub id."""
+    """--prior depth and --init mono-depth: a transformers depth-estimation model, local folder or hub id."""
     diffusion_model: str = "stabilityai/sd-turbo"
     """--prior diffusion: a diffusers image-to-image pipeline, local folder or hub id."""
     priors: PriorSettings = field(default_factory=PriorSettings)
@@ -197,7 +198,8 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     log(scene.summary())
     scene, posed = pose_stage.estimate_if_needed(cfg, scene, log)
     train_ids, test_ids = scene.train_ids, scene.test_ids
-    init = initial_points(scene, train_ids, method=cfg.init, seed=cfg.train.seed)
+    init = initial_points(scene, train_ids, method=cfg.init, seed=cfg.train.seed,
+                          options={"depth_model": cfg.depth_model, "device": str(device), "cache_dir": out / "depth"})
     log(f"initial points: {len(init.points)} ({init.method_used}){' - ' + init.message if init.message else ''}")
     norm = normalize_scene(scene.cameras[train_ids], init.points)
     cams_norm = norm.apply_cameras(scene.cameras).to(device=device)
