@@ -14,7 +14,6 @@ the same decisions as the C++ code); the lines are then differentiable functions
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -190,55 +189,12 @@ def rasterize_convexes(means2d, lines, nedges, sharp, colors, opacities, depths,
                        tile_size=16, max_elements: int = 1 << 22):
     """Composite projected convexes into feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max weights
     (C,N). Tiles are processed in chunks padded to the chunk's longest list (about ``max_elements`` samples)."""
-    from .torch_backend import _composite, intersect_tiles  # here: torch_backend re-exports this module
+    from .torch_tiles import composite_tiles
 
-    C, N = means2d.shape[:2]
-    ts = tile_size
-    tiles_x, tiles_y = math.ceil(width / ts), math.ceil(height / ts)
-    dev, dt = means2d.device, means2d.dtype
-    iy, ix = torch.meshgrid(torch.arange(ts, device=dev), torch.arange(ts, device=dev), indexing="ij")
-    local_xy = torch.stack([ix.reshape(-1), iy.reshape(-1)], -1).to(dt) + 0.5
-    feats_all, alphas_all, maxw_all = [], [], []
-    for cam in range(C):
-        tile_ids, prim_ids = intersect_tiles(means2d[cam], radii[cam], depths[cam], width, height, ts)
-        counts = torch.bincount(tile_ids, minlength=tiles_x * tiles_y)
-        starts = torch.cumsum(counts, 0) - counts
-        feat_tiles = torch.zeros(tiles_x * tiles_y, ts * ts, 4, dtype=dt, device=dev)
-        alpha_tiles = torch.zeros(tiles_x * tiles_y, ts * ts, dtype=dt, device=dev)
-        maxw = torch.zeros(N, dtype=dt, device=dev)
-        cam_feats = torch.cat([colors[cam], depths[cam, :, None]], dim=-1)
-        nonempty = (counts > 0).nonzero()[:, 0]
-        nonempty = nonempty[torch.sort(counts[nonempty], stable=True).indices]
-        i = 0
-        while i < len(nonempty):
-            j, longest = i, 0
-            while j < len(nonempty):
-                longest_j = max(longest, int(counts[nonempty[j]]))
-                if j > i and (j - i + 1) * ts * ts * longest_j > max_elements:
-                    break
-                longest, j = longest_j, j + 1
-            tiles = nonempty[i:j]
-            slot = torch.arange(longest, device=dev)
-            valid = slot[None] < counts[tiles, None]
-            gidx = prim_ids[(starts[tiles, None] + slot[None]).clamp(max=max(len(prim_ids) - 1, 0))]
-            gidx = torch.where(valid, gidx, torch.zeros_like(gidx))
-            origin = torch.stack([tiles % tiles_x, tiles // tiles_x], -1).to(dt) * ts
-            pix = origin[:, None, :] + local_xy[None]  # (B,P,2)
-            d = pix[:, :, None, :] - means2d[cam][gidx][:, None, :, :]  # (B,P,L,2)
-            alpha = convex_alpha(d, lines[cam][gidx][:, None], nedges[cam][gidx][:, None], sharp[cam][gidx][:, None],
-                                 opacities[cam][gidx][:, None])
-            alpha = torch.where(valid[:, None], alpha, torch.zeros_like(alpha))
-            f, a, w = _composite(alpha, cam_feats[gidx][:, None].expand(-1, ts * ts, -1, -1))
-            feat_tiles = feat_tiles.index_put((tiles,), f)
-            alpha_tiles = alpha_tiles.index_put((tiles,), a)
-            with torch.no_grad():  # pixels of edge tiles beyond the image do not count
-                inside = (pix[..., 0] < width) & (pix[..., 1] < height)  # (B,P)
-                wmax = (w.detach() * inside[..., None]).amax(dim=1)
-                maxw.scatter_reduce_(0, gidx[valid], wmax[valid], reduce="amax")
-            i = j
-        feat_img = feat_tiles.reshape(tiles_y, tiles_x, ts, ts, 4).permute(0, 2, 1, 3, 4)
-        feats_all.append(feat_img.reshape(tiles_y * ts, tiles_x * ts, 4)[:height, :width])
-        alpha_img = alpha_tiles.reshape(tiles_y, tiles_x, ts, ts).permute(0, 2, 1, 3)
-        alphas_all.append(alpha_img.reshape(tiles_y * ts, tiles_x * ts)[:height, :width, None])
-        maxw_all.append(maxw)
-    return torch.stack(feats_all), torch.stack(alphas_all), torch.stack(maxw_all)
+    def alpha_fn(cam, gidx, pix, valid):
+        d = pix[:, :, None, :] - means2d[cam][gidx][:, None, :, :]  # (B,P,L,2)
+        alpha = convex_alpha(d, lines[cam][gidx][:, None], nedges[cam][gidx][:, None], sharp[cam][gidx][:, None],
+                             opacities[cam][gidx][:, None])
+        return torch.where(valid[:, None], alpha, torch.zeros_like(alpha))
+
+    return composite_tiles(means2d, radii, depths, colors, width, height, alpha_fn, tile_size, max_elements)

@@ -20,11 +20,10 @@ triangle shrunk about its incentre by (1 - t); its bounding box (plus a rounding
 
 from __future__ import annotations
 
-import math
 
 import torch
 
-from .torch_backend import ALPHA_MAX, ALPHA_MIN, _composite, intersect_tiles
+from .torch_tiles import ALPHA_MAX, ALPHA_MIN, composite_tiles
 from .types import TriangleProjection
 
 COS_MIN = 1e-3  # triangles seen closer to edge-on than this are culled
@@ -112,61 +111,22 @@ def rasterize_triangles(verts2d, sigmas, colors, opacities, depths, bounds, radi
     verts2d (C,N,3,2), sigmas (C,N), colors (C,N,3), opacities (C,N), depths (C,N), bounds (C,N,4)
     [xmin, ymin, xmax, ymax] pixels, radii (C,N,2) (0 = culled).
     """
-    C, N = verts2d.shape[:2]
-    ts = tile_size
-    tiles_x, tiles_y = math.ceil(width / ts), math.ceil(height / ts)
     dev, dt = verts2d.device, verts2d.dtype
-    iy, ix = torch.meshgrid(torch.arange(ts, device=dev), torch.arange(ts, device=dev), indexing="ij")
-    local_xy = torch.stack([ix.reshape(-1), iy.reshape(-1)], -1).to(dt) + 0.5
     vis = (radii > 0).all(-1)
     unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=dt, device=dev)
     s, ge, _, _ = triangle_setup(torch.where(vis[..., None, None], verts2d, unit))  # culled: finite dummies
     centre = 0.5 * (bounds[..., :2] + bounds[..., 2:])
     half = torch.ceil(0.5 * (bounds[..., 2:] - bounds[..., :2])).to(torch.int32) + 1
     half = half * vis[..., None]
-    feats_all, alphas_all, maxw_all = [], [], []
-    for cam in range(C):
-        tile_ids, prim_ids = intersect_tiles(centre[cam], half[cam], depths[cam], width, height, ts)
-        counts = torch.bincount(tile_ids, minlength=tiles_x * tiles_y)
-        starts = torch.cumsum(counts, 0) - counts
-        feat_tiles = torch.zeros(tiles_x * tiles_y, ts * ts, 4, dtype=dt, device=dev)
-        alpha_tiles = torch.zeros(tiles_x * tiles_y, ts * ts, dtype=dt, device=dev)
-        maxw = torch.zeros(N, dtype=dt, device=dev)
-        cam_feats = torch.cat([colors[cam], depths[cam, :, None]], dim=-1)
-        nonempty = (counts > 0).nonzero()[:, 0]
-        nonempty = nonempty[torch.sort(counts[nonempty], stable=True).indices]
-        i = 0
-        while i < len(nonempty):
-            j, longest = i, 0
-            while j < len(nonempty):
-                longest_j = max(longest, int(counts[nonempty[j]]))
-                if j > i and (j - i + 1) * ts * ts * longest_j > max_elements:
-                    break
-                longest, j = longest_j, j + 1
-            tiles = nonempty[i:j]
-            slot = torch.arange(longest, device=dev)
-            valid = slot[None] < counts[tiles, None]
-            gidx = prim_ids[(starts[tiles, None] + slot[None]).clamp(max=max(len(prim_ids) - 1, 0))]
-            gidx = torch.where(valid, gidx, torch.zeros_like(gidx))
-            origin = torch.stack([tiles % tiles_x, tiles // tiles_x], -1).to(dt) * ts
-            pix = (origin[:, None, :] + local_xy[None])[:, :, None, :]  # (B,P,1,2)
-            q = window_q(pix, s[cam][gidx][:, None], ge[cam][gidx][:, None])  # (B,P,L)
-            in_image = (pix[..., 0] < width) & (pix[..., 1] < height)  # (B,P,1): edge tiles overhang the image
-            inside = (q > 0) & valid[:, None] & in_image
-            qs = torch.where(inside, q, torch.ones_like(q))
-            # exp(sigma log q) rather than q ** sigma: a zero incoming gradient stays zero near the edges
-            K = torch.where(inside, torch.exp(sigmas[cam][gidx][:, None] * torch.log(qs)), torch.zeros_like(q))
-            alpha = torch.clamp(opacities[cam][gidx][:, None] * K, max=ALPHA_MAX)
-            f, a, w = _composite(alpha, cam_feats[gidx][:, None].expand(-1, ts * ts, -1, -1))
-            feat_tiles = feat_tiles.index_put((tiles,), f)
-            alpha_tiles = alpha_tiles.index_put((tiles,), a)
-            with torch.no_grad():
-                wmax = w.detach().amax(dim=1)
-                maxw.scatter_reduce_(0, gidx[valid], wmax[valid], reduce="amax")
-            i = j
-        feat_img = feat_tiles.reshape(tiles_y, tiles_x, ts, ts, 4).permute(0, 2, 1, 3, 4)
-        feats_all.append(feat_img.reshape(tiles_y * ts, tiles_x * ts, 4)[:height, :width])
-        alpha_img = alpha_tiles.reshape(tiles_y, tiles_x, ts, ts).permute(0, 2, 1, 3)
-        alphas_all.append(alpha_img.reshape(tiles_y * ts, tiles_x * ts)[:height, :width, None])
-        maxw_all.append(maxw)
-    return torch.stack(feats_all), torch.stack(alphas_all), torch.stack(maxw_all)
+
+    def alpha_fn(cam, gidx, pix, valid):
+        pix = pix[:, :, None, :]  # (B,P,1,2)
+        q = window_q(pix, s[cam][gidx][:, None], ge[cam][gidx][:, None])  # (B,P,L)
+        in_image = (pix[..., 0] < width) & (pix[..., 1] < height)  # (B,P,1): edge tiles overhang the image
+        inside = (q > 0) & valid[:, None] & in_image
+        qs = torch.where(inside, q, torch.ones_like(q))
+        # exp(sigma log q) rather than q ** sigma: a zero incoming gradient stays zero near the edges
+        K = torch.where(inside, torch.exp(sigmas[cam][gidx][:, None] * torch.log(qs)), torch.zeros_like(q))
+        return torch.clamp(opacities[cam][gidx][:, None] * K, max=ALPHA_MAX)
+
+    return composite_tiles(centre, half, depths, colors, width, height, alpha_fn, tile_size, max_elements)
