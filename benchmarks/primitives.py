@@ -27,29 +27,16 @@ import torch
 from .sparse_views import RESULTS, SCENES, data_root, run_one
 
 
-def load_scene_file(primitive: str, path: Path):
-    if primitive == "triangle":
-        from sparsesplat.rasterizer.triangle_io import load_triangles_ply
-
-        return load_triangles_ply(path).activated()
-    if primitive == "convex":
-        from sparsesplat.rasterizer.ply_convexes import load_convexes_ply
-
-        return load_convexes_ply(path)
-    from sparsesplat.rasterizer.ply import load_gaussians_ply
-
-    return load_gaussians_ply(path)
-
-
 def render_ms(primitive: str, run: Path, scene: str, backend: str = "cpu") -> float:
     """Median milliseconds per test view to render the exported scene."""
     from sparsesplat.rasterizer import render
+    from sparsesplat.rasterizer.scene_io import read_scene_ply
     from sparsesplat.recon.pipeline import ReconstructConfig, load_scene
 
     rel, protocol = SCENES[scene]
     # the protocol's published resolution, exactly as training and evaluation load it
     data = load_scene(ReconstructConfig(data=data_root() / rel, out=run, protocol=protocol))
-    prims = load_scene_file(primitive, run / "scene.ply")
+    prims = read_scene_ply(run / "scene.ply", primitive)
     cams = data.cameras[data.test_ids]
     with torch.no_grad():
         render(prims, cams[0], backend=backend, render_mode="RGB")

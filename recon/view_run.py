@@ -18,27 +18,10 @@ import yaml
 from PIL import Image
 
 from sparsesplat.rasterizer import Cameras
-from sparsesplat.rasterizer.ply import load_gaussians_ply
+from sparsesplat.rasterizer.scene_io import SCENE_READERS, read_scene_ply
 from sparsesplat.viewer.scene import ViewerScene, make_thumbnail
 
 THUMB = 128  # longer side of frustum thumbnails, pixels
-# scene.ply readers per primitive kind (config.yaml's `primitive`); other kinds add theirs here
-def _read_triangles(path):
-    from sparsesplat.rasterizer.triangle_io import load_triangles_ply
-
-    return load_triangles_ply(path).activated()
-
-
-def _read_convexes(path):
-    from sparsesplat.rasterizer.ply_convexes import load_convexes_ply
-
-    return load_convexes_ply(path)
-
-
-# scene.ply reader per primitive kind (config.yaml's `primitive`)
-SCENE_READERS = {"gaussian": load_gaussians_ply, "triangle": _read_triangles, "convex": _read_convexes}
-
-
 def read_cameras_json(path: Path) -> tuple[list[str], Cameras]:
     """Names and ``Cameras`` (user frame) of a run's cameras.json; cameras of other sizes than the first are
     scaled to its size (frusta only need the shape)."""
@@ -136,7 +119,7 @@ def load_run_for_viewer(run) -> ViewerScene:
     if kind not in SCENE_READERS:
         raise ValueError(f"{ply} holds {kind} primitives, which `sparsesplat view` cannot read yet "
                          f"(it reads {', '.join(SCENE_READERS)})")
-    prims = SCENE_READERS[kind](ply)
+    prims = read_scene_ply(ply, kind)
     names, cams = read_cameras_json(run / "cameras.json") if (run / "cameras.json").is_file() else ([], None)
     points, colors = read_colmap_points(run / "sparse" / "0")
     background = (1.0, 1.0, 1.0) if listing is not None and listing.white_background else (0.0, 0.0, 0.0)

@@ -1,0 +1,46 @@
+"""Read a trained ``scene.ply`` of any primitive kind into primitives ``render()`` takes.
+
+    prims = read_scene_ply(run / "scene.ply", kind="triangle")   # kind: config.yaml's `primitive`
+
+Each kind has its own PLY layout (``ply``: the standard 3DGS layout; ``triangle_io``; ``ply_convexes``);
+a new kind registers its reader with ``register_scene_reader``. The viewer and the benchmarks read through here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+
+def _gaussians(path):
+    from .ply import load_gaussians_ply
+
+    return load_gaussians_ply(path)
+
+
+def _triangles(path):
+    from .triangle_io import load_triangles_ply
+
+    return load_triangles_ply(path).activated()
+
+
+def _convexes(path):
+    from .ply_convexes import load_convexes_ply
+
+    return load_convexes_ply(path)
+
+
+SCENE_READERS: dict[str, Callable] = {"gaussian": _gaussians, "triangle": _triangles, "convex": _convexes}
+
+
+def register_scene_reader(kind: str, reader: Callable) -> None:
+    """Make ``read_scene_ply(path, kind)`` call ``reader(path) -> primitives`` (activated, render-ready)."""
+    SCENE_READERS[kind] = reader
+
+
+def read_scene_ply(path, kind: str = "gaussian"):
+    """The render-ready primitives stored in ``path`` by a run of primitive ``kind``."""
+    if kind not in SCENE_READERS:
+        raise ValueError(f"{path} holds {kind} primitives, which cannot be read here "
+                         f"(readers exist for: {', '.join(SCENE_READERS)})")
+    return SCENE_READERS[kind](Path(path))
