@@ -61,8 +61,11 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     rel, protocol = SCENES[scene]
     out = RESULTS / "runs" / f"{args.out}_{scene}_s{seed}" if prior == "none" else \
         RESULTS / "runs" / f"{args.out}_{scene}_s{seed}_{prior}"
-    train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy, dropout=args.dropout,
-                        binocular_weight=args.binocular, opacity_decay=args.opacity_decay)
+    train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy)
+    for name, value in (("dropout", args.dropout), ("binocular_weight", args.binocular),
+                        ("opacity_decay", args.opacity_decay)):
+        if value is not None:  # else the CLI's default
+            setattr(train, name, value)
     if args.iters:
         train.iters = args.iters
     if args.cap:  # matched primitive budgets across kinds
@@ -84,6 +87,13 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     m.pop("per_view", None)
     m.pop("prior", None)
     return {"scene": scene, "protocol": protocol, "seed": seed, "prior": prior, **m}
+
+
+def _setting(value, field: str):
+    """What a run used: the flag's value, else the CLI's default."""
+    from sparsesplat.recon.trainer import TrainConfig
+
+    return value if value is not None else getattr(TrainConfig(), field)
 
 
 def _limit_threads(n: int) -> None:
@@ -140,9 +150,9 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--iters", type=int, default=None, help="training steps (default: the CLI's default)")
     ap.add_argument("--strategy", default="default", choices=["default", "mcmc"])
-    ap.add_argument("--dropout", type=float, default=0.2)
-    ap.add_argument("--binocular", type=float, default=0.0, help="binocular consistency weight")
-    ap.add_argument("--opacity-decay", type=float, default=0.0)
+    ap.add_argument("--dropout", type=float, default=None, help="DropGaussian rate (default: the CLI's)")
+    ap.add_argument("--binocular", type=float, default=None, help="binocular consistency weight (default: the CLI's)")
+    ap.add_argument("--opacity-decay", type=float, default=None, help="default: the CLI's")
     ap.add_argument("--init", default="auto")
     ap.add_argument("--primitive", default="gaussian", help="gaussian, triangle or convex")
     ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians, triangles, convexes)")
@@ -173,8 +183,10 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
-            "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, dropout={args.dropout}, "
-                        f"binocular={args.binocular}, opacity_decay={args.opacity_decay}, init={args.init}, poses={args.poses}, "
+            "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, "
+                        f"dropout={_setting(args.dropout, 'dropout')}, "
+                        f"binocular={_setting(args.binocular, 'binocular_weight')}, "
+                        f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"}
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")

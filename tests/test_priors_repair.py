@@ -141,3 +141,20 @@ def test_diffusion_repairer_missing_model_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="could not load the diffusion model"):
         DiffusionRepairer(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4])
+def test_unet_starts_as_identity_and_sees_farther_with_more_levels(levels):
+    from sparsesplat.priors.repair.scene import UNet
+
+    torch.manual_seed(0)
+    net = UNet(width=4, levels=levels)
+    x = torch.rand(1, 3, 37, 53)
+    assert torch.equal(net(x), x)  # the last layer starts at zero: any size, exactly the input
+    # receptive field: how far from a pixel an input change reaches it (with the last layer made non-zero)
+    torch.nn.init.normal_(net.out.weight)
+    x = torch.zeros(1, 3, 128, 128, requires_grad=True)
+    net(x)[0, 0, 64, 64].backward()
+    ys, xs = torch.nonzero(x.grad[0].abs().sum(0) > 0, as_tuple=True)
+    reach = int(max(64 - ys.min(), ys.max() - 64, 64 - xs.min(), xs.max() - 64))
+    assert reach >= {2: 10, 3: 26, 4: 54}[levels]  # measured exactly these: ~2x per level
