@@ -248,6 +248,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "order": list(self._order),
             "lrs": self.model.lrs,
+            # pose corrections (``camera_hook``), so a resumed run keeps the cameras it had refined
+            "camera_hook": self.camera_hook.state_dict() if hasattr(self.camera_hook, "state_dict") else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -258,6 +260,9 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self._order = list(state["order"])
+        hook_state = state.get("camera_hook")
+        if hook_state is not None and hasattr(self.camera_hook, "load_state_dict"):
+            self.camera_hook.load_state_dict(hook_state)
 
 
 def save_checkpoint(trainer: Trainer, path: Path) -> None:

@@ -76,3 +76,22 @@ def test_reconstruct_photos_without_cameras_estimates_and_refines_poses(photos, 
     assert pose_errors(refined, s.cameras.viewmats.numpy())["median_rotation_deg"] < 1.0
     assert not np.allclose(refined, given)
     assert (out / "scene.ply").exists() and (out / "sparse/0/points3D.txt").exists()
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_pose_estimate_and_the_refined_poses(photos, tmp_path, capsys):
+    import torch
+
+    folder, _ = photos
+    out = tmp_path / "run"
+    args = ["reconstruct", str(folder), "-o", str(out), "--init", "sfm", "--pose-refine-start", "5",
+            "--checkpoint-every", "0", "--sh-degree", "0"]
+    assert main([*args, "--iters", "20"]) == 0
+    ckpt = torch.load(out / "checkpoints" / "step_000020.pt", weights_only=False)
+    assert ckpt["camera_hook"]["steps"] == 20 and ckpt["camera_hook"]["rot"].abs().sum() > 0
+    capsys.readouterr()
+    assert main([*args, "--iters", "30", "--resume"]) == 0
+    said = "".join(capsys.readouterr())
+    assert "reusing the estimate" in said and "resumed from" in said
+    ckpt2 = torch.load(out / "checkpoints" / "step_000030.pt", weights_only=False)
+    assert ckpt2["camera_hook"]["steps"] == 30

@@ -94,3 +94,24 @@ def test_refiner_moves_only_after_start_and_only_views_it_saw():
     moved = ref.delta.detach().abs().sum(dim=1)
     assert moved[1] > 0 and moved[0] == 0 and moved[2] == 0
     assert torch.allclose(ref.cameras(cam).viewmats[0], cam.viewmats[0])
+
+
+def test_refiner_state_round_trip_continues_exactly():
+    cam = make_cameras(3, 32, 24, "orbit").to(dtype=torch.float32)
+    g = _scene(100, torch.float32)
+
+    def step(ref, v):
+        out = render(g, ref.camera(cam, v), backend="torch", render_mode="RGB")
+        out.colors.mean().backward()
+        ref.step()
+
+    a = PoseRefiner(3, lr_rot=1e-2, lr_trans=1e-2)
+    for v in (0, 1):
+        step(a, v)
+    b = PoseRefiner(3, lr_rot=1e-2, lr_trans=1e-2)
+    b.load_state_dict(a.state_dict())
+    assert b.steps == 2 and torch.equal(b.delta, a.delta) and a.delta.abs().sum() > 0
+    step(a, 1), step(b, 1)  # Adam's moments came along: the next step is the same
+    assert torch.equal(b.delta, a.delta)
+    with pytest.raises(ValueError, match="views"):
+        PoseRefiner(4).load_state_dict(a.state_dict())

@@ -12,6 +12,7 @@ estimated poses would otherwise mostly measure the pose error.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import torch
@@ -79,6 +80,21 @@ class PoseRefiner:
         if self.rot.grad is not None or self.trans.grad is not None:
             self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: the corrections, the optimizer's moments and the step count."""
+        return {"rot": self.rot.detach().clone(), "trans": self.trans.detach().clone(), "steps": self.steps,
+                "opt": copy.deepcopy(self.opt.state_dict())}  # a copy: the live moments change every step
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["rot"].shape != self.rot.shape:
+            raise ValueError(f"the checkpoint has pose corrections for {len(state['rot'])} views, this run has "
+                             f"{len(self.rot)}")
+        with torch.no_grad():
+            self.rot.copy_(state["rot"])
+            self.trans.copy_(state["trans"])
+        self.steps = int(state["steps"])
+        self.opt.load_state_dict(state["opt"])
 
     def cameras(self, cams: Cameras) -> Cameras:
         """All cameras with their corrections (detached)."""

@@ -56,13 +56,18 @@ def _cameras(V: np.ndarray, K: np.ndarray, like: Cameras) -> Cameras:
                    like.width, like.height)
 
 
-def pose_scene(scene: SceneData, cfg: PoseConfig | None = None, log: Callable[[str], None] = print) -> PosedScene:
-    """Estimate the training views' poses and return the scene re-expressed in the estimated frame."""
+def pose_scene(scene: SceneData, cfg: PoseConfig | None = None, log: Callable[[str], None] = print,
+               estimate: PoseEstimate | None = None) -> PosedScene:
+    """Estimate the training views' poses and return the scene re-expressed in the estimated frame
+    (``estimate``: a previous estimate of the same views to reuse, e.g. when a run resumes)."""
     train = list(scene.train_ids)
-    images = scene.images[train].numpy()
-    Ks = scene.cameras.Ks[train].double().numpy()
     names = [scene.names[i] for i in train]
-    est = estimate_poses(images, Ks, names, scene.focal_is_guess, cfg, log=log)
+    if estimate is None:
+        images = scene.images[train].numpy()
+        Ks = scene.cameras.Ks[train].double().numpy()
+        est = estimate_poses(images, Ks, names, scene.focal_is_guess, cfg, log=log)
+    else:
+        est = estimate
     log(est.message(names))
     reg = [train[k] for k in est.registered]
     keep = reg + list(scene.test_ids)

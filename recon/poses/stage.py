@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from sparsesplat.rasterizer import Cameras
+from sparsesplat.rasterizer.fileio import atomic_path
 
 from .refine import PoseRefiner, align_test_pose
 from .scene_poses import PosedScene, pose_scene
@@ -22,11 +24,33 @@ def wants_estimate(cfg, scene) -> bool:
     return cfg.poses == "estimate" or (cfg.poses == "auto" and not scene.poses_known)
 
 
+ESTIMATE_FILE = "checkpoints/poses_estimate.pt"  # in the run folder: a resumed run reuses the same frame
+
+
 def estimate_if_needed(cfg, scene, log: Callable[[str], None]):
-    """(scene, PosedScene or None): the scene with estimated training cameras when asked or needed."""
+    """(scene, PosedScene or None): the scene with estimated training cameras when asked or needed.
+
+    The estimate is saved in the run folder; ``--resume`` reuses it, since the checkpoints live in its frame
+    (a new estimate could differ by a similarity)."""
     if not wants_estimate(cfg, scene):
         return scene, None
-    posed = pose_scene(scene, log=log)
+    cache = Path(cfg.out) / ESTIMATE_FILE
+    previous = None
+    if cfg.resume and cache.is_file():
+        try:
+            saved = torch.load(cache, map_location="cpu", weights_only=False)
+            if saved["names"] == [scene.names[i] for i in scene.train_ids]:
+                previous = saved["estimate"]
+                log(f"poses: reusing the estimate saved in {cache}")
+            else:
+                log(f"poses: {cache} is for other photos; estimating again")
+        except Exception as e:  # an unreadable cache costs a re-estimate, never the run
+            log(f"poses: could not read {cache} ({e}); estimating again")
+    posed = pose_scene(scene, log=log, estimate=previous)
+    if previous is None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            torch.save({"names": [scene.names[i] for i in scene.train_ids], "estimate": posed.estimate}, tmp)
     if posed.errors is not None:
         e = posed.errors
         log(f"estimated vs given poses (Sim(3)-aligned): median rotation {e['median_rotation_deg']:.2f} deg, "
