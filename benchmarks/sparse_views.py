@@ -140,7 +140,14 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
             )
         for name, p in PUBLISHED.get(protocol, []):
             lines.append(f"| {name} — published, all-scene mean | {p:.2f} | | | | | |")
+        if seeds > 1:
+            per_seed = ", ".join(f"seed {r['seed']}{'' if r.get('prior', 'none') == 'none' else ' ' + r['prior']}: "
+                                 f"{r['psnr']:.2f} / {r['ssim']:.3f}" for r in rs)
+            lines += ["", f"Per seed (PSNR / SSIM): {per_seed}."]
         lines.append("")
+    if meta.get("included"):
+        lines += ["Rows taken from earlier runs with the same settings (their own tables give their commands): "
+                  + ", ".join(f"`{f}`" for f in meta["included"]) + ".", ""]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -166,6 +173,9 @@ def main() -> None:
     ap.add_argument("--loo-steps", type=int, default=None, help="--prior repair: steps of each leave-one-out run")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (threads split between them)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
+    ap.add_argument("--include", nargs="*", default=[],
+                    help="earlier result stems (benchmarks/results/<stem>.json) whose rows join this table, e.g. "
+                         "seeds run before with the same settings")
     args = ap.parse_args()
     if not data_root().is_dir():
         sys.exit(f"scenes not found in {data_root()}; set SPARSESPLAT_DATA to the folder holding llff/ and nerf_synthetic/")
@@ -188,6 +198,11 @@ def main() -> None:
                         f"binocular={_setting(args.binocular, 'binocular_weight')}, "
                         f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"}
+    for stem in args.include:
+        earlier = json.loads((RESULTS / f"{stem}.json").read_text())
+        rows += [r for r in earlier["rows"] if r["scene"] in args.scenes]
+        meta.setdefault("included", []).append(f"{stem}.json ({earlier['meta']['settings']})")
+    rows.sort(key=lambda r: (list(SCENES).index(r["scene"]), r.get("prior", "none") != "none", r["seed"]))
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
 

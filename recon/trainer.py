@@ -53,14 +53,15 @@ class TrainConfig:
     init_opacity: float = 0.1
     dropout: float = 0.2
     """DropGaussian: the fraction of primitives dropped per step rises linearly to this (0 disables)."""
-    binocular_weight: float = 0.0
+    binocular_weight: float = 0.3
     """Binocular consistency: weight of the loss between a training photo and the render of a sideways-shifted
-    camera warped back with the rendered depth (0 disables)."""
+    camera warped back with the rendered depth (0 disables). Default by measurement, with opacity_decay 0.002:
+    +0.89 dB on fern llff3 (19.95 vs 19.06) and +0.85 dB on lego blender8 (22.16 vs 21.31), 3000 steps."""
     binocular_baseline: float = 0.2
     """Largest sideways shift of the virtual camera, as a fraction of the scene scale."""
     binocular_start: float = 0.2
     """Start binocular consistency after this fraction of the steps (depth is meaningless at first)."""
-    opacity_decay: float = 0.0
+    opacity_decay: float = 0.002
     """Multiply opacities by (1 - opacity_decay) every step while densifying (0 disables)."""
     random_background: bool = False
     """Composite on a random colour each step (for scenes with masks / transparent backgrounds)."""
