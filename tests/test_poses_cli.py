@@ -95,3 +95,20 @@ def test_resume_reuses_the_pose_estimate_and_the_refined_poses(photos, tmp_path,
     assert "reusing the estimate" in said and "resumed from" in said
     ckpt2 = torch.load(out / "checkpoints" / "step_000030.pt", weights_only=False)
     assert ckpt2["camera_hook"]["steps"] == 30
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_poses_command_with_a_depth_model_adds_aligned_points(photos, tmp_path):
+    pytest.importorskip("transformers")
+    from plyfile import PlyData
+
+    from sparsesplat.priors.testing import make_tiny_dpt
+
+    folder, _ = photos
+    model = make_tiny_dpt(tmp_path / "dpt")
+    out = tmp_path / "poses"
+    assert main(["poses", str(folder), "-o", str(out), "--depth-model", str(model)]) == 0
+    report = json.loads((out / "poses.json").read_text())
+    n_ply = len(PlyData.read(str(out / "points.ply"))["vertex"])
+    assert n_ply == report["points"] > 2 * report["sparse_points"]
+    assert len(list((out / "depth").glob("*.npy"))) == 5

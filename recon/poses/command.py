@@ -34,6 +34,9 @@ class PosesCommand:
     """Estimate from the training views of a sparse-view protocol only (e.g. llff3, blender8)."""
     dense: bool = True
     """Add rectified-stereo points to points.ply (slower; the sparse points alone are few at 3 views)."""
+    depth_model: Optional[str] = None
+    """Add monocular-depth points instead, from this transformers depth model (local folder or hub id),
+    aligned per view to the sparse points (what ``reconstruct --init mono-depth`` does)."""
     overwrite: bool = False
 
     def run(self) -> int:
@@ -57,7 +60,13 @@ class PosesCommand:
         posed = pose_scene(scene, log=print)
         s = posed.scene
         pts, cols = s.points, s.point_colors
-        if self.dense:
+        if self.depth_model:
+            from .learned_init import mono_depth_points
+
+            pts, cols, st = mono_depth_points(s, s.train_ids, self.depth_model, cache_dir=self.out / "depth")
+            print(f"monocular-depth initialization: {st['sparse']} sparse + {len(pts) - st['sparse']} points from "
+                  f"{st['views_aligned']}/{st['views']} aligned views")
+        elif self.dense:
             pts, cols = dense_initializer(s, s.train_ids)
             print(f"dense initialization: {LAST_STATS.get('sparse', 0)} sparse + {LAST_STATS.get('dense', 0)} "
                   f"stereo points")
