@@ -1,0 +1,301 @@
+// CPU tile machinery shared by every primitive kind (Gaussians, triangles, convexes): the binning of
+// (camera, primitive) entries into per-tile front-to-back lists, the per-row compositing loops (forward
+// and reverse) over column spans, the deterministic per-pair gradient reduction, and a relaxed atomic max.
+//
+// Only the kind-specific parts are passed in (as functors / a small "view" type): an entry's tile
+// rectangle and sort depth for the binning, and its per-pixel sample and sample backward for compositing.
+// The math itself lives in ../gaussian.h, ../triangle.h and ../convex.h.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../common.h"
+
+namespace sparsesplat {
+
+// Atomic max for non-negative values via compare-and-swap.
+template <typename T>
+inline void atomic_max(T* dst, T v) {
+    T cur;
+    __atomic_load(dst, &cur, __ATOMIC_RELAXED);
+    while (v > cur) {
+        if (__atomic_compare_exchange(dst, &cur, &v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+    }
+}
+
+// Per-tile lists of one render: tile t (= camera * tiles_x * tiles_y + row * tiles_x + column) holds
+// ids[offsets[t] .. offsets[t+1]), primitive indices within their camera, front to back.
+struct Binning {
+    int tiles_x, tiles_y;
+    std::vector<int64_t> offsets;  // C * tiles + 1
+    std::vector<int32_t> ids;
+};
+
+// Bins C*N entries (entry idx = camera * N + primitive) into per-tile lists:
+// tile rectangles per entry -> (tile, primitive) pairs in entry order -> counting sort by tile (stable) ->
+// each tile's list sorted by (depth, index), so ties are deterministic.
+//   rect_of(idx, x0, x1, y0, y1) -> bool: the half-open tile ranges [x0,x1) x [y0,y1) of entry idx; false
+//     (or an empty range) when it is culled. Called once per entry, possibly from several threads.
+//   depth_of(idx) -> scalar: the sort key of entry idx.
+template <typename RectOf, typename DepthOf>
+Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, DepthOf depth_of) {
+    Binning b;
+    b.tiles_x = (W + tile - 1) / tile;
+    b.tiles_y = (H + tile - 1) / tile;
+    const int64_t TT = int64_t(b.tiles_x) * b.tiles_y;
+    // 1. tile rectangles and pair counts per entry
+    std::vector<int32_t> rect(4 * C * N, 0);
+    std::vector<int64_t> pair_off(C * N + 1, 0);
+#pragma omp parallel for schedule(static)
+    for (int64_t idx = 0; idx < C * N; ++idx) {
+        int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
+        if (!rect_of(idx, x0, x1, y0, y1) || x1 < x0 || y1 < y0) x0 = x1 = y0 = y1 = 0;
+        int32_t* rc = rect.data() + 4 * idx;
+        rc[0] = x0, rc[1] = x1, rc[2] = y0, rc[3] = y1;
+        pair_off[idx + 1] = int64_t(x1 - x0) * (y1 - y0);
+    }
+    for (int64_t i = 0; i < C * N; ++i) pair_off[i + 1] += pair_off[i];
+    const int64_t P = pair_off[C * N];
+    // 2. pairs (global tile key, primitive) in entry order
+    std::vector<int64_t> pair_tile(P);
+    std::vector<int32_t> pair_id(P);
+#pragma omp parallel for schedule(dynamic, 256)
+    for (int64_t idx = 0; idx < C * N; ++idx) {
+        const int32_t* rc = rect.data() + 4 * idx;
+        int64_t k = pair_off[idx];
+        const int64_t base = (idx / N) * TT;
+        for (int y = rc[2]; y < rc[3]; ++y)
+            for (int x = rc[0]; x < rc[1]; ++x, ++k) {
+                pair_tile[k] = base + int64_t(y) * b.tiles_x + x;
+                pair_id[k] = int32_t(idx % N);
+            }
+    }
+    // 3. counting sort by tile (stable: entry order within a tile)
+    b.offsets.assign(C * TT + 1, 0);
+    for (int64_t k = 0; k < P; ++k) ++b.offsets[pair_tile[k] + 1];
+    for (int64_t t = 0; t < C * TT; ++t) b.offsets[t + 1] += b.offsets[t];
+    b.ids.resize(P);
+    {
+        std::vector<int64_t> cursor(b.offsets.begin(), b.offsets.end() - 1);
+        for (int64_t k = 0; k < P; ++k) b.ids[cursor[pair_tile[k]]++] = pair_id[k];
+    }
+    // 4. each tile front to back: (depth, index)
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t t = 0; t < C * TT; ++t) {
+        const int64_t cam_off = (t / TT) * N;
+        std::sort(b.ids.begin() + b.offsets[t], b.ids.begin() + b.offsets[t + 1], [&](int32_t i, int32_t j) {
+            const auto di = depth_of(cam_off + i), dj = depth_of(cam_off + j);
+            return di < dj || (di == dj && i < j);
+        });
+    }
+    return b;
+}
+
+// The binning as the tensors the forward pass returns for the backward: offsets (int64), ids (int32).
+inline void binning_tensors(const Binning& b, const at::TensorOptions& opts, at::Tensor& offsets, at::Tensor& ids) {
+    offsets = at::empty({int64_t(b.offsets.size())}, opts.dtype(at::kLong));
+    std::copy(b.offsets.begin(), b.offsets.end(), offsets.data_ptr<int64_t>());
+    ids = at::empty({int64_t(b.ids.size())}, opts.dtype(at::kInt));
+    std::copy(b.ids.begin(), b.ids.end(), ids.data_ptr<int32_t>());
+}
+
+// Deterministic reduction of per-(tile, entry) gradients: each thread owns a range of entries
+// (camera * N + primitive) and visits every pair in tile order, calling add(entry, pair) for its own
+// entries, so the sums do not depend on thread scheduling (no atomics, bitwise reproducible).
+template <typename Add>
+void reduce_pairs(int64_t C, int64_t N, int64_t TT, const int64_t* offsets, const int32_t* all_ids, Add add) {
+#pragma omp parallel
+    {
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        const int64_t g0 = C * N * me / nth, g1 = C * N * (me + 1) / nth;
+        for (int64_t t = 0; t < C * TT; ++t) {
+            const int64_t cam_off = (t / TT) * N;
+            if (cam_off + N <= g0 || cam_off >= g1) continue;
+            for (int64_t k = offsets[t]; k < offsets[t + 1]; ++k) {
+                const int64_t g = cam_off + all_ids[k];
+                if (g < g0 || g >= g1) continue;
+                add(g, k);
+            }
+        }
+    }
+}
+
+
+// A tile-list entry that can touch the current pixel row, with its conservative column span [j0, j1].
+struct Span {
+    int32_t k, j0, j1;
+};
+
+// The per-tile compositing loops below are shared by every kind. A kind supplies:
+//   Kind::Walker w(kind)                    per-thread state, built inside the parallel region;
+//   w.begin_tile(ids, L, cam_off, i_lo, i_hi)   a tile's list (ids[0..L), camera offset cam_off);
+//   w.row_spans(i, py, j_lo, j_hi, spans)   the entries that can meet pixel row i (py = i + 0.5), in list
+//                                           order, with their column spans;
+//   w.at(k, py)                              a view of list entry k on that row, with
+//     view.feat()                            its 4 features (r, g, b, depth),
+//     view.sample(j, s) -> bool              its sample at pixel column j (false: no contribution), s.alpha,
+//     view.vjp(v_alpha, j, s, g)             the sample's backward, added to the entry's gradient slots g;
+//   Kind::Sample                             what the sample keeps for its backward (with a member alpha);
+//   Kind::kMaxGrad, kind.n_grad(), kind.feat_slot()   gradient slots per entry, and where the 4 feature
+//                                           gradients go (feat_slot() .. feat_slot() + 3).
+
+// Forward, per tile, row by row: the row's spans are walked front to back and each span updates the
+// pixels it covers. Every pixel thus sees its samples in list order, exactly as a per-pixel loop would
+// (alpha < 1/255 samples are rejected by the kind's sample; a pixel stops before T would drop below 1e-4,
+// that sample not added), while only touching pixels that an entry can reach. Writes feats (C,H,W,4),
+// alphas, T_final, last (1 + index of the last entry added per pixel) and max_w (per entry, max weight).
+template <typename T, typename Kind>
+void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& b, const Kind& kind, T* feats,
+                   T* alphas, T* max_w, int32_t* last, T* T_final) {
+    const int64_t TT = int64_t(b.tiles_x) * b.tiles_y;
+#pragma omp parallel
+    {
+        typename Kind::Walker walk(kind);
+        std::vector<Span> spans;
+        std::vector<T> tile_maxw, Tr(tile), acc(4 * tile);
+        std::vector<int32_t> n_used(tile);
+        std::vector<char> done(tile);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < C * TT; ++t) {
+            const int64_t c = t / TT, tl = t % TT;
+            const int tx = int(tl % b.tiles_x), ty = int(tl / b.tiles_x);
+            const int64_t L = b.offsets[t + 1] - b.offsets[t];
+            const int32_t* ids = b.ids.data() + b.offsets[t];
+            const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
+            const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
+            walk.begin_tile(ids, L, c * N, i_lo, i_hi);
+            tile_maxw.assign(L, T(0));
+            const int width = j_hi - j_lo + 1;
+            for (int i = i_lo; i <= i_hi; ++i) {
+                const T py = T(i) + T(0.5);
+                walk.row_spans(i, py, j_lo, j_hi, spans);
+                std::fill(Tr.begin(), Tr.end(), T(1));
+                std::fill(acc.begin(), acc.end(), T(0));
+                std::fill(n_used.begin(), n_used.end(), 0);
+                std::fill(done.begin(), done.end(), 0);
+                int active = width;
+                for (const Span& sp : spans) {
+                    const auto e = walk.at(sp.k, py);
+                    const T* feat = e.feat();
+                    T wmax = tile_maxw[sp.k];
+                    for (int j = sp.j0; j <= sp.j1; ++j) {
+                        const int jj = j - j_lo;
+                        if (done[jj]) continue;
+                        typename Kind::Sample s;
+                        if (!e.sample(j, s)) continue;
+                        const T alpha = s.alpha;
+                        const T next_T = Tr[jj] * (T(1) - alpha);
+                        if (next_T < T(kTransmittanceMin)) {  // this sample is not added; the pixel is done
+                            done[jj] = 1;
+                            --active;
+                            continue;
+                        }
+                        const T w = alpha * Tr[jj];
+                        for (int f = 0; f < 4; ++f) acc[4 * jj + f] += w * feat[f];
+                        wmax = w > wmax ? w : wmax;
+                        Tr[jj] = next_T;
+                        n_used[jj] = sp.k + 1;
+                    }
+                    tile_maxw[sp.k] = wmax;
+                    if (active == 0) break;
+                }
+                for (int jj = 0; jj < width; ++jj) {
+                    const int64_t pix = (c * H + i) * W + j_lo + jj;
+                    for (int f = 0; f < 4; ++f) feats[4 * pix + f] = acc[4 * jj + f];
+                    alphas[pix] = T(1) - Tr[jj];
+                    T_final[pix] = Tr[jj];
+                    last[pix] = n_used[jj];
+                }
+            }
+            for (int64_t k = 0; k < L; ++k)
+                if (tile_maxw[k] > T(0)) atomic_max(max_w + c * N + ids[k], tile_maxw[k]);
+        }
+    }
+}
+
+// Reverse traversal, row by row: spans back to front; each pixel starts at its last contributing entry
+// with T = T_final and recovers the transmittance before each sample by division. A span's gradients are
+// summed over its pixels into that (tile, entry) pair's n_grad() slots of pair_grad (zeroed, one block per
+// pair in binning order); reduce_pairs then sums the pairs per entry in tile order.
+template <typename T, typename Kind>
+void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, int tiles_y, const int64_t* offsets,
+                   const int32_t* all_ids, const Kind& kind, const int32_t* last, const T* T_final, const T* v_feats,
+                   const T* v_alphas, T* pair_grad) {
+    const int64_t TT = int64_t(tiles_x) * tiles_y;
+    const int G = kind.n_grad(), o_f = kind.feat_slot();
+#pragma omp parallel
+    {
+        typename Kind::Walker walk(kind);
+        std::vector<Span> spans;
+        std::vector<T> Tr(tile), S(4 * tile), vF_row(4 * tile), vAT_row(tile);
+        std::vector<int32_t> last_row(tile);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < C * TT; ++t) {
+            const int64_t c = t / TT, tl = t % TT;
+            const int tx = int(tl % tiles_x), ty = int(tl / tiles_x);
+            const int64_t L = offsets[t + 1] - offsets[t];
+            if (L == 0) continue;
+            const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
+            const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
+            walk.begin_tile(all_ids + offsets[t], L, c * N, i_lo, i_hi);
+            T* grad = pair_grad + int64_t(G) * offsets[t];
+            const int width = j_hi - j_lo + 1;
+            for (int i = i_lo; i <= i_hi; ++i) {
+                const int64_t row = (c * H + i) * W + j_lo;
+                int32_t max_used = 0;
+                for (int jj = 0; jj < width; ++jj) {
+                    Tr[jj] = T_final[row + jj];
+                    vAT_row[jj] = v_alphas[row + jj] * T_final[row + jj];
+                    for (int f = 0; f < 4; ++f) vF_row[4 * jj + f] = v_feats[4 * (row + jj) + f];
+                    last_row[jj] = last[row + jj];
+                    max_used = std::max(max_used, last_row[jj]);
+                }
+                if (max_used == 0) continue;
+                const T py = T(i) + T(0.5);
+                walk.row_spans(i, py, j_lo, j_hi, spans);
+                std::fill(S.begin(), S.end(), T(0));
+                for (int64_t r = int64_t(spans.size()) - 1; r >= 0; --r) {
+                    const Span& sp = spans[r];
+                    if (sp.k >= max_used) continue;
+                    const auto e = walk.at(sp.k, py);
+                    const T* feat = e.feat();
+                    T g[Kind::kMaxGrad];
+                    for (int q = 0; q < G; ++q) g[q] = T(0);
+                    bool any = false;
+                    for (int j = sp.j0; j <= sp.j1; ++j) {
+                        const int jj = j - j_lo;
+                        if (sp.k >= last_row[jj]) continue;
+                        typename Kind::Sample s;
+                        if (!e.sample(j, s)) continue;
+                        any = true;
+                        const T alpha = s.alpha;
+                        const T inv = T(1) / (T(1) - alpha);
+                        const T Tk = Tr[jj] * inv;  // transmittance before this sample
+                        Tr[jj] = Tk;
+                        const T w = alpha * Tk;
+                        const T* vF = vF_row.data() + 4 * jj;
+                        T v_alpha = vAT_row[jj] * inv;
+                        T* Sj = S.data() + 4 * jj;
+                        for (int f = 0; f < 4; ++f) {
+                            g[o_f + f] += w * vF[f];
+                            v_alpha += vF[f] * Tk * (feat[f] - Sj[f]);
+                            Sj[f] = alpha * feat[f] + (T(1) - alpha) * Sj[f];
+                        }
+                        e.vjp(v_alpha, j, s, g);
+                    }
+                    if (!any) continue;  // all slots are still zero
+                    T* gk = grad + int64_t(G) * sp.k;
+                    for (int q = 0; q < G; ++q) gk[q] += g[q];
+                }
+            }
+        }
+    }
+}
+
+}  // namespace sparsesplat
