@@ -17,18 +17,10 @@
 #include <vector>
 
 #include "../triangle.h"
+#include "tiles.h"
 
 namespace sparsesplat {
 namespace {
-
-template <typename T>
-inline void tri_atomic_max(T* dst, T v) {
-    T cur;
-    __atomic_load(dst, &cur, __ATOMIC_RELAXED);
-    while (v > cur) {
-        if (__atomic_compare_exchange(dst, &cur, &v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
-    }
-}
 
 // Everything the loops read about one (camera, triangle), built once per call.
 template <typename T>
@@ -72,61 +64,18 @@ void box_tiles(const T* b, int W, int H, int tile, int& x0, int& x1, int& y0, in
     y0 = int(i0) / tile, y1 = int(i1) / tile + 1;
 }
 
-struct TriBinning {
-    int tiles_x, tiles_y;
-    std::vector<int64_t> offsets;  // C * tiles + 1
-    std::vector<int32_t> ids;      // triangle index within its camera, per tile, front to back
-};
-
 template <typename T>
-TriBinning bin_triangles(int64_t C, int64_t N, int W, int H, int tile, const std::vector<TriItem<T>>& items,
-                         const T* bounds) {
-    TriBinning b;
-    b.tiles_x = (W + tile - 1) / tile;
-    b.tiles_y = (H + tile - 1) / tile;
-    const int64_t TT = int64_t(b.tiles_x) * b.tiles_y;
-    std::vector<int32_t> rect(4 * C * N, 0);
-    std::vector<int64_t> pair_off(C * N + 1, 0);
-#pragma omp parallel for schedule(static)
-    for (int64_t idx = 0; idx < C * N; ++idx) {
-        int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
-        if (items[idx].ok) box_tiles(bounds + 4 * idx, W, H, tile, x0, x1, y0, y1);
-        int32_t* rc = rect.data() + 4 * idx;
-        rc[0] = x0, rc[1] = x1, rc[2] = y0, rc[3] = y1;
-        pair_off[idx + 1] = int64_t(x1 - x0) * (y1 - y0);
-    }
-    for (int64_t i = 0; i < C * N; ++i) pair_off[i + 1] += pair_off[i];
-    const int64_t P = pair_off[C * N];
-    std::vector<int64_t> pair_tile(P);
-    std::vector<int32_t> pair_id(P);
-#pragma omp parallel for schedule(dynamic, 256)
-    for (int64_t idx = 0; idx < C * N; ++idx) {
-        const int32_t* rc = rect.data() + 4 * idx;
-        int64_t k = pair_off[idx];
-        const int64_t base = (idx / N) * TT;
-        for (int y = rc[2]; y < rc[3]; ++y)
-            for (int x = rc[0]; x < rc[1]; ++x, ++k) {
-                pair_tile[k] = base + int64_t(y) * b.tiles_x + x;
-                pair_id[k] = int32_t(idx % N);
-            }
-    }
-    b.offsets.assign(C * TT + 1, 0);
-    for (int64_t k = 0; k < P; ++k) ++b.offsets[pair_tile[k] + 1];
-    for (int64_t t = 0; t < C * TT; ++t) b.offsets[t + 1] += b.offsets[t];
-    b.ids.resize(P);
-    {
-        std::vector<int64_t> cursor(b.offsets.begin(), b.offsets.end() - 1);
-        for (int64_t k = 0; k < P; ++k) b.ids[cursor[pair_tile[k]]++] = pair_id[k];
-    }
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t t = 0; t < C * TT; ++t) {
-        const int64_t cam_off = (t / TT) * N;
-        std::sort(b.ids.begin() + b.offsets[t], b.ids.begin() + b.offsets[t + 1], [&](int32_t i, int32_t j) {
-            const T di = items[cam_off + i].e.feat[3], dj = items[cam_off + j].e.feat[3];
-            return di < dj || (di == dj && i < j);
-        });
-    }
-    return b;
+Binning bin_triangles(int64_t C, int64_t N, int W, int H, int tile, const std::vector<TriItem<T>>& items,
+                      const T* bounds) {
+    const TriItem<T>* it = items.data();
+    return bin_tiles(
+        C, N, W, H, tile,
+        [=](int64_t idx, int& x0, int& x1, int& y0, int& y1) {
+            if (!it[idx].ok) return false;
+            box_tiles(bounds + 4 * idx, W, H, tile, x0, x1, y0, y1);
+            return true;
+        },
+        [it](int64_t idx) { return it[idx].e.feat[3]; });
 }
 
 // A tile's entries in list order, bucketed by the rows they can meet.
@@ -145,89 +94,56 @@ void gather_tri_tile(const int32_t* ids, int64_t L, int64_t cam_off, const TriIt
     }
 }
 
-struct TriSpan {
-    int32_t k, j0, j1;
-};
-
+// The triangle kind for the shared compositing loops of tiles.h: a tile's entries are bucketed by row;
+// each row's entries get the conservative column spans of TriangleSpanner. Gradient slots per (tile,
+// entry): the window (kTriGradS/A/B), sigma, opacity, colour and depth (../triangle.h).
 template <typename T>
-void tri_row_spans(const std::vector<const TriItem<T>*>& pk, const std::vector<int32_t>& row, T py, int j_lo,
-                   int j_hi, std::vector<TriSpan>& spans) {
-    spans.clear();
-    for (const int32_t k : row) {
-        int j0, j1;
-        if (pk[k]->span.span(py, j_lo, j_hi, j0, j1)) spans.push_back({k, int32_t(j0), int32_t(j1)});
-    }
-}
+struct TriangleKind {
+    const TriItem<T>* items;
 
-template <typename T>
-void tri_fwd_impl(int64_t C, int64_t N, int W, int H, int tile, const TriBinning& b,
-                  const std::vector<TriItem<T>>& items, T* feats, T* alphas, T* max_w, int32_t* last, T* T_final) {
-    const int64_t TT = int64_t(b.tiles_x) * b.tiles_y;
-#pragma omp parallel
-    {
-        std::vector<const TriItem<T>*> pk;
-        std::vector<TriSpan> spans;
-        std::vector<std::vector<int32_t>> rows;
-        std::vector<T> tile_maxw, Tr(tile), acc(4 * tile);
-        std::vector<int32_t> n_used(tile);
-        std::vector<char> done(tile);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < C * TT; ++t) {
-            const int64_t c = t / TT, tl = t % TT;
-            const int tx = int(tl % b.tiles_x), ty = int(tl / b.tiles_x);
-            const int64_t L = b.offsets[t + 1] - b.offsets[t];
-            const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
-            const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
-            gather_tri_tile(b.ids.data() + b.offsets[t], L, c * N, items.data(), i_lo, i_hi, pk, rows);
-            tile_maxw.assign(L, T(0));
-            const int width = j_hi - j_lo + 1;
-            for (int i = i_lo; i <= i_hi; ++i) {
-                const T py = T(i) + T(0.5);
-                tri_row_spans(pk, rows[i - i_lo], py, j_lo, j_hi, spans);
-                std::fill(Tr.begin(), Tr.end(), T(1));
-                std::fill(acc.begin(), acc.end(), T(0));
-                std::fill(n_used.begin(), n_used.end(), 0);
-                std::fill(done.begin(), done.end(), 0);
-                int active = width;
-                for (const TriSpan& sp : spans) {
-                    const TriangleEntry<T>& e = pk[sp.k]->e;
-                    T wmax = tile_maxw[sp.k];
-                    for (int j = sp.j0; j <= sp.j1; ++j) {
-                        const int jj = j - j_lo;
-                        if (done[jj]) continue;
-                        T alpha, K, q;
-                        int kk;
-                        bool clamped;
-                        if (!triangle_sample(T(j) + T(0.5), py, e, alpha, K, q, kk, clamped)) continue;
-                        const T next_T = Tr[jj] * (T(1) - alpha);
-                        if (next_T < T(kTransmittanceMin)) {  // this sample is not added; the pixel is done
-                            done[jj] = 1;
-                            --active;
-                            continue;
-                        }
-                        const T w = alpha * Tr[jj];
-                        for (int f = 0; f < 4; ++f) acc[4 * jj + f] += w * e.feat[f];
-                        wmax = w > wmax ? w : wmax;
-                        Tr[jj] = next_T;
-                        n_used[jj] = sp.k + 1;
-                    }
-                    tile_maxw[sp.k] = wmax;
-                    if (active == 0) break;
-                }
-                for (int jj = 0; jj < width; ++jj) {
-                    const int64_t pix = (c * H + i) * W + j_lo + jj;
-                    for (int f = 0; f < 4; ++f) feats[4 * pix + f] = acc[4 * jj + f];
-                    alphas[pix] = T(1) - Tr[jj];
-                    T_final[pix] = Tr[jj];
-                    last[pix] = n_used[jj];
-                }
-            }
-            const int32_t* ids = b.ids.data() + b.offsets[t];
-            for (int64_t k = 0; k < L; ++k)
-                if (tile_maxw[k] > T(0)) tri_atomic_max(max_w + c * N + ids[k], tile_maxw[k]);
+    static constexpr int kMaxGrad = kTriGrad;
+    static constexpr int n_grad() { return kTriGrad; }
+    static constexpr int feat_slot() { return kTriGradFeat; }
+
+    struct Sample {
+        T alpha, K, q;
+        int kk;
+        bool clamped;
+    };
+
+    struct View {
+        const TriangleEntry<T>& e;
+        T py;
+        const T* feat() const { return e.feat; }
+        bool sample(int j, Sample& s) const {
+            return triangle_sample(T(j) + T(0.5), py, e, s.alpha, s.K, s.q, s.kk, s.clamped);
         }
-    }
-}
+        void vjp(T v_alpha, int j, const Sample& s, T* g) const {
+            triangle_sample_vjp(v_alpha, T(j) + T(0.5), py, e, s.K, s.q, s.kk, s.clamped, g);
+        }
+    };
+
+    struct Walker {
+        const TriangleKind& kind;
+        std::vector<const TriItem<T>*> pk;
+        std::vector<std::vector<int32_t>> rows;
+        int i_lo = 0;
+
+        explicit Walker(const TriangleKind& k) : kind(k) {}
+        void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi) {
+            i_lo = lo;
+            gather_tri_tile(ids, L, cam_off, kind.items, lo, hi, pk, rows);
+        }
+        void row_spans(int i, T py, int j_lo, int j_hi, std::vector<Span>& spans) const {
+            spans.clear();
+            for (const int32_t k : rows[i - i_lo]) {
+                int j0, j1;
+                if (pk[k]->span.span(py, j_lo, j_hi, j0, j1)) spans.push_back({k, int32_t(j0), int32_t(j1)});
+            }
+        }
+        View at(int32_t k, T py) const { return View{pk[k]->e, py}; }
+    };
+};
 
 template <typename T>
 void tri_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, int tiles_y, const int64_t* offsets,
@@ -237,88 +153,14 @@ void tri_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, int
     const int64_t TT = int64_t(tiles_x) * tiles_y;
     const int64_t P = offsets[C * TT];
     std::vector<T> pair_grad(kTriGrad * P, T(0));
-#pragma omp parallel
-    {
-        std::vector<const TriItem<T>*> pk;
-        std::vector<TriSpan> spans;
-        std::vector<std::vector<int32_t>> rows;
-        std::vector<T> Tr(tile), S(4 * tile), vF_row(4 * tile), vAT_row(tile);
-        std::vector<int32_t> last_row(tile);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < C * TT; ++t) {
-            const int64_t c = t / TT, tl = t % TT;
-            const int tx = int(tl % tiles_x), ty = int(tl / tiles_x);
-            const int64_t L = offsets[t + 1] - offsets[t];
-            if (L == 0) continue;
-            const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
-            const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
-            gather_tri_tile(all_ids + offsets[t], L, c * N, items.data(), i_lo, i_hi, pk, rows);
-            T* grad = pair_grad.data() + kTriGrad * offsets[t];
-            const int width = j_hi - j_lo + 1;
-            for (int i = i_lo; i <= i_hi; ++i) {
-                const int64_t row = (c * H + i) * W + j_lo;
-                int32_t max_used = 0;
-                for (int jj = 0; jj < width; ++jj) {
-                    Tr[jj] = T_final[row + jj];
-                    vAT_row[jj] = v_alphas[row + jj] * T_final[row + jj];
-                    for (int f = 0; f < 4; ++f) vF_row[4 * jj + f] = v_feats[4 * (row + jj) + f];
-                    last_row[jj] = last[row + jj];
-                    max_used = std::max(max_used, last_row[jj]);
-                }
-                if (max_used == 0) continue;
-                const T py = T(i) + T(0.5);
-                tri_row_spans(pk, rows[i - i_lo], py, j_lo, j_hi, spans);
-                std::fill(S.begin(), S.end(), T(0));
-                for (int64_t r = int64_t(spans.size()) - 1; r >= 0; --r) {
-                    const TriSpan& sp = spans[r];
-                    if (sp.k >= max_used) continue;
-                    const TriangleEntry<T>& e = pk[sp.k]->e;
-                    T g[kTriGrad] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-                    for (int j = sp.j0; j <= sp.j1; ++j) {
-                        const int jj = j - j_lo;
-                        if (sp.k >= last_row[jj]) continue;
-                        const T px = T(j) + T(0.5);
-                        T alpha, K, q;
-                        int kk;
-                        bool clamped;
-                        if (!triangle_sample(px, py, e, alpha, K, q, kk, clamped)) continue;
-                        const T inv = T(1) / (T(1) - alpha);
-                        const T Tk = Tr[jj] * inv;  // transmittance before this sample
-                        Tr[jj] = Tk;
-                        const T w = alpha * Tk;
-                        const T* vF = vF_row.data() + 4 * jj;
-                        T v_alpha = vAT_row[jj] * inv;
-                        T* Sj = S.data() + 4 * jj;
-                        for (int f = 0; f < 4; ++f) {
-                            g[kTriGradFeat + f] += w * vF[f];
-                            v_alpha += vF[f] * Tk * (e.feat[f] - Sj[f]);
-                            Sj[f] = alpha * e.feat[f] + (T(1) - alpha) * Sj[f];
-                        }
-                        triangle_sample_vjp(v_alpha, px, py, e, K, q, kk, clamped, g);
-                    }
-                    T* gk = grad + kTriGrad * sp.k;
-                    for (int f = 0; f < kTriGrad; ++f) gk[f] += g[f];
-                }
-            }
-        }
-    }
+    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, TriangleKind<T>{items.data()}, last, T_final,
+                  v_feats, v_alphas, pair_grad.data());
     // Deterministic reduction per (camera, triangle) in tile order, then the window backward.
     std::vector<T> acc(kTriGrad * C * N, T(0));
-#pragma omp parallel
-    {
-        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
-        const int64_t g0 = C * N * me / nth, g1 = C * N * (me + 1) / nth;
-        for (int64_t t = 0; t < C * TT; ++t) {
-            const int64_t cam_off = (t / TT) * N;
-            if (cam_off + N <= g0 || cam_off >= g1) continue;
-            for (int64_t k = offsets[t]; k < offsets[t + 1]; ++k) {
-                const int64_t g = cam_off + all_ids[k];
-                if (g < g0 || g >= g1) continue;
-                const T* gk = pair_grad.data() + kTriGrad * k;
-                for (int f = 0; f < kTriGrad; ++f) acc[kTriGrad * g + f] += gk[f];
-            }
-        }
-    }
+    reduce_pairs(C, N, TT, offsets, all_ids, [&](int64_t g, int64_t k) {
+        const T* gk = pair_grad.data() + kTriGrad * k;
+        for (int f = 0; f < kTriGrad; ++f) acc[kTriGrad * g + f] += gk[f];
+    });
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < C * N; ++g) {
         if (!items[g].ok) continue;
@@ -353,13 +195,10 @@ std::vector<at::Tensor> rasterize_triangles_fwd_cpu(const at::Tensor& verts2d, c
         const T* bd = bounds.data_ptr<T>();
         const auto items = make_tri_items(C * N, verts2d.data_ptr<T>(), sigmas.data_ptr<T>(), colors.data_ptr<T>(),
                                           opacities.data_ptr<T>(), depths.data_ptr<T>(), bd, radii.data_ptr<int>());
-        TriBinning b = bin_triangles(C, N, W, H, ts, items, bd);
-        tri_fwd_impl(C, N, W, H, ts, b, items, feats.data_ptr<T>(), alphas.data_ptr<T>(), max_w.data_ptr<T>(),
-                     last.data_ptr<int32_t>(), T_final.data_ptr<T>());
-        offsets = at::empty({int64_t(b.offsets.size())}, opts.dtype(at::kLong));
-        std::copy(b.offsets.begin(), b.offsets.end(), offsets.data_ptr<int64_t>());
-        ids = at::empty({int64_t(b.ids.size())}, opts.dtype(at::kInt));
-        std::copy(b.ids.begin(), b.ids.end(), ids.data_ptr<int32_t>());
+        Binning b = bin_triangles(C, N, W, H, ts, items, bd);
+        composite_fwd(C, N, W, H, ts, b, TriangleKind<T>{items.data()}, feats.data_ptr<T>(), alphas.data_ptr<T>(),
+                      max_w.data_ptr<T>(), last.data_ptr<int32_t>(), T_final.data_ptr<T>());
+        binning_tensors(b, opts, offsets, ids);
     });
     return {feats, alphas, max_w, offsets, ids, last, T_final};
 }
