@@ -5,7 +5,6 @@
 // means2d, sharpness, opacity, colour, depth) and adds them with one atomic per warp.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/ones.h>
@@ -19,6 +18,7 @@
 #include <vector>
 
 #include "../convex.h"
+#include "tiles.cuh"
 
 namespace sparsesplat {
 namespace {
@@ -40,56 +40,21 @@ __device__ bool cvx_rasterizable(int64_t idx, int L, const T* m2, const T* lines
     return ok;
 }
 
+// Tile rectangle of a (camera, convex) for the shared binning of tiles.cuh (false when culled).
 template <typename T>
-__global__ void cvx_count_tiles_kernel(int64_t CN, int L, int tile, int tiles_x, int tiles_y, const T* m2,
-                                       const T* lines, const int* nedges, const T* sharp, const T* col, const T* opac,
-                                       const T* dep, const int* radii, int64_t* counts) {
-    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= CN) return;
-    int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
-    if (cvx_rasterizable(idx, L, m2, lines, nedges, sharp, col, opac, dep, radii))
+struct ConvexRect {
+    int L, tile, tiles_x, tiles_y;
+    const T *m2, *lines;
+    const int* nedges;
+    const T *sharp, *col, *opac, *dep;
+    const int* radii;
+    __device__ bool operator()(int64_t idx, int& x0, int& x1, int& y0, int& y1) const {
+        if (!cvx_rasterizable(idx, L, m2, lines, nedges, sharp, col, opac, dep, radii)) return false;
         tile_rect(m2[2 * idx], m2[2 * idx + 1], radii[2 * idx], radii[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1,
                   y0, y1);
-    counts[idx] = int64_t(x1 - x0) * (y1 - y0);
-}
-
-template <typename T>
-__global__ void cvx_emit_keys_kernel(int64_t CN, int64_t N, int L, int tile, int tiles_x, int tiles_y, const T* m2,
-                                     const T* lines, const int* nedges, const T* sharp, const T* col, const T* opac,
-                                     const T* dep, const int* radii, const int64_t* ends, int64_t* keys,
-                                     int32_t* vals) {
-    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= CN) return;
-    if (!cvx_rasterizable(idx, L, m2, lines, nedges, sharp, col, opac, dep, radii)) return;
-    int x0, x1, y0, y1;
-    tile_rect(m2[2 * idx], m2[2 * idx + 1], radii[2 * idx], radii[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1, y0,
-              y1);
-    int64_t k = idx == 0 ? 0 : ends[idx - 1];
-    const int64_t base = (idx / N) * int64_t(tiles_x) * tiles_y;
-    const int64_t dbits = int64_t(__float_as_uint(float(dep[idx])));  // depths > 0: bits sort like values
-    for (int y = y0; y < y1; ++y)
-        for (int x = x0; x < x1; ++x, ++k) {
-            keys[k] = ((base + int64_t(y) * tiles_x + x) << 32) | dbits;
-            vals[k] = int32_t(idx % N);
-        }
-}
-
-__global__ void cvx_tile_offsets_kernel(int64_t P, int64_t n_tiles, const int64_t* keys, int64_t* offsets) {
-    const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (k >= P) return;
-    const int64_t t = keys[k] >> 32;
-    const int64_t prev = k == 0 ? -1 : (keys[k - 1] >> 32);
-    for (int64_t u = prev + 1; u <= t; ++u) offsets[u] = k;
-    if (k == P - 1)
-        for (int64_t u = t + 1; u <= n_tiles; ++u) offsets[u] = P;
-}
-
-__device__ __forceinline__ void cvx_atomic_max(float* addr, float v) {
-    atomicMax(reinterpret_cast<int*>(addr), __float_as_int(v));
-}
-__device__ __forceinline__ void cvx_atomic_max(double* addr, double v) {
-    atomicMax(reinterpret_cast<unsigned long long*>(addr), static_cast<unsigned long long>(__double_as_longlong(v)));
-}
+        return true;
+    }
+};
 
 template <typename T>
 struct CvxEntry {
@@ -150,7 +115,7 @@ __global__ void cvx_fwd_kernel(int64_t N, int L, int W, int H, int tiles_x, int 
             }
             const T w = alpha * Tr;
             for (int f = 0; f < 4; ++f) acc[f] += w * e.feat[f];
-            cvx_atomic_max(max_w + cam_off + e.id, w);
+            atomic_max_nonneg(max_w + cam_off + e.id, w);
             Tr = next_T;
             n_used = int32_t(base - start + q + 1);
         }
@@ -250,17 +215,6 @@ __global__ void cvx_bwd_kernel(int64_t N, int L, int W, int H, int tiles_x, int 
     }
 }
 
-void check_cvx_raster_cuda(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
-
-int cvx_bits_for(int64_t n) {
-    int b = 1;
-    while ((int64_t(1) << b) < n && b < 31) ++b;
-    return b;
-}
-
 }  // namespace
 
 // Same outputs as rasterize_convexes_fwd_cpu.
@@ -269,8 +223,8 @@ std::vector<at::Tensor> rasterize_convexes_fwd_cuda(const at::Tensor& means2d, c
                                                     const at::Tensor& colors, const at::Tensor& opacities,
                                                     const at::Tensor& depths, const at::Tensor& radii, int64_t width,
                                                     int64_t height, int64_t tile_size) {
-    check_cvx_raster_cuda(means2d, "means2d");
-    check_cvx_raster_cuda(lines, "lines");
+    check_cuda_tensor(means2d, "means2d");
+    check_cuda_tensor(lines, "lines");
     TORCH_CHECK(tile_size > 0 && tile_size * tile_size <= 1024 && (tile_size * tile_size) % 32 == 0 &&
                     tile_size * tile_size >= kBatch,
                 "the CUDA rasterizer needs tile_size * tile_size a multiple of 32 in [64, 1024] (e.g. 16)");
@@ -299,35 +253,9 @@ std::vector<at::Tensor> rasterize_convexes_fwd_cuda(const at::Tensor& means2d, c
         const scalar_t* op = opacities.data_ptr<scalar_t>();
         const scalar_t* dep = depths.data_ptr<scalar_t>();
         const int* r = radii.data_ptr<int>();
-        const int blocks = int((CN + kCvxThreads - 1) / kCvxThreads);
-        at::Tensor counts = at::empty({CN}, opts.dtype(at::kLong));
-        cvx_count_tiles_kernel<<<blocks, kCvxThreads, 0, stream>>>(CN, L, ts, tiles_x, tiles_y, m2, ln, ne, sh, col,
-                                                                   op, dep, r, counts.data_ptr<int64_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        at::Tensor ends = at::cumsum(counts, 0);
-        const int64_t P = ends[CN - 1].item<int64_t>();
-        if (P > 0) {
-            at::Tensor keys = at::empty({P}, opts.dtype(at::kLong)), vals = at::empty({P}, opts.dtype(at::kInt));
-            cvx_emit_keys_kernel<<<blocks, kCvxThreads, 0, stream>>>(
-                CN, N, L, ts, tiles_x, tiles_y, m2, ln, ne, sh, col, op, dep, r, ends.data_ptr<int64_t>(),
-                keys.data_ptr<int64_t>(), vals.data_ptr<int32_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-            at::Tensor keys_sorted = at::empty_like(keys);
-            ids = at::empty_like(vals);
-            const int end_bit = 32 + cvx_bits_for(n_tiles);
-            size_t temp_bytes = 0;
-            cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys.data_ptr<int64_t>(),
-                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
-                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
-            at::Tensor temp = at::empty({int64_t(temp_bytes)}, opts.dtype(at::kByte));
-            cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, keys.data_ptr<int64_t>(),
-                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
-                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
-            C10_CUDA_CHECK(cudaGetLastError());
-            cvx_tile_offsets_kernel<<<int((P + kCvxThreads - 1) / kCvxThreads), kCvxThreads, 0, stream>>>(
-                P, n_tiles, keys_sorted.data_ptr<int64_t>(), offsets.data_ptr<int64_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
+        const ConvexRect<scalar_t> rect{L, ts, tiles_x, tiles_y, m2, ln, ne, sh, col, op, dep, r};
+        bin_tiles_cuda(CN, N, tiles_x, tiles_y, n_tiles, kCvxThreads, rect, dep, at::Tensor(), opts, stream, offsets,
+                       ids);
         const dim3 grid(tiles_x, tiles_y, unsigned(C)), block(ts, ts);
         cvx_fwd_kernel<<<grid, block, 0, stream>>>(N, L, W, H, tiles_x, tiles_y, offsets.data_ptr<int64_t>(),
                                                    ids.data_ptr<int32_t>(), m2, ln, ne, sh, col, op, dep,
@@ -348,7 +276,7 @@ std::vector<at::Tensor> rasterize_convexes_bwd_cuda(const at::Tensor& means2d, c
                                                     const at::Tensor& tile_ids, const at::Tensor& last,
                                                     const at::Tensor& T_final, const at::Tensor& v_feats,
                                                     const at::Tensor& v_alphas) {
-    check_cvx_raster_cuda(means2d, "means2d");
+    check_cuda_tensor(means2d, "means2d");
     const c10::cuda::CUDAGuard guard(means2d.device());
     auto stream = c10::cuda::getCurrentCUDAStream();
     const int64_t C = means2d.size(0), N = means2d.size(1);

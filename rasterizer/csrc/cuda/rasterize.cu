@@ -7,7 +7,6 @@
 // per-Gaussian gradients and adds them with one atomic per warp.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/ones.h>
@@ -21,6 +20,7 @@
 #include <vector>
 
 #include "../gaussian.h"
+#include "tiles.cuh"
 
 namespace sparsesplat {
 namespace {
@@ -36,57 +36,19 @@ __device__ bool rasterizable(int64_t idx, const T* m2, const T* con, const T* co
     return ok;
 }
 
+// Tile rectangle of a (camera, Gaussian) for the shared binning of tiles.cuh (false when culled).
 template <typename T>
-__global__ void count_tiles_kernel(int64_t CN, int tile, int tiles_x, int tiles_y, const T* m2, const T* con,
-                                   const T* col, const T* opac, const T* dep, const int* radii, int64_t* counts) {
-    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= CN) return;
-    int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
-    if (rasterizable(idx, m2, con, col, opac, dep, radii))
+struct GaussianRect {
+    int tile, tiles_x, tiles_y;
+    const T *m2, *con, *col, *opac, *dep;
+    const int* radii;
+    __device__ bool operator()(int64_t idx, int& x0, int& x1, int& y0, int& y1) const {
+        if (!rasterizable(idx, m2, con, col, opac, dep, radii)) return false;
         tile_rect(m2[2 * idx], m2[2 * idx + 1], radii[2 * idx], radii[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1,
                   y0, y1);
-    counts[idx] = int64_t(x1 - x0) * (y1 - y0);
-}
-
-template <typename T>
-__global__ void emit_keys_kernel(int64_t CN, int64_t N, int tile, int tiles_x, int tiles_y, const T* m2,
-                                 const T* con, const T* col, const T* opac, const T* dep, const int* radii,
-                                 const int64_t* ends, int64_t* keys, int32_t* vals) {
-    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= CN) return;
-    if (!rasterizable(idx, m2, con, col, opac, dep, radii)) return;
-    int x0, x1, y0, y1;
-    tile_rect(m2[2 * idx], m2[2 * idx + 1], radii[2 * idx], radii[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1, y0,
-              y1);
-    int64_t k = idx == 0 ? 0 : ends[idx - 1];
-    const int64_t base = (idx / N) * int64_t(tiles_x) * tiles_y;
-    // depths are >= the near plane > 0, so the float bits sort like the values
-    const float d = float(dep[idx]);
-    const int64_t dbits = int64_t(__float_as_uint(d));
-    for (int y = y0; y < y1; ++y)
-        for (int x = x0; x < x1; ++x, ++k) {
-            keys[k] = ((base + int64_t(y) * tiles_x + x) << 32) | dbits;
-            vals[k] = int32_t(idx % N);
-        }
-}
-
-// offsets[t] = first sorted position of tile t (offsets has C * tiles + 1 entries).
-__global__ void tile_offsets_kernel(int64_t P, int64_t n_tiles, const int64_t* keys, int64_t* offsets) {
-    const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (k >= P) return;
-    const int64_t t = keys[k] >> 32;
-    const int64_t prev = k == 0 ? -1 : (keys[k - 1] >> 32);
-    for (int64_t u = prev + 1; u <= t; ++u) offsets[u] = k;
-    if (k == P - 1)
-        for (int64_t u = t + 1; u <= n_tiles; ++u) offsets[u] = P;
-}
-
-__device__ __forceinline__ void atomic_max_nonneg(float* addr, float v) {
-    atomicMax(reinterpret_cast<int*>(addr), __float_as_int(v));
-}
-__device__ __forceinline__ void atomic_max_nonneg(double* addr, double v) {
-    atomicMax(reinterpret_cast<unsigned long long*>(addr), static_cast<unsigned long long>(__double_as_longlong(v)));
-}
+        return true;
+    }
+};
 
 template <typename T>
 struct Entry {
@@ -248,17 +210,6 @@ __global__ void rasterize_bwd_kernel(int64_t N, int W, int H, int tiles_x, int t
     }
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
-
-int bits_for(int64_t n) {
-    int b = 1;
-    while ((int64_t(1) << b) < n && b < 31) ++b;
-    return b;
-}
-
 }  // namespace
 
 // Same outputs as the CPU backend: feats, alphas, max_weight, tile_offsets (int64), tile_ids (int32),
@@ -267,8 +218,8 @@ std::vector<at::Tensor> rasterize_fwd_cuda(const at::Tensor& means2d, const at::
                                            const at::Tensor& colors, const at::Tensor& opacities,
                                            const at::Tensor& depths, const at::Tensor& radii, int64_t width,
                                            int64_t height, int64_t tile_size) {
-    check_cuda(means2d, "means2d");
-    check_cuda(radii, "radii");
+    check_cuda_tensor(means2d, "means2d");
+    check_cuda_tensor(radii, "radii");
     TORCH_CHECK(tile_size > 0 && tile_size * tile_size <= 1024 && (tile_size * tile_size) % 32 == 0,
                 "the CUDA rasterizer needs tile_size * tile_size a multiple of 32 and at most 1024 (e.g. 16)");
     const c10::cuda::CUDAGuard guard(means2d.device());
@@ -292,35 +243,8 @@ std::vector<at::Tensor> rasterize_fwd_cuda(const at::Tensor& means2d, const at::
         const scalar_t* op = opacities.data_ptr<scalar_t>();
         const scalar_t* dep = depths.data_ptr<scalar_t>();
         const int* r = radii.data_ptr<int>();
-        const int blocks = int((CN + kThreads - 1) / kThreads);
-        at::Tensor counts = at::empty({CN}, opts.dtype(at::kLong));
-        count_tiles_kernel<<<blocks, kThreads, 0, stream>>>(CN, ts, tiles_x, tiles_y, m2, con, col, op, dep, r,
-                                                            counts.data_ptr<int64_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        at::Tensor ends = at::cumsum(counts, 0);
-        const int64_t P = ends[CN - 1].item<int64_t>();
-        if (P > 0) {
-            at::Tensor keys = at::empty({P}, opts.dtype(at::kLong)), vals = at::empty({P}, opts.dtype(at::kInt));
-            emit_keys_kernel<<<blocks, kThreads, 0, stream>>>(CN, N, ts, tiles_x, tiles_y, m2, con, col, op, dep, r,
-                                                              ends.data_ptr<int64_t>(), keys.data_ptr<int64_t>(),
-                                                              vals.data_ptr<int32_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-            at::Tensor keys_sorted = at::empty_like(keys);
-            ids = at::empty_like(vals);
-            const int end_bit = 32 + bits_for(n_tiles);
-            size_t temp_bytes = 0;
-            cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys.data_ptr<int64_t>(),
-                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
-                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
-            at::Tensor temp = at::empty({int64_t(temp_bytes)}, opts.dtype(at::kByte));
-            cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, keys.data_ptr<int64_t>(),
-                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
-                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
-            C10_CUDA_CHECK(cudaGetLastError());
-            tile_offsets_kernel<<<int((P + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-                P, n_tiles, keys_sorted.data_ptr<int64_t>(), offsets.data_ptr<int64_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
+        const GaussianRect<scalar_t> rect{ts, tiles_x, tiles_y, m2, con, col, op, dep, r};
+        bin_tiles_cuda(CN, N, tiles_x, tiles_y, n_tiles, kThreads, rect, dep, at::Tensor(), opts, stream, offsets, ids);
         const dim3 grid(tiles_x, tiles_y, unsigned(C)), block(ts, ts);
         const size_t smem = sizeof(Entry<scalar_t>) * ts * ts;
         rasterize_fwd_kernel<<<grid, block, smem, stream>>>(
@@ -339,7 +263,7 @@ std::vector<at::Tensor> rasterize_bwd_cuda(const at::Tensor& means2d, const at::
                                            const at::Tensor& tile_ids, const at::Tensor& last,
                                            const at::Tensor& T_final, const at::Tensor& v_feats,
                                            const at::Tensor& v_alphas) {
-    check_cuda(means2d, "means2d");
+    check_cuda_tensor(means2d, "means2d");
     const c10::cuda::CUDAGuard guard(means2d.device());
     auto stream = c10::cuda::getCurrentCUDAStream();
     const int64_t C = means2d.size(0), N = means2d.size(1);

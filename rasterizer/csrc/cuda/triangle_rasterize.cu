@@ -6,7 +6,6 @@
 // (camera, triangle) back to its 2D vertices.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/ones.h>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "../triangle.h"
+#include "tiles.cuh"
 
 namespace sparsesplat {
 namespace {
@@ -62,39 +62,15 @@ __global__ void tri_prepare_kernel(int64_t CN, int W, int H, int tile, const T* 
     counts[g] = int64_t(x1 - x0) * (y1 - y0);
 }
 
-template <typename T>
-__global__ void tri_emit_keys_kernel(int64_t CN, int64_t N, int tiles_x, int tiles_y, const T* dep, const int* rect,
-                                     const int64_t* ends, int64_t* keys, int32_t* vals) {
-    const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (g >= CN) return;
-    const int* rc = rect + 4 * g;
-    if (rc[1] <= rc[0] || rc[3] <= rc[2]) return;
-    int64_t k = g == 0 ? 0 : ends[g - 1];
-    const int64_t base = (g / N) * int64_t(tiles_x) * tiles_y;
-    const int64_t dbits = int64_t(__float_as_uint(float(dep[g])));  // depths >= near > 0 sort like their bits
-    for (int y = rc[2]; y < rc[3]; ++y)
-        for (int x = rc[0]; x < rc[1]; ++x, ++k) {
-            keys[k] = ((base + int64_t(y) * tiles_x + x) << 32) | dbits;
-            vals[k] = int32_t(g % N);
-        }
-}
-
-__global__ void tri_tile_offsets_kernel(int64_t P, int64_t n_tiles, const int64_t* keys, int64_t* offsets) {
-    const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (k >= P) return;
-    const int64_t t = keys[k] >> 32;
-    const int64_t prev = k == 0 ? -1 : (keys[k - 1] >> 32);
-    for (int64_t u = prev + 1; u <= t; ++u) offsets[u] = k;
-    if (k == P - 1)
-        for (int64_t u = t + 1; u <= n_tiles; ++u) offsets[u] = P;
-}
-
-__device__ __forceinline__ void tri_atomic_max(float* addr, float v) {
-    atomicMax(reinterpret_cast<int*>(addr), __float_as_int(v));
-}
-__device__ __forceinline__ void tri_atomic_max(double* addr, double v) {
-    atomicMax(reinterpret_cast<unsigned long long*>(addr), static_cast<unsigned long long>(__double_as_longlong(v)));
-}
+// The tile boxes tri_prepare_kernel wrote, for the shared binning of tiles.cuh (false when empty).
+struct TriangleRect {
+    const int* rect;
+    __device__ bool operator()(int64_t g, int& x0, int& x1, int& y0, int& y1) const {
+        const int* rc = rect + 4 * g;
+        x0 = rc[0], x1 = rc[1], y0 = rc[2], y1 = rc[3];
+        return !(x1 <= x0 || y1 <= y0);
+    }
+};
 
 template <typename T>
 __global__ void tri_fwd_kernel(int64_t N, int W, int H, int tiles_x, int tiles_y, const int64_t* offsets,
@@ -137,7 +113,7 @@ __global__ void tri_fwd_kernel(int64_t N, int W, int H, int tiles_x, int tiles_y
             }
             const T w = alpha * Tr;
             for (int f = 0; f < 4; ++f) acc[f] += w * e.feat[f];
-            tri_atomic_max(max_w + cam_off + batch[q].id, w);
+            atomic_max_nonneg(max_w + cam_off + batch[q].id, w);
             Tr = next_T;
             n_used = int32_t(base - start + q + 1);
         }
@@ -245,17 +221,6 @@ __global__ void tri_finish_bwd_kernel(int64_t CN, const T* v2, const int* radii,
     v_dep[g] = a[kTriGradFeat + 3];
 }
 
-int tri_bits_for(int64_t n) {
-    int b = 1;
-    while ((int64_t(1) << b) < n && b < 31) ++b;
-    return b;
-}
-
-void tri_check(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
-
 // Entries (as raw bytes) and tile boxes of every (camera, triangle).
 template <typename T>
 at::Tensor prepare(const at::Tensor& verts2d, const at::Tensor& sigmas, const at::Tensor& colors,
@@ -282,8 +247,8 @@ std::vector<at::Tensor> rasterize_triangles_fwd_cuda(const at::Tensor& verts2d, 
                                                      const at::Tensor& depths, const at::Tensor& bounds,
                                                      const at::Tensor& radii, int64_t width, int64_t height,
                                                      int64_t tile_size) {
-    tri_check(verts2d, "verts2d");
-    tri_check(radii, "radii");
+    check_cuda_tensor(verts2d, "verts2d");
+    check_cuda_tensor(radii, "radii");
     TORCH_CHECK(tile_size > 0 && tile_size * tile_size <= 1024 && (tile_size * tile_size) % 32 == 0,
                 "the CUDA rasterizer needs tile_size * tile_size a multiple of 32 and at most 1024 (e.g. 16)");
     const c10::cuda::CUDAGuard guard(verts2d.device());
@@ -304,32 +269,8 @@ std::vector<at::Tensor> rasterize_triangles_fwd_cuda(const at::Tensor& verts2d, 
         at::Tensor rect, counts;
         at::Tensor entries = prepare<T>(verts2d, sigmas, colors, opacities, depths, bounds, radii, W, H, ts, rect,
                                         counts, stream);
-        const int blocks = int((CN + kTriBlock - 1) / kTriBlock);
-        at::Tensor ends = at::cumsum(counts, 0);
-        const int64_t P = ends[CN - 1].item<int64_t>();
-        if (P > 0) {
-            at::Tensor keys = at::empty({P}, opts.dtype(at::kLong)), vals = at::empty({P}, opts.dtype(at::kInt));
-            tri_emit_keys_kernel<T><<<blocks, kTriBlock, 0, stream>>>(CN, N, tiles_x, tiles_y, depths.data_ptr<T>(),
-                                                                      rect.data_ptr<int>(), ends.data_ptr<int64_t>(),
-                                                                      keys.data_ptr<int64_t>(),
-                                                                      vals.data_ptr<int32_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-            at::Tensor keys_sorted = at::empty_like(keys);
-            ids = at::empty_like(vals);
-            const int end_bit = 32 + tri_bits_for(n_tiles);
-            size_t temp_bytes = 0;
-            cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys.data_ptr<int64_t>(),
-                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
-                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
-            at::Tensor temp = at::empty({int64_t(temp_bytes)}, opts.dtype(at::kByte));
-            cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, keys.data_ptr<int64_t>(),
-                                            keys_sorted.data_ptr<int64_t>(), vals.data_ptr<int32_t>(),
-                                            ids.data_ptr<int32_t>(), P, 0, end_bit, stream);
-            C10_CUDA_CHECK(cudaGetLastError());
-            tri_tile_offsets_kernel<<<int((P + kTriBlock - 1) / kTriBlock), kTriBlock, 0, stream>>>(
-                P, n_tiles, keys_sorted.data_ptr<int64_t>(), offsets.data_ptr<int64_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
+        bin_tiles_cuda(CN, N, tiles_x, tiles_y, n_tiles, kTriBlock, TriangleRect{rect.data_ptr<int>()},
+                       depths.data_ptr<T>(), counts, opts, stream, offsets, ids);
         const dim3 grid(tiles_x, tiles_y, unsigned(C)), block(ts, ts);
         const size_t smem = sizeof(TriCudaEntry<T>) * ts * ts;
         tri_fwd_kernel<T><<<grid, block, smem, stream>>>(
@@ -349,7 +290,7 @@ std::vector<at::Tensor> rasterize_triangles_bwd_cuda(const at::Tensor& verts2d, 
                                                      const at::Tensor& tile_ids, const at::Tensor& last,
                                                      const at::Tensor& T_final, const at::Tensor& v_feats,
                                                      const at::Tensor& v_alphas) {
-    tri_check(verts2d, "verts2d");
+    check_cuda_tensor(verts2d, "verts2d");
     const c10::cuda::CUDAGuard guard(verts2d.device());
     auto stream = c10::cuda::getCurrentCUDAStream();
     const int64_t C = verts2d.size(0), N = verts2d.size(1), CN = C * N;
