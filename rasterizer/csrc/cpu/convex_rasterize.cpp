@@ -1,11 +1,11 @@
-// CPU launch code for compositing convexes (forward and backward), OpenMP over tiles.
+// CPU launch code for compositing convexes (forward and backward), OpenMP over tiles, through the shared
+// machinery of tiles.h.
 //
-// Same scheme as the Gaussian rasterize.cpp: (tile, convex) pairs from the conservative bounds ->
-// counting sort by tile -> each tile's list sorted by (depth, index). Per tile, row by row, the entries
-// that can reach the row are walked front to back over their conservative column spans
-// (convex_row_span), so every pixel composites its samples exactly in list order. The backward pass walks
-// the same spans back to front and reduces per-(tile, entry) gradients per convex in tile order (no
-// atomics: bitwise reproducible).
+// Binning: tile rectangles of the conservative bounds -> tiles.h's bin_tiles. Compositing: tiles.h's loops
+// over ConvexKind: per tile, row by row, the entries that can reach the row are walked front to back over
+// their exact column spans (convex_row_span), so every pixel composites its samples exactly in list order.
+// The backward pass reduces per-(tile, entry) gradients per convex in tile order (no atomics: bitwise
+// reproducible).
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>

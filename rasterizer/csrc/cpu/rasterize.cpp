@@ -1,9 +1,10 @@
-// CPU launch code for tile binning and compositing (forward and backward), OpenMP over tiles.
+// CPU launch code for Gaussians: tile binning and compositing (forward and backward), OpenMP over tiles,
+// through the shared machinery of tiles.h.
 //
-// Binning: per (camera, Gaussian) tile rectangles -> (tile, Gaussian) pairs -> counting sort by tile ->
-// each tile's list sorted by (depth, index). Forward walks each pixel's list front to back; backward walks
-// it back to front from the last contributing entry (saved per pixel), recovering T by division.
-// Per-Gaussian gradients are accumulated per (tile, entry) pair, then reduced per Gaussian in tile order.
+// Binning: per (camera, Gaussian) tile rectangles (tile_rect of the opacity-aware radii) -> tiles.h's
+// bin_tiles. Compositing: tiles.h's loops over GaussianKind (entries packed per tile, bucketed by row, with
+// RowSpanner column spans); the backward pass's per-(tile, entry) gradients are reduced per Gaussian in tile
+// order.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>

@@ -1,10 +1,10 @@
-// CPU launch code for triangle tile binning and compositing (forward and backward), OpenMP over tiles.
+// CPU launch code for triangle tile binning and compositing (forward and backward), OpenMP over tiles,
+// through the shared machinery of tiles.h.
 //
-// Same scheme as rasterize.cpp for Gaussians: (tile, triangle) pairs from each triangle's bounds ->
-// counting sort by tile -> each tile's list sorted by (depth, index); each tile is walked row by row over
-// the conservative column spans of ../triangle.h. The backward pass accumulates per (tile, entry) pair,
-// reduces per (camera, triangle) in tile order (bitwise reproducible, no atomics), then maps the window
-// gradients back to the 2D vertices.
+// Binning: each triangle's bounds box -> tiles.h's bin_tiles, sorted by depth. Compositing: tiles.h's loops
+// over TriangleKind (entries bucketed by row, conservative column spans of ../triangle.h). The backward
+// pass's per-(tile, entry) gradients are reduced per (camera, triangle) in tile order (bitwise reproducible,
+// no atomics), then the window gradients are mapped back to the 2D vertices.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
