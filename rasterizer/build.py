@@ -75,7 +75,7 @@ def _needs_build(kind: str, build_dir: Path) -> bool:
     lib = build_dir / f"{_NAMES[kind]}.so"
     if not lib.exists():
         return True
-    newest = max(p.stat().st_mtime for p in CSRC.rglob("*") if p.suffix in (".h", ".cpp", ".cu"))
+    newest = max(p.stat().st_mtime for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh", ".cpp", ".cu"))
     return newest > lib.stat().st_mtime
 
 
