@@ -49,7 +49,9 @@ class MonoDepthConfig:
     fit_iters: int = 5  # trimmed least-squares rounds
     trim: float = 2.5  # drop sparse points whose residual exceeds trim x the median residual
     edge_tol: float = 0.05  # relative depth jump to a neighbour that marks a discontinuity
-    free_space_tol: float = 0.05  # relative depth by which a point may lie in front of another view's surface
+    # relative depth by which a point may lie in front of another view's surface; aligned monocular depth is
+    # still off by several percent, so a tighter check would drop good points with the bad ones
+    free_space_tol: float = 0.10
     max_points: int = 100_000
 
 
