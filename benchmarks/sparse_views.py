@@ -81,12 +81,34 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
         cfg.priors.loo_steps = args.loo_steps
     if args.full:
         apply_full_schedule(cfg)
+    if getattr(args, "reuse", False) and _finished_with(out, cfg):
+        m = json.loads((out / "metrics.json").read_text())
+        m.pop("per_view", None)
+        m.pop("prior", None)
+        print(f"reusing the finished run {out}", flush=True)
+        return {"scene": scene, "protocol": protocol, "seed": seed, "prior": prior, **m}
     t0 = time.time()
     m = reconstruct(cfg, log=lambda *_: None)
     m["wall_seconds"] = time.time() - t0
     m.pop("per_view", None)
     m.pop("prior", None)
     return {"scene": scene, "protocol": protocol, "seed": seed, "prior": prior, **m}
+
+
+def _finished_with(out: Path, cfg) -> bool:
+    """Whether ``out`` holds a finished run made with the same settings as ``cfg`` (its output folder and
+    overwrite flag aside): then ``--reuse`` takes its metrics instead of training again."""
+    import yaml
+
+    from sparsesplat.recon.pipeline import _config_dict
+
+    if not ((out / "metrics.json").is_file() and (out / "config.yaml").is_file()):
+        return False
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    now = yaml.safe_load(yaml.safe_dump(_config_dict(cfg), sort_keys=False))
+    for d in (saved, now):
+        d.pop("out", None), d.pop("overwrite", None)
+    return saved == now
 
 
 def _setting(value, field: str):
@@ -173,6 +195,8 @@ def main() -> None:
     ap.add_argument("--loo-steps", type=int, default=None, help="--prior repair: steps of each leave-one-out run")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (threads split between them)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take the metrics of a finished run folder made with the same settings instead of re-running")
     ap.add_argument("--include", nargs="*", default=[],
                     help="earlier result stems (benchmarks/results/<stem>.json) whose rows join this table, e.g. "
                          "seeds run before with the same settings")
