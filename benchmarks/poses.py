@@ -116,6 +116,17 @@ def run_case(name: str, args) -> dict:
                median_rotation_deg=e["median_rotation_deg"], max_rotation_deg=e["max_rotation_deg"],
                median_centre_pct=e["median_centre_pct"], max_centre_pct=e["max_centre_pct"],
                dropped=[scene.names[i] for i in est.dropped])
+    # per view, and with the Sim(3) fitted to the views that agree (a wrongly registered view is named)
+    from sparsesplat.recon.poses.align import robust_pose_errors
+
+    ref_V = scene.cameras.viewmats.double().numpy()[est.registered]
+    rb = robust_pose_errors(est.viewmats, ref_V)
+    reg_names = [scene.names[i] for i in est.registered]
+    row.update(rotation_deg_per_view=dict(zip(reg_names, e["rotation_deg"].tolist())),
+               centre_pct_per_view=dict(zip(reg_names, e["centre_pct"].tolist())),
+               robust_median_rotation_deg=rb["median_rotation_deg"], robust_max_rotation_deg=rb["max_rotation_deg"],
+               robust_median_centre_pct=rb["median_centre_pct"], robust_max_centre_pct=rb["max_centre_pct"],
+               wrong_views=[n for n, ok in zip(reg_names, rb["inliers"]) if not ok])
     if args.no_dense:
         return row
     s = posed.scene
@@ -164,6 +175,13 @@ def write_tables(rows, meta, stem):
     dropped = [f"{r['case']}: {', '.join(r['dropped'])}" for r in rows if r["dropped"]]
     if dropped:
         lines += ["", "Dropped (not registered): " + "; ".join(dropped)]
+    robust = [f"{r['case']}: {len(r['wrong_views'])} wrong ({', '.join(r['wrong_views']) or 'none'}); the rest "
+              f"{_f(r['robust_median_rotation_deg'])} / {_f(r['robust_max_rotation_deg'])} deg, "
+              f"{_f(r['robust_median_centre_pct'])} / {_f(r['robust_max_centre_pct'])}%"
+              for r in rows if "wrong_views" in r]
+    if robust:
+        lines += ["", "Registered views the robust alignment rejects (error > 5 deg or 5% after a Sim(3) fitted to the "
+                  "views that agree), and the errors of the rest (median / max): " + "; ".join(robust) + "."]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 

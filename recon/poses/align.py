@@ -107,3 +107,28 @@ def pose_errors(V_est: np.ndarray, V_ref: np.ndarray) -> dict:
     return {"rotation_deg": rot, "centre_pct": cen, "median_rotation_deg": float(np.median(rot)),
             "max_rotation_deg": float(rot.max()), "median_centre_pct": float(np.median(cen)),
             "max_centre_pct": float(cen.max()), "sim3": sim}
+
+
+def robust_pose_errors(V_est: np.ndarray, V_ref: np.ndarray, max_rotation_deg: float = 5.0,
+                       max_centre_pct: float = 5.0, rounds: int = 5) -> dict:
+    """``pose_errors`` with the Sim(3) fitted to the views that agree with it: a view whose error after the
+    fit exceeds the limits (or 3x the median) is left out of the next fit, for a few rounds. One view
+    registered the wrong way round (e.g. a near-symmetric object) then no longer drags every other view's
+    error up. Returns ``pose_errors``' keys for ALL views (under that fit), plus ``inliers`` (bool per view)
+    and ``n_outliers``."""
+    V_est, V_ref = np.asarray(V_est, np.float64), np.asarray(V_ref, np.float64)
+    keep = np.ones(len(V_est), bool)
+    for _ in range(rounds):
+        sim = align_cameras(V_est[keep], V_ref[keep])
+        V_al = sim.apply_viewmats(V_est)
+        rot = rotation_angle_deg(V_al[:, :3, :3] @ np.transpose(V_ref[:, :3, :3], (0, 2, 1)))
+        cen = np.linalg.norm(camera_centres(V_al) - camera_centres(V_ref), axis=1) / max(extent(V_ref), 1e-12) * 100
+        new = (rot <= max(max_rotation_deg, 3 * np.median(rot[keep]))) & \
+              (cen <= max(max_centre_pct, 3 * np.median(cen[keep])))
+        if new.sum() < 3 or (new == keep).all():
+            break
+        keep = new
+    out = {"rotation_deg": rot, "centre_pct": cen, "sim3": sim, "inliers": keep, "n_outliers": int((~keep).sum())}
+    for name, v in (("rotation_deg", rot[keep]), ("centre_pct", cen[keep])):
+        out[f"median_{name}"], out[f"max_{name}"] = float(np.median(v)), float(v.max())
+    return out
