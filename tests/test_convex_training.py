@@ -93,7 +93,9 @@ def test_export_in_user_frame_renders_the_same(tmp_path):
 def test_training_improves_held_out_views():
     scene = make_scene(n_views=7, width=64, height=48, kind="forward", n_points=1500, supersample=2)
     train, test = [0, 2, 4, 6], [1, 5]
-    cfg = TrainConfig(iters=300, sh_every=100, checkpoint_every=0)
+    # the plain photometric objective: the sparse-view regularizers (on by default) narrow the train/held-out
+    # gap this test reads as "the fit works"
+    cfg = TrainConfig(iters=300, sh_every=100, checkpoint_every=0, binocular_weight=0.0, opacity_decay=0.0)
     cfg.convex.strategy.refine_start_iter, cfg.convex.strategy.refine_stop_iter = 100, 250
     cfg.convex.reference_focal = 70.0  # the 64x48 test cameras' focal length
     cams = scene.cameras.to(dtype=torch.float32)
