@@ -77,6 +77,18 @@ def triangulate_matches(
     return tri.points, tri.colors
 
 
+def sparse_points(scene: SceneData, view_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse points dense and learned initializers build on: the scene's own SfM points when no views
+    are held out (else they would leak the test views), otherwise SIFT tracks triangulated across
+    ``view_ids`` with the known cameras. (points (M, 3), colors (M, 3)) float32."""
+    if scene.points is not None and len(scene.points) and not scene.test_ids:
+        pts = np.asarray(scene.points, np.float32)
+        cols = (np.asarray(scene.point_colors, np.float32) if scene.point_colors is not None
+                else np.full_like(pts, 0.5))
+        return pts, cols
+    return triangulate_matches(scene, list(view_ids))
+
+
 def random_bounds(cams: Cameras, near: float | None = None, far: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) corners of the box the cameras look at.
 

@@ -19,15 +19,10 @@ LAST_STATS: dict = {}  # what the latest call did (for benchmarks and logs)
 def dense_initializer(scene: SceneData, train_ids: list[int], seed: int = 0,
                       cfg: DenseConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(points (M, 3), colors (M, 3)) float32 in the scene's frame from the views ``train_ids``."""
-    from ..init import triangulate_matches
+    from ..init import sparse_points
 
     ids = list(train_ids)
-    if scene.points is not None and len(scene.points) and not scene.test_ids:
-        sparse = np.asarray(scene.points, np.float32)
-        cols = (np.asarray(scene.point_colors, np.float32) if scene.point_colors is not None
-                else np.full_like(sparse, 0.5))
-    else:
-        sparse, cols = triangulate_matches(scene, ids)
+    sparse, cols = sparse_points(scene, ids)
     if len(ids) < 2 or len(sparse) == 0:
         LAST_STATS.clear()
         LAST_STATS.update(sparse=len(sparse), dense=0)

@@ -216,15 +216,10 @@ def mono_depth_points(scene, train_ids: list[int], depth_model: str, device: str
     monocular points. Returns (points, colors, stats)."""
     from sparsesplat.priors.depth import TransformersDepthPrior
 
-    from ..init import input_masks, triangulate_matches
+    from ..init import input_masks, sparse_points
 
     ids = list(train_ids)
-    if scene.points is not None and len(scene.points) and not scene.test_ids:
-        sparse = np.asarray(scene.points, np.float32)
-        cols = (np.asarray(scene.point_colors, np.float32) if scene.point_colors is not None
-                else np.full_like(sparse, 0.5))
-    else:
-        sparse, cols = triangulate_matches(scene, ids)
+    sparse, cols = sparse_points(scene, ids)
     prior = TransformersDepthPrior(depth_model, device=device, cache_dir=cache_dir)
     masks = input_masks(scene)
     init = MonoDepthInitializer(prior, cfg)
