@@ -46,7 +46,8 @@ INITIALIZERS: dict[str, Initializer] = {}
 
 def register_initializer(name: str, fn: Initializer) -> None:
     """Make ``initial_points(..., method=name, options=...)`` call ``fn(scene, train_ids, seed, **options)
-    -> (points, colors)``; ``fn`` should accept and ignore options it does not use (``**_``)."""
+    -> (points, colors[, note])``; ``fn`` should accept and ignore options it does not use (``**_``). An
+    optional third element is a note the log shows after the point count."""
     if name in BUILTIN_METHODS:
         raise ValueError(f"{name!r} is a built-in initialization method; register under another name")
     INITIALIZERS[name] = fn
@@ -207,13 +208,12 @@ def _dense(scene: SceneData, train_ids: list[int], seed: int, **_) -> tuple[np.n
 
 def _mono_depth(scene: SceneData, train_ids: list[int], seed: int, depth_model: str | None = None,
                 device: str = "cpu", cache_dir=None, **_) -> tuple[np.ndarray, np.ndarray, str]:
-    from .poses.learned_init import mono_depth_points  # lazily: transformers only when asked for
+    from .poses.learned_init import mono_depth_points, mono_depth_summary  # lazily: transformers only when asked for
 
     if not depth_model:
         raise ValueError("--init mono-depth needs a depth model: give --depth-model (local folder or hub id)")
     pts, cols, st = mono_depth_points(scene, train_ids, depth_model, device=device, cache_dir=cache_dir)
-    return pts, cols, (f"{st['sparse']} sparse + {len(pts) - st['sparse']} monocular-depth points from "
-                       f"{st['views_aligned']}/{st['views']} aligned views of {depth_model}")
+    return pts, cols, f"{mono_depth_summary(st, len(pts))} of {depth_model}"
 
 
 register_initializer("dense", _dense)

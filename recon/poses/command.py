@@ -61,11 +61,10 @@ class PosesCommand:
         s = posed.scene
         pts, cols = s.points, s.point_colors
         if self.depth_model:
-            from .learned_init import mono_depth_points
+            from .learned_init import mono_depth_points, mono_depth_summary
 
             pts, cols, st = mono_depth_points(s, s.train_ids, self.depth_model, cache_dir=self.out / "depth")
-            print(f"monocular-depth initialization: {st['sparse']} sparse + {len(pts) - st['sparse']} points from "
-                  f"{st['views_aligned']}/{st['views']} aligned views")
+            print(f"monocular-depth initialization: {mono_depth_summary(st, len(pts))}")
         elif self.dense:
             pts, cols = dense_initializer(s, s.train_ids)
             print(f"dense initialization: {LAST_STATS.get('sparse', 0)} sparse + {LAST_STATS.get('dense', 0)} "

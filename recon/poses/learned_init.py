@@ -209,6 +209,12 @@ class MonoDepthInitializer:
         return P.astype(np.float32), np.clip(Cc, 0, 1).astype(np.float32), stats
 
 
+def mono_depth_summary(stats: dict, n_points: int) -> str:
+    """One line for the log: how many points ``mono_depth_points`` returned and from how many views."""
+    return (f"{stats['sparse']} sparse + {n_points - stats['sparse']} monocular-depth points from "
+            f"{stats['views_aligned']}/{stats['views']} aligned views")
+
+
 def mono_depth_points(scene, train_ids: list[int], depth_model: str, device: str = "cpu",
                       cache_dir=None, cfg: MonoDepthConfig | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """The ``mono-depth`` initializer on ``scene``'s views ``train_ids``: the sparse points (the scene's own
