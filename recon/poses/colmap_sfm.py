@@ -60,6 +60,7 @@ class ColmapModel:
         points, colors: (M, 3) float64 points and colours in [0, 1].
         errors: (M,) reprojection error (px); track_lengths: (M,).
         method: "incremental" or "global".
+        observations: per registered view (same order), indices into ``points`` of the points it observes.
     """
 
     view_ids: list[int]
@@ -71,6 +72,7 @@ class ColmapModel:
     track_lengths: np.ndarray
     method: str
     stats: dict = field(default_factory=dict)
+    observations: list[np.ndarray] | None = None
 
 
 def image_file_name(i: int) -> str:
@@ -254,13 +256,18 @@ def to_model(rec: "pycolmap.Reconstruction", method: str) -> ColmapModel:
         V.append(M)
         K.append(im.camera.calibration_matrix())
     order = np.argsort(ids)
-    pts = list(rec.points3D.values())
+    point_ids = list(rec.points3D.keys())
+    pts = [rec.points3D[k] for k in point_ids]
+    row = {k: n for n, k in enumerate(point_ids)}
+    seen = [np.array([row[p.point3D_id] for p in rec.image(i).points2D if p.has_point3D()], np.int64)
+            for i in sorted(rec.reg_image_ids())]
     P = np.array([p.xyz for p in pts], dtype=np.float64).reshape(-1, 3)
     C = np.array([p.color for p in pts], dtype=np.float64).reshape(-1, 3) / 255.0
     err = np.array([p.error for p in pts], dtype=np.float64)
     tl = np.array([p.track.length() for p in pts], dtype=np.int64)
     return ColmapModel(view_ids=[ids[k] for k in order], viewmats=np.stack(V)[order], Ks=np.stack(K)[order],
-                       points=P, colors=C, errors=err, track_lengths=tl, method=method)
+                       points=P, colors=C, errors=err, track_lengths=tl, method=method,
+                       observations=[seen[k] for k in order])
 
 
 def read_matches(db_path: Path, n_views: int) -> tuple[list[np.ndarray], dict[tuple[int, int], np.ndarray]]:

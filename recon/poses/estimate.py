@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .colmap_sfm import ColmapModel, FeatureConfig, MapperConfig, build_database, global_sfm, incremental, read_matches
+from .conflicts import ConflictConfig, model_conflicts, remove_pairs
 from .fallback import FallbackConfig, fallback_sfm
 
 METHODS = ("incremental", "global", "opencv")
@@ -38,6 +39,9 @@ class PoseConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     mapper: MapperConfig = field(default_factory=MapperConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    conflicts: ConflictConfig = field(default_factory=ConflictConfig)
+    """Views a model places together but that see different points (symmetric structure): their matches
+    are removed and the path maps again."""
     refine_focal: str = "guess"
     """Refine the focal length in bundle adjustment: always, never, or guess (only when it is not from EXIF)."""
     work_dir: Path | None = None
@@ -57,6 +61,8 @@ class PoseEstimate:
         method: the path whose model was kept ("incremental", "global" or "opencv").
         tried: per path tried, how many views it registered (-1: no model).
         stats: features per view, verified pairs; seconds: per stage.
+        unlinked: view pairs whose matches were removed as wrong links (``conflicts``).
+        conflicts: view pairs of the kept model that still contradict each other (should be empty).
     """
 
     registered: list[int]
@@ -69,6 +75,8 @@ class PoseEstimate:
     tried: dict[str, int]
     stats: dict
     seconds: dict[str, float]
+    unlinked: tuple = ()
+    conflicts: tuple = ()
 
     def message(self, names: Sequence[str]) -> str:
         n = len(self.registered) + len(self.dropped)
@@ -77,7 +85,17 @@ class PoseEstimate:
                f"{len(self.points)} sparse points")
         if self.dropped:
             msg += "; dropped (no reliable matches to the others): " + ", ".join(names[i] for i in self.dropped)
+        if self.unlinked:
+            msg += (f"; {len(self.unlinked)} wrong links removed (matched views that the model put together but "
+                    "that see different points): " + _pair_names(self.unlinked, names))
+        if self.conflicts:
+            msg += ("; WARNING: these views are placed together but see different points, one of each pair is "
+                    "probably posed wrongly (symmetric or repeated structure): " + _pair_names(self.conflicts, names))
         return msg
+
+
+def _pair_names(pairs, names: Sequence[str]) -> str:
+    return ", ".join(f"{names[i]}~{names[j]}" for i, j in pairs)
 
 
 def _thumbs(images: np.ndarray, size: int = 64) -> np.ndarray:
@@ -109,15 +127,54 @@ def _overlap_error(stats: dict, names: Sequence[str]) -> PoseEstimationError:
         "The photos must overlap: take them from nearby viewpoints (about 10-30 degrees apart) of the same subject")
 
 
-def _run(method: str, db, image_dir, work, kps_matches, Ks, cfg: PoseConfig, n: int) -> ColmapModel | None:
+class _Matches:
+    """The verified matches in the database, read once when a path needs them; wrong links removed from both."""
+
+    def __init__(self, db: Path, n_views: int):
+        self.db, self.n_views, self._read = db, n_views, None
+        self.unlinked: list[tuple[int, int]] = []
+
+    def __call__(self):
+        if self._read is None:
+            self._read = read_matches(self.db, self.n_views)
+        return self._read
+
+    def unlink(self, pairs) -> list[tuple[int, int]]:
+        removed = remove_pairs(self.db, pairs, self._read[1] if self._read is not None else None)
+        self.unlinked += [p for p in removed if p not in self.unlinked]
+        return removed
+
+
+def _run(method: str, db, image_dir, work, matches: _Matches, Ks, cfg: PoseConfig, n: int) -> ColmapModel | None:
     if method == "incremental":
         return incremental(db, image_dir, work, n, cfg.mapper)
     if method == "global":
         return global_sfm(db, image_dir, work, cfg.mapper)
     if method == "opencv":
-        kps, matches = kps_matches()
-        return fallback_sfm(kps, matches, Ks, cfg.fallback)
+        kps, m = matches()
+        return fallback_sfm(kps, m, Ks, cfg.fallback)
     raise ValueError(f"unknown pose method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _run_consistent(method: str, db, image_dir, work, matches: _Matches, Ks, cfg: PoseConfig, size, names,
+                    log) -> tuple[ColmapModel | None, list]:
+    """``_run``, then while the model places views together that see different points, remove the verified
+    pairs among them (the wrong links) and map again. Returns (model, conflicts left)."""
+    n = len(names)
+    model = _run(method, db, image_dir, work, matches, Ks, cfg, n)
+    for _ in range(cfg.conflicts.rounds):
+        conflicts = model_conflicts(model, *size, cfg.conflicts)
+        if not conflicts:
+            return model, []
+        removed = matches.unlink(conflicts)
+        log(f"{method} path: {len(conflicts)} view pairs placed together see different points (symmetric or "
+            f"repeated structure): {_pair_names(conflicts, names)}; "
+            + (f"removed the matches of {_pair_names(removed, names)} and mapping again" if removed
+               else "no direct match between them to remove"))
+        if not removed:
+            return model, conflicts
+        model = _run(method, db, image_dir, work, matches, Ks, cfg, n)
+    return model, model_conflicts(model, *size, cfg.conflicts)
 
 
 def estimate_poses(images: np.ndarray, Ks: np.ndarray, names: Sequence[str], focal_is_guess: bool = False,
@@ -140,27 +197,26 @@ def estimate_poses(images: np.ndarray, Ks: np.ndarray, names: Sequence[str], foc
             raise _overlap_error(stats, names)
         mapper = cfg.mapper
         mapper.refine_focal = {"always": True, "never": False}.get(cfg.refine_focal, focal_is_guess)
-        cache = {}
+        matches = _Matches(db, len(images))
+        size = (images.shape[2], images.shape[1])
 
-        def kps_matches():
-            if "v" not in cache:
-                cache["v"] = read_matches(db, len(images))
-            return cache["v"]
+        def rank(model, conflicts):  # a consistent model beats one with more views that contradict each other
+            return (not conflicts, len(model.view_ids))
 
-        best, tried = None, {}
+        best, best_conflicts, tried = None, [], {}
         for method in cfg.methods:
             t0 = time.perf_counter()
             try:
-                model = _run(method, db, image_dir, work, kps_matches, Ks, cfg, len(images))
+                model, conflicts = _run_consistent(method, db, image_dir, work, matches, Ks, cfg, size, names, log)
             except (RuntimeError, ValueError, np.linalg.LinAlgError, cv2.error) as e:  # a path failing is not fatal
                 log(f"{method} path failed: {e}")
-                model = None
+                model, conflicts = None, []
             secs[method] = time.perf_counter() - t0
             tried[method] = len(model.view_ids) if model is not None else -1
             log(f"{method} path: {tried[method] if model is not None else 'no model'} views registered")
-            if model is not None and (best is None or len(model.view_ids) > len(best.view_ids)):
-                best = model
-            if best is not None and len(best.view_ids) == len(images):
+            if model is not None and (best is None or rank(model, conflicts) > rank(best, best_conflicts)):
+                best, best_conflicts = model, conflicts
+            if best is not None and len(best.view_ids) == len(images) and not best_conflicts:
                 break
     if best is None or len(best.view_ids) < 2:
         raise PoseEstimationError(
@@ -169,7 +225,7 @@ def estimate_poses(images: np.ndarray, Ks: np.ndarray, names: Sequence[str], foc
     dropped = [i for i in range(len(images)) if i not in best.view_ids]
     est = PoseEstimate(registered=list(best.view_ids), dropped=dropped, viewmats=best.viewmats, Ks=best.Ks,
                        points=best.points, colors=best.colors, method=best.method, tried=tried, stats=stats,
-                       seconds=secs)
-    if dropped:
+                       seconds=secs, unlinked=tuple(matches.unlinked), conflicts=tuple(best_conflicts))
+    if dropped or best_conflicts:
         warnings.warn(est.message(names), RuntimeWarning, stacklevel=2)
     return est

@@ -184,8 +184,10 @@ def fallback_sfm(kps: list[np.ndarray], matches: dict, Ks: np.ndarray, cfg: Fall
     for k, v in enumerate(views):
         V[k, :3] = m.poses[v]
     X = np.array(m.X)
+    seen = [np.array([p for p, o in enumerate(m.obs) if v in o], np.int64) for v in views]
     return ColmapModel(view_ids=views, viewmats=V, Ks=Ks[views], points=X, colors=np.full_like(X, 0.5),
-                       errors=np.zeros(len(X)), track_lengths=np.array([len(o) for o in m.obs]), method="opencv")
+                       errors=np.zeros(len(X)), track_lengths=np.array([len(o) for o in m.obs]), method="opencv",
+                       observations=seen)
 
 
 def _seed(kps, matches, Ks, i, j, cfg) -> _Map | None:
