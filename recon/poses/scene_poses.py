@@ -45,7 +45,8 @@ class PosedScene:
         e = self.estimate
         out = {"method": e.method, "tried": e.tried, "registered": len(e.registered),
                "dropped": len(e.dropped), "sparse_points": len(e.points), "seconds": e.seconds,
-               "focal_px": float(np.median(e.Ks[:, 0, 0]))}
+               "focal_px": float(np.median(e.Ks[:, 0, 0])),
+               "unlinked_pairs": [list(p) for p in e.unlinked], "conflicting_pairs": [list(p) for p in e.conflicts]}
         if self.errors is not None:
             out.update({k: v for k, v in self.errors.items() if k.startswith(("median", "max"))})
         return out
