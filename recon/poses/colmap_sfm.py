@@ -135,6 +135,7 @@ def build_database(images: np.ndarray, Ks: np.ndarray, focal_is_guess: bool, wor
     ext.sift.domain_size_pooling = cfg.domain_size_pooling
     mode = pycolmap.CameraMode.SINGLE if single else pycolmap.CameraMode.PER_IMAGE
     if matcher == "learned":
+        pycolmap.Database.open(str(db)).close()  # creates the tables
         pycolmap.import_images(db, image_dir, camera_mode=mode, image_names=names, options=reader)
     else:
         pycolmap.extract_features(db, image_dir, names, camera_mode=mode, reader_options=reader,
