@@ -19,21 +19,29 @@ from sparsesplat.recon.poses.estimate import PoseConfig, estimate_poses
 transformers = pytest.importorskip("transformers")
 
 
-def _tiny_lightglue(folder, size=None):
-    """A random SuperPoint+LightGlue small enough to run in milliseconds, saved with its image processor.
-    No early stopping or pruning (random confidences would stop it at once) and no score filter."""
+def _tiny_lightglue(folder, size=None, kind="lightglue"):
+    """A random SuperPoint+LightGlue (or SuperGlue) small enough to run in milliseconds, saved with its image
+    processor. No early stopping or pruning (random confidences would stop it at once) and no score filter."""
     import torch
-    from transformers import LightGlueConfig, LightGlueForKeypointMatching, SuperPointConfig
+    from transformers import (LightGlueConfig, LightGlueForKeypointMatching, SuperGlueConfig,
+                              SuperGlueForKeypointMatching, SuperPointConfig)
     from transformers.models.lightglue.image_processing_pil_lightglue import LightGlueImageProcessorPil
+    from transformers.models.superglue.image_processing_pil_superglue import SuperGlueImageProcessorPil
 
     torch.manual_seed(0)
     sp = SuperPointConfig(encoder_hidden_sizes=(8, 8, 16, 16), decoder_hidden_size=32, descriptor_decoder_dim=32,
                           max_keypoints=256, keypoint_threshold=0.0, initializer_range=0.1)
-    cfg = LightGlueConfig(keypoint_detector_config=sp, descriptor_dim=32, num_hidden_layers=1, num_attention_heads=2,
-                          filter_threshold=0.0, depth_confidence=-1.0, width_confidence=-1.0, initializer_range=0.1)
-    LightGlueForKeypointMatching(cfg).save_pretrained(folder)
-    proc = LightGlueImageProcessorPil(do_resize=size is not None, size=size or {"height": 480, "width": 640})
-    proc.save_pretrained(folder)
+    if kind == "lightglue":
+        cfg = LightGlueConfig(keypoint_detector_config=sp, descriptor_dim=32, num_hidden_layers=1,
+                              num_attention_heads=2, filter_threshold=0.0, depth_confidence=-1.0,
+                              width_confidence=-1.0, initializer_range=0.1)
+        model, proc = LightGlueForKeypointMatching(cfg), LightGlueImageProcessorPil
+    else:
+        cfg = SuperGlueConfig(keypoint_detector_config=sp, hidden_size=32, keypoint_encoder_sizes=[8, 16],
+                              gnn_layers_types=["self", "cross"], num_attention_heads=2, matching_threshold=0.0)
+        model, proc = SuperGlueForKeypointMatching(cfg), SuperGlueImageProcessorPil
+    model.save_pretrained(folder)
+    proc(do_resize=size is not None, size=size or {"height": 480, "width": 640}).save_pretrained(folder)
     return folder
 
 
@@ -42,9 +50,9 @@ def tiny(tmp_path_factory):
     return _tiny_lightglue(tmp_path_factory.mktemp("lightglue"))
 
 
-@pytest.fixture(scope="module")
-def tiny_resized(tmp_path_factory):
-    return _tiny_lightglue(tmp_path_factory.mktemp("lightglue_resized"), {"height": 64, "width": 96})
+@pytest.fixture(scope="module", params=["lightglue", "superglue"])
+def tiny_resized(tmp_path_factory, request):
+    return _tiny_lightglue(tmp_path_factory.mktemp(request.param), {"height": 64, "width": 96}, request.param)
 
 
 def _texture(seed, h=120, w=160, dx=0):
@@ -140,7 +148,7 @@ def test_tiny_lightglue_database_keypoints_and_matches(tiny, tmp_path):
 
 
 def test_resized_processing_maps_keypoints_back_to_input_pixels(tiny_resized):
-    A, B = _texture(2), _texture(3)
+    A, B = _texture(2), _texture(2, dx=4)
     (ph, pw), out = _raw_model_output(tiny_resized, A, B)
     assert (ph, pw) == (64, 96)
     matcher = lm.load_matcher(str(tiny_resized), "cpu", 0.0)

@@ -117,35 +117,44 @@ def _uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _load(name: str):
-    """(processor, model); MatcherLoadError naming ``name`` and what to do when either cannot be loaded."""
+    """(processor, model); MatcherLoadError naming ``name`` and what to do when either cannot be loaded.
+    A hub id is read from the hub cache first (no network retries when offline), then from the hub."""
+    from sparsesplat.priors.depth import require, resolve_model_path
+
+    transformers = require("transformers", "the learned matcher")
+    transformers.utils.logging.disable_progress_bar()
     try:
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForKeypointMatching
-    except ImportError as e:
-        raise MatcherLoadError(f"the learned matcher needs the transformers package ({e}); "
-                               "pip install 'transformers>=4.56'") from e
-    local = Path(name).expanduser()
-    looks_local = local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_local and not local.is_dir():
-        raise MatcherLoadError(f"matcher model folder {name} does not exist; " + DOWNLOAD_HINT)
-    source, kw = (str(local), {"local_files_only": True}) if looks_local else (name, {})
+        source, local = resolve_model_path(name, "matcher model")
+    except FileNotFoundError as e:
+        raise MatcherLoadError(f"matcher model folder {name} does not exist; " + DOWNLOAD_HINT) from e
+
+    def load(cls, **kw):
+        if local:
+            return cls.from_pretrained(source, local_files_only=True, **kw)
+        try:
+            return cls.from_pretrained(source, local_files_only=True, **kw)
+        except OSError:
+            return cls.from_pretrained(source, **kw)
+
     try:
-        config = AutoConfig.from_pretrained(source, **kw)
-    except Exception as e:
-        raise MatcherLoadError(f"could not load the matcher model {name!r} ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}); " + DOWNLOAD_HINT) from e
+        config = load(transformers.AutoConfig)
+    except (OSError, ValueError) as e:
+        raise MatcherLoadError(f"could not load the matcher model {name!r} ({_first_line(e)}); " + DOWNLOAD_HINT) from e
     if config.model_type not in SUPPORTED_MODELS:
         why = (" (transformers' EfficientLoFTR pairs coarse matches by position in two differently ordered lists,"
                " wrong for any match that is not order-preserving)") if config.model_type == "efficientloftr" else ""
         raise MatcherLoadError(f"matcher model {name!r} is a {config.model_type!r} model{why}; supported: "
                                f"{', '.join(SUPPORTED_MODELS)} (e.g. ETH-CVG/lightglue_superpoint)")
     try:
-        processor = AutoImageProcessor.from_pretrained(source, **kw)
-        model = AutoModelForKeypointMatching.from_pretrained(source, **kw)
-    except Exception as e:
-        raise MatcherLoadError(f"could not load the matcher model {name!r} ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}); it must hold config.json, "
-                               "preprocessor_config.json and the weights; " + DOWNLOAD_HINT) from e
-    return processor, model
+        return load(transformers.AutoImageProcessor), load(transformers.AutoModelForKeypointMatching)
+    except (OSError, ValueError) as e:
+        raise MatcherLoadError(f"could not load the matcher model {name!r} ({_first_line(e)}); it must hold "
+                               "config.json, preprocessor_config.json and the weights; " + DOWNLOAD_HINT) from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def load_matcher(model: str, device: str = "auto", min_score: float = 0.0) -> PairMatcher:
