@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .projection import in_image, project
 
 @dataclass
 class ConflictConfig:
@@ -43,11 +44,7 @@ class ConflictConfig:
 
 def _in_view(viewmat: np.ndarray, K: np.ndarray, width: int, height: int, P: np.ndarray) -> np.ndarray:
     """Which points P (M, 3) project inside the image, in front of the camera."""
-    X = P @ viewmat[:3, :3].T + viewmat[:3, 3]
-    z = X[:, 2]
-    front = z > 1e-9
-    uv = X[:, :2] / np.where(front, z, 1.0)[:, None] @ K[:2, :2].T + K[:2, 2]
-    return front & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+    return in_image(*project(viewmat, K, P), width, height)
 
 
 def conflicting_pairs(viewmats: np.ndarray, Ks: np.ndarray, width: int, height: int, points: np.ndarray,

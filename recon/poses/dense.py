@@ -19,6 +19,8 @@ import numpy as np
 
 from sparsesplat.rasterizer import Cameras
 
+from .projection import in_image, project
+
 
 @dataclass
 class DenseConfig:
@@ -176,12 +178,9 @@ def _depth_map(V, K, W, H, X) -> np.ndarray:
 
 def _consistent(V, K, W, H, X, D, tol) -> np.ndarray:
     """Whether each point's depth in this view agrees with the view's depth map D (False if unseen)."""
-    Xc = X @ V[:3, :3].T + V[:3, 3]
-    z = Xc[:, 2]
-    zs = np.where(z > 1e-9, z, 1.0)
-    u = np.floor(K[0, 0] * Xc[:, 0] / zs + K[0, 2]).astype(np.int64)
-    v = np.floor(K[1, 1] * Xc[:, 1] / zs + K[1, 2]).astype(np.int64)
-    inside = (z > 1e-9) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    u, v, z = project(V, K, X)
+    inside = in_image(u, v, z, W, H)
+    u, v = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
     d = np.full(len(X), np.inf)
     d[inside] = D[v[inside], u[inside]]
     return inside & (np.abs(d - z) <= tol * z)

@@ -29,6 +29,7 @@ import torch
 from sparsesplat.rasterizer import Cameras
 
 from .dense import voxel_downsample
+from .projection import project
 
 
 @runtime_checkable
@@ -85,13 +86,6 @@ def _sample(depth: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _project(V: np.ndarray, K: np.ndarray, X: np.ndarray):
-    Xc = X @ V[:3, :3].T + V[:3, 3]
-    z = Xc[:, 2]
-    zs = np.where(z > 1e-9, z, 1.0)
-    return K[0, 0] * Xc[:, 0] / zs + K[0, 2], K[1, 1] * Xc[:, 1] / zs + K[1, 2], z
-
-
 def discontinuities(depth: np.ndarray, tol: float) -> np.ndarray:
     """(H,W) bool: pixels whose depth differs from a 4-neighbour's by more than ``tol`` (relative)."""
     d = depth
@@ -133,7 +127,7 @@ class MonoDepthInitializer:
         Ks = cams.Ks.detach().cpu().double().numpy()
         out, fits = [], []
         for k in range(len(images)):
-            u, v, z = _project(Vs[k], Ks[k], sparse)
+            u, v, z = project(Vs[k], Ks[k], sparse)
             p = _sample(pred[k].astype(np.float64), u, v)
             seen = (z > 1e-9) & np.isfinite(p)
             if seen.sum() < cfg.min_sparse:
@@ -195,7 +189,7 @@ class MonoDepthInitializer:
             if depth is None:
                 continue
             other = src != k
-            u, v, z = _project(Vs[k], Ks[k], X[other])
+            u, v, z = project(Vs[k], Ks[k], X[other])
             d = _sample(depth, u, v)
             if masks is not None:  # outside view k's silhouette is free space too (object scenes)
                 m = _sample(masks[k, ..., 0].astype(np.float64), u, v)
