@@ -62,14 +62,15 @@ def _texture(seed, h=120, w=160, dx=0):
     return np.kron(small, np.ones((4, 4, 1)))[:h, dx:dx + w].astype(np.float32)
 
 
-def _raw_model_output(folder, im0, im1):
+def _raw_model_output(folder, im0, im1, **kw):
     """The model's own outputs for one pair, run here without the code under test."""
     import torch
     from transformers import AutoImageProcessor, AutoModelForKeypointMatching
 
     proc = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
     model = AutoModelForKeypointMatching.from_pretrained(folder, local_files_only=True).eval()
-    inp = proc([[(im0 * 255).round().astype(np.uint8), (im1 * 255).round().astype(np.uint8)]], return_tensors="pt")
+    pair = [(im0 * 255).round().astype(np.uint8), (im1 * 255).round().astype(np.uint8)]
+    inp = proc([pair], return_tensors="pt", **kw)
     with torch.no_grad():
         out = model(**inp)
     return inp["pixel_values"].shape[-2:], out
@@ -149,8 +150,9 @@ def test_tiny_lightglue_database_keypoints_and_matches(tiny, tmp_path):
 
 def test_resized_processing_maps_keypoints_back_to_input_pixels(tiny_resized):
     A, B = _texture(2), _texture(2, dx=4)
-    (ph, pw), out = _raw_model_output(tiny_resized, A, B)
-    assert (ph, pw) == (64, 96)
+    # processed at the processor's longest side (96) with the photos' aspect ratio (160x120 -> 96x72)
+    (ph, pw), out = _raw_model_output(tiny_resized, A, B, size={"height": 72, "width": 96})
+    assert (ph, pw) == (72, 96)
     matcher = lm.load_matcher(str(tiny_resized), "cpu", 0.0)
     got = matcher(A, B)
     m0 = out.matches.reshape(2, -1)[0]

@@ -108,7 +108,8 @@ def shared_camera(Ks: np.ndarray, focal_is_guess: bool) -> bool:
 
 def build_database(images: np.ndarray, Ks: np.ndarray, focal_is_guess: bool, work: Path,
                    cfg: FeatureConfig | None = None) -> tuple[Path, Path, dict]:
-    """Write images, extract and match features into ``work/database.db``.
+    """Write images, extract and match features into ``work/database.db``: SIFT, and/or a learned matcher's
+    matches (``cfg.matcher``, ``cfg.matcher_model``: ``learned_matching``), verified geometrically.
 
     Returns (database path, image folder, stats: features per view, verified pairs, inlier matches)."""
     cfg = cfg or FeatureConfig()

@@ -6,7 +6,8 @@ through ``transformers``) is trained for exactly those viewpoint changes. This m
 of the (few) views and writes its matches into the COLMAP database ``colmap_sfm.build_database`` makes:
 
     keypoints per view    the matched keypoints of all pairs, merged per view (keypoints closer than
-                          ``dedup_px`` are one keypoint, so tracks span more than two views)
+                          ``dedup_px`` are one keypoint, so tracks span more than two views); with
+                          "sift+learned" appended to SIFT's keypoints (the two detectors are kept apart)
     raw matches per pair  indices into those keypoints (with "sift+learned": added to SIFT's own)
     two-view geometries   pycolmap's geometric verification (``pycolmap.verify_matches``), as for SIFT
 
@@ -93,7 +94,8 @@ class TransformersMatcher:
         import torch
 
         pair = [_uint8(image0), _uint8(image1)]
-        inputs = self.processor([pair], return_tensors="pt")
+        size = self._size(*image0.shape[:2])
+        inputs = self.processor([pair], return_tensors="pt", **({"size": size} if size else {}))
         pixels = inputs["pixel_values"].to(self.device)
         with torch.no_grad():
             out = self.model(pixel_values=pixels)
@@ -110,6 +112,17 @@ class TransformersMatcher:
         return PairMatches(xy0=model_pixels(kp[0, k0], (pw, ph), image0.shape[1::-1]),
                            xy1=model_pixels(kp[1, k1], (pw, ph), image1.shape[1::-1]),
                            scores=scores[0, k0].astype(np.float64))
+
+
+    def _size(self, height: int, width: int) -> dict | None:
+        """The processed size: the processor's longest side with the photo's aspect ratio, in multiples of 8
+        (SuperPoint's cells). The processor alone would squash every photo to its fixed 640x480."""
+        p = self.processor
+        if not getattr(p, "do_resize", False) or getattr(p, "size", None) is None:
+            return None
+        long = max(v for v in (p.size.get("height"), p.size.get("width")) if v)
+        s = long / max(height, width)
+        return {"height": max(8, int(round(height * s / 8)) * 8), "width": max(8, int(round(width * s / 8)) * 8)}
 
 
 def _uint8(image: np.ndarray) -> np.ndarray:
