@@ -266,3 +266,24 @@ def test_exact_learned_matches_give_exact_poses_on_a_wide_orbit(monkeypatch):
     assert est.registered == list(range(8))
     e = pose_errors(est.viewmats, s.cameras.viewmats.numpy())
     assert e["max_rotation_deg"] < 0.05 and e["max_centre_pct"] < 0.1, e
+
+
+def test_efficientloftr_is_refused_because_transformers_pairs_its_matches_wrongly():
+    """The evidence behind refusing EfficientLoFTR: its coarse matcher returns, per position k, the image-0 cell
+    matched to image-1 cell k and the image-1 cell matched to image-0 cell k, and the keypoints (and the fine
+    refinement) pair those two by k. For the permutation below that joins no true pair. When transformers
+    fixes this, this test fails: then add "efficientloftr" to SUPPORTED_MODELS with its keypoint convention."""
+    import torch
+    from transformers import EfficientLoFTRConfig, EfficientLoFTRForKeypointMatching
+
+    cfg = EfficientLoFTRConfig(stage_num_blocks=[1, 1, 1, 1], out_features=[8, 8, 16, 32], hidden_size=32,
+                               num_attention_layers=1, num_attention_heads=8, fine_matching_slice_dim=4,
+                               coarse_matching_threshold=0.0, coarse_matching_border_removal=0)
+    model = EfficientLoFTRForKeypointMatching(cfg)
+    perm = torch.tensor([2, 0, 3, 1])  # image-0 cell i truly matches image-1 cell perm[i]
+    scores = torch.zeros(1, 4, 4)
+    scores[0, torch.arange(4), perm] = 1.0
+    idx, _ = model._get_matches_from_scores(scores.view(1, 2, 2, 2, 2))
+    paired = set(zip(idx[0, 0].tolist(), idx[0, 1].tolist()))  # what the keypoints pair, position by position
+    true = set(zip(range(4), perm.tolist()))
+    assert not paired & true

@@ -16,8 +16,8 @@ so the mappers read it unchanged. Keypoints follow COLMAP's convention: pixel (r
 
 Pairs run one at a time (batch of one image pair): in transformers 5.x, batched LightGlue returns pairs out of
 order when some stop early (cvg/LightGlue#171), and EfficientLoFTR pairs its coarse matches by position in
-two differently ordered lists, which is wrong whenever the match is not order-preserving (checked here with a
-permutation of cells), so it is refused. A pair of 640x480 images costs tens of milliseconds on a GPU.
+two differently ordered lists, which is wrong whenever the match is not order-preserving (a test shows it with
+a permutation of cells), so it is refused. A pair of 640x480 images costs tens of milliseconds on a GPU.
 """
 
 from __future__ import annotations
