@@ -101,6 +101,7 @@ def silhouette_fraction(points: np.ndarray, held) -> float:
 
 def run_case(name: str, args) -> dict:
     from sparsesplat.recon.poses.dense import dense_points
+    from sparsesplat.recon.poses.colmap_sfm import FeatureConfig
     from sparsesplat.recon.poses.estimate import PoseConfig
     from sparsesplat.recon.poses.scene_poses import pose_scene
 
@@ -109,7 +110,8 @@ def run_case(name: str, args) -> dict:
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        posed = pose_scene(scene, PoseConfig(refine_focal="never"), log=lambda s: print(f"  {s}", flush=True))
+        cfg = PoseConfig(refine_focal="never", features=FeatureConfig(matcher_model=args.matcher_model))
+        posed = pose_scene(scene, cfg, log=lambda s: print(f"  {s}", flush=True))
     row["pose_seconds"] = time.time() - t0
     e, est = posed.errors, posed.estimate
     row.update(registered=len(est.registered), method=est.method, tried=est.tried, sparse_points=len(est.points),
@@ -190,6 +192,8 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--lego-size", type=int, default=800, help="lego resolution for SfM (800 = native)")
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--matcher-model", default=None,
+                    help="learned matcher beside SIFT (LightGlue folder or hub id, e.g. ETH-CVG/lightglue_superpoint)")
     ap.add_argument("--out", default="poses")
     args = ap.parse_args()
     if not data_root().is_dir():
@@ -206,7 +210,8 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d"), "pycolmap": pycolmap.__version__,
                 "command": "python -m sparsesplat.benchmarks.poses " + " ".join(sys.argv[1:]),
                 "settings": f"lego at {args.lego_size}px, fern images_8 (504x378); dataset intrinsics as prior, "
-                            "focal fixed; default FeatureConfig / MapperConfig"}
+                            "focal fixed; default FeatureConfig / MapperConfig"
+                            + (f"; learned matcher {args.matcher_model} beside SIFT" if args.matcher_model else "")}
         write_tables(rows, meta, args.out)  # after every case, so a long run leaves partial results
     print(f"wrote {RESULTS / (args.out + '.md')}")
 

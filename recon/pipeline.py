@@ -58,6 +58,9 @@ class ReconstructConfig:
     """Start refining poses after this many steps (the first steps move primitives a lot)."""
     test_pose_steps: int = 100
     """Test-time pose alignment steps per test view when poses were estimated (0 disables)."""
+    matcher_model: Optional[str] = None
+    """Estimated poses: a learned feature matcher used beside SIFT (transformers SuperPoint+LightGlue or SuperGlue,
+    a local folder or a hub id such as ETH-CVG/lightglue_superpoint), for wide baselines (360-degree photo sets)."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
     resume: bool = False

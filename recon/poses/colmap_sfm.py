@@ -22,6 +22,8 @@ from PIL import Image
 
 import pycolmap
 
+from .learned_matching import resolve_matcher
+
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +38,15 @@ class FeatureConfig:
     min_num_inliers: int = 15  # per verified pair
     max_error_px: float = 4.0  # RANSAC threshold of the two-view verification
     threads: int = -1
+    matcher: str = "auto"
+    """sift, learned (only the matcher_model's matches), sift+learned (both, per pair), or auto (sift+learned
+    when a matcher_model is given, else sift)."""
+    matcher_model: str | None = None
+    """Learned matcher (transformers LightGlue or SuperGlue): a local folder or a hub id such as
+    ETH-CVG/lightglue_superpoint; it finds matches across wide baselines where SIFT finds none."""
+    matcher_device: str = "auto"
+    matcher_min_score: float = 0.2  # learned matches scored lower are dropped
+    matcher_dedup_px: float = 1.0  # learned keypoints of one view closer than this are one keypoint
 
 
 @dataclass
@@ -97,10 +108,16 @@ def shared_camera(Ks: np.ndarray, focal_is_guess: bool) -> bool:
 
 def build_database(images: np.ndarray, Ks: np.ndarray, focal_is_guess: bool, work: Path,
                    cfg: FeatureConfig | None = None) -> tuple[Path, Path, dict]:
-    """Write images, extract and match features into ``work/database.db``.
+    """Write images, extract and match features into ``work/database.db``: SIFT, and/or a learned matcher's
+    matches (``cfg.matcher``, ``cfg.matcher_model``: ``learned_matching``), verified geometrically.
 
     Returns (database path, image folder, stats: features per view, verified pairs, inlier matches)."""
     cfg = cfg or FeatureConfig()
+    matcher, learned = resolve_matcher(cfg.matcher, cfg.matcher_model), None
+    if matcher != "sift":  # load first: a model that cannot be loaded fails before any work
+        from .learned_matching import load_matcher
+
+        learned = load_matcher(cfg.matcher_model, cfg.matcher_device, cfg.matcher_min_score)
     image_dir, db = work / "images", work / "database.db"
     if db.exists():
         db.unlink()
@@ -118,8 +135,12 @@ def build_database(images: np.ndarray, Ks: np.ndarray, focal_is_guess: bool, wor
     ext.sift.estimate_affine_shape = cfg.affine
     ext.sift.domain_size_pooling = cfg.domain_size_pooling
     mode = pycolmap.CameraMode.SINGLE if single else pycolmap.CameraMode.PER_IMAGE
-    pycolmap.extract_features(db, image_dir, names, camera_mode=mode, reader_options=reader,
-                              extraction_options=ext, device=pycolmap.Device.cpu)
+    if matcher == "learned":
+        pycolmap.Database.open(str(db)).close()  # creates the tables
+        pycolmap.import_images(db, image_dir, camera_mode=mode, image_names=names, options=reader)
+    else:
+        pycolmap.extract_features(db, image_dir, names, camera_mode=mode, reader_options=reader,
+                                  extraction_options=ext, device=pycolmap.Device.cpu)
     if not focal_is_guess and not single:
         _set_focal_priors(db, names, Ks)
     match = pycolmap.FeatureMatchingOptions()
@@ -130,7 +151,12 @@ def build_database(images: np.ndarray, Ks: np.ndarray, focal_is_guess: bool, wor
     ver.min_num_inliers = cfg.min_num_inliers
     ver.ransac.max_error = cfg.max_error_px
     ver.detect_watermark = False  # identical photos are caught before; sparse views need every pair
-    pycolmap.match_exhaustive(db, matching_options=match, verification_options=ver, device=pycolmap.Device.cpu)
+    if matcher != "learned":
+        pycolmap.match_exhaustive(db, matching_options=match, verification_options=ver, device=pycolmap.Device.cpu)
+    if learned is not None:
+        from .learned_matching import add_learned_matches
+
+        add_learned_matches(db, images, names, learned, matcher == "sift+learned", ver, work, cfg.matcher_dedup_px)
     return db, image_dir, database_stats(db, names)
 
 

@@ -37,6 +37,9 @@ class PosesCommand:
     depth_model: Optional[str] = None
     """Add monocular-depth points instead, from this transformers depth model (local folder or hub id),
     aligned per view to the sparse points (what ``reconstruct --init mono-depth`` does)."""
+    matcher_model: Optional[str] = None
+    """Learned feature matcher (transformers SuperPoint+LightGlue or SuperGlue: a local folder or a hub id such
+    as ETH-CVG/lightglue_superpoint) used beside SIFT: matches across wide baselines (360-degree photo sets)."""
     overwrite: bool = False
 
     def run(self) -> int:
@@ -47,6 +50,7 @@ class PosesCommand:
         from ..io import write_json
         from .initializer import LAST_STATS, dense_initializer
         from .scene_poses import pose_scene
+        from .stage import pose_config
 
         if self.out.exists() and any(self.out.iterdir()):
             if not self.overwrite:
@@ -57,7 +61,7 @@ class PosesCommand:
         scene = load(self.data, format=self.format, protocol=self.protocol, downscale=self.downscale)
         print(scene.summary())
         scene = scene.subset(scene.train_ids)  # test views take no part
-        posed = pose_scene(scene, log=print)
+        posed = pose_scene(scene, pose_config(self), log=print)
         s = posed.scene
         pts, cols = s.points, s.point_colors
         if self.depth_model:

@@ -16,12 +16,19 @@ import torch
 from sparsesplat.rasterizer import Cameras
 from sparsesplat.rasterizer.fileio import atomic_path
 
+from .colmap_sfm import FeatureConfig
+from .estimate import PoseConfig
 from .refine import PoseRefiner, align_test_pose
 from .scene_poses import PosedScene, pose_scene
 
 
 def wants_estimate(cfg, scene) -> bool:
     return cfg.poses == "estimate" or (cfg.poses == "auto" and not scene.poses_known)
+
+
+def pose_config(cfg) -> PoseConfig:
+    """The pose estimation settings a command's options ask for (``matcher_model``: a learned matcher)."""
+    return PoseConfig(features=FeatureConfig(matcher_model=getattr(cfg, "matcher_model", None)))
 
 
 ESTIMATE_FILE = "checkpoints/poses_estimate.pt"  # in the run folder: a resumed run reuses the same frame
@@ -46,7 +53,7 @@ def estimate_if_needed(cfg, scene, log: Callable[[str], None]):
                 log(f"poses: {cache} is for other photos; estimating again")
         except Exception as e:  # an unreadable cache costs a re-estimate, never the run
             log(f"poses: could not read {cache} ({e}); estimating again")
-    posed = pose_scene(scene, log=log, estimate=previous)
+    posed = pose_scene(scene, pose_config(cfg), log=log, estimate=previous)
     if previous is None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp:
