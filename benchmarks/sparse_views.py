@@ -104,11 +104,33 @@ def _finished_with(out: Path, cfg) -> bool:
 
     if not ((out / "metrics.json").is_file() and (out / "config.yaml").is_file()):
         return False
+    from sparsesplat.recon.pipeline import ReconstructConfig
+
+    def plain(c):
+        return yaml.safe_load(yaml.safe_dump(_config_dict(c), sort_keys=False))
+
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    now = yaml.safe_load(yaml.safe_dump(_config_dict(cfg), sort_keys=False))
+    now, default = plain(cfg), plain(ReconstructConfig(data=cfg.data, out=cfg.out))
     for d in (saved, now):
         d.pop("out", None), d.pop("overwrite", None)
-    return saved == now
+    return _same_run(saved, now, default)
+
+
+def _same_run(saved: dict, now: dict, default: dict) -> bool:
+    """saved == now, except that an option the saved config does not have (added to the code since) counts as
+    equal when ``now`` leaves it at its default: the run did the same work."""
+    for k in set(saved) | set(now):
+        if k not in saved:
+            if now[k] != default.get(k):
+                return False
+        elif k not in now:
+            return False
+        elif isinstance(saved[k], dict) and isinstance(now[k], dict):
+            if not _same_run(saved[k], now[k], default.get(k) or {}):
+                return False
+        elif saved[k] != now[k]:
+            return False
+    return True
 
 
 def _setting(value, field: str):
@@ -141,6 +163,11 @@ def _ms(values, digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def _settings(text: str) -> dict[str, str]:
+    """A table's settings line ("primitive=gaussian, cap=None, ...") as a dict."""
+    return dict(part.split("=", 1) for part in text.split(", ") if "=" in part)
+
+
 def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
@@ -152,9 +179,9 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
         seeds = len({r["seed"] for r in rs})
         lines += [f"## {scene} ({protocol}), {seeds} seed(s)", "",
                   "| method | PSNR | SSIM | LPIPS | train s | primitives | init points |", "|---|---|---|---|---|---|---|"]
-        for prior in dict.fromkeys(r.get("prior", "none") for r in rs):
-            rp = [r for r in rs if r.get("prior", "none") == prior]
-            label = "sparsesplat (this run)" if prior == "none" else f"sparsesplat + prior {prior} (this run)"
+        for prior, variant in dict.fromkeys((r.get("prior", "none"), r.get("variant", "")) for r in rs):
+            rp = [r for r in rs if (r.get("prior", "none"), r.get("variant", "")) == (prior, variant)]
+            label = "sparsesplat" + ("" if prior == "none" else f" + prior {prior}") + (f", {variant}" if variant else " (this run)")
             lines.append(
                 f"| **{label}** | {_ms([r['psnr'] for r in rp])} | {_ms([r['ssim'] for r in rp], 3)} "
                 f"| {_ms([r['lpips'] for r in rp], 3)} | {_ms([r['train_seconds'] for r in rp], 0)} "
@@ -163,12 +190,14 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
         for name, p in PUBLISHED.get(protocol, []):
             lines.append(f"| {name} — published, all-scene mean | {p:.2f} | | | | | |")
         if seeds > 1:
-            per_seed = ", ".join(f"seed {r['seed']}{'' if r.get('prior', 'none') == 'none' else ' ' + r['prior']}: "
+            per_seed = ", ".join(f"seed {r['seed']}{'' if r.get('prior', 'none') == 'none' else ' ' + r['prior']}"
+                                 f"{' (' + r['variant'] + ')' if r.get('variant') else ''}: "
                                  f"{r['psnr']:.2f} / {r['ssim']:.3f}" for r in rs)
             lines += ["", f"Per seed (PSNR / SSIM): {per_seed}."]
         lines.append("")
     if meta.get("included"):
-        lines += ["Rows taken from earlier runs with the same settings (their own tables give their commands): "
+        lines += ["Rows taken from earlier runs (their own tables give their commands; a row whose settings differ "
+                  "from this run's is labelled with the difference): "
                   + ", ".join(f"`{f}`" for f in meta["included"]) + ".", ""]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
@@ -222,11 +251,15 @@ def main() -> None:
                         f"binocular={_setting(args.binocular, 'binocular_weight')}, "
                         f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"}
+    ours = _settings(meta["settings"])
     for stem in args.include:
         earlier = json.loads((RESULTS / f"{stem}.json").read_text())
-        rows += [r for r in earlier["rows"] if r["scene"] in args.scenes]
+        theirs = _settings(earlier["meta"]["settings"])
+        variant = ", ".join(f"{k}={v}" for k, v in theirs.items() if k != "priors" and ours.get(k) != v)
+        rows += [{**r, "variant": r.get("variant") or variant} for r in earlier["rows"] if r["scene"] in args.scenes]
         meta.setdefault("included", []).append(f"{stem}.json ({earlier['meta']['settings']})")
-    rows.sort(key=lambda r: (list(SCENES).index(r["scene"]), r.get("prior", "none") != "none", r["seed"]))
+    rows.sort(key=lambda r: (list(SCENES).index(r["scene"]), r.get("prior", "none") != "none", r.get("variant", ""),
+                             r["seed"]))
     write_tables(rows, meta, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
 
