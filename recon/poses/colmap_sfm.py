@@ -273,7 +273,10 @@ def final_bundle_adjustment(rec: "pycolmap.Reconstruction", refine_focal: bool, 
 
 def to_model(rec: "pycolmap.Reconstruction", method: str) -> ColmapModel:
     """Registered views, cameras and points of a pycolmap Reconstruction."""
-    ids, V, K = [], [], []
+    point_ids = list(rec.points3D.keys())
+    pts = [rec.points3D[k] for k in point_ids]
+    row = {k: n for n, k in enumerate(point_ids)}
+    ids, V, K, seen = [], [], [], []
     for image_id in sorted(rec.reg_image_ids()):
         im = rec.image(image_id)
         ids.append(int(Path(im.name).stem))
@@ -281,12 +284,8 @@ def to_model(rec: "pycolmap.Reconstruction", method: str) -> ColmapModel:
         M[:3] = im.cam_from_world().matrix()
         V.append(M)
         K.append(im.camera.calibration_matrix())
+        seen.append(np.array([row[p.point3D_id] for p in im.points2D if p.has_point3D()], np.int64))
     order = np.argsort(ids)
-    point_ids = list(rec.points3D.keys())
-    pts = [rec.points3D[k] for k in point_ids]
-    row = {k: n for n, k in enumerate(point_ids)}
-    seen = [np.array([row[p.point3D_id] for p in rec.image(i).points2D if p.has_point3D()], np.int64)
-            for i in sorted(rec.reg_image_ids())]
     P = np.array([p.xyz for p in pts], dtype=np.float64).reshape(-1, 3)
     C = np.array([p.color for p in pts], dtype=np.float64).reshape(-1, 3) / 255.0
     err = np.array([p.error for p in pts], dtype=np.float64)

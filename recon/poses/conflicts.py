@@ -27,6 +27,7 @@ import numpy as np
 
 from .projection import in_image, project
 
+
 @dataclass
 class ConflictConfig:
     """When two views of a model contradict each other."""
