@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -132,6 +133,13 @@ class PrimitiveModel:
             lambda name, p: torch.cat([p, new[name].to(p)]),
             lambda _, v: torch.cat([v, torch.zeros((n,) + v.shape[1:], dtype=v.dtype, device=v.device)]),
         )
+
+    def cap_opacities(self, at_most: float) -> None:
+        """The opacity reset of 3DGS-style schedules: every opacity above ``at_most`` becomes ``at_most``
+        (optimizer moments zeroed). The cap is a Python float so it applies on any device."""
+        op = self.params["opacities"]
+        cap = math.log(at_most / (1.0 - at_most))  # opacities are stored as logits
+        self.overwrite(torch.arange(len(self), device=op.device), {"opacities": torch.clamp(op, max=cap)})
 
     def overwrite(self, idx: torch.Tensor, values: dict[str, torch.Tensor], reset_state: bool = True) -> None:
         """Set the primitives ``idx`` to ``values`` (a subset of names), zeroing their moments."""

@@ -14,6 +14,7 @@ window (a convex no training view uses; the paper learns a mask for the same pur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -85,9 +86,7 @@ class ConvexStrategy:
             state.update(self.initialize_state(model))
             state["calibrated"][:] = True  # children inherit calibrated sigmas; the unseen were pruned
         if step > 0 and step % self.reset_every == 0:
-            op = model.params["opacities"]
-            value = torch.logit(torch.tensor(self.reset_opacity))
-            model.overwrite(torch.arange(len(model), device=op.device), {"opacities": torch.clamp(op, max=value)})
+            model.cap_opacities(self.reset_opacity)
 
     def step_post_optimizer(self, model, state, step: int) -> None:
         return
@@ -128,5 +127,5 @@ def split_children(params: dict, sel: torch.Tensor, scale: float, shift: float, 
     out["points"] = kids.reshape(P * M, P, 3)
     opac = torch.sigmoid(params["opacities"][sel].detach()) * opacity_factor
     out["opacities"] = torch.logit(opac.clamp(1e-6, 1 - 1e-6)).repeat(P)
-    out["delta"] = (params["delta"][sel].detach() - torch.log(torch.tensor(scale))).repeat(P)
+    out["delta"] = (params["delta"][sel].detach() - math.log(scale)).repeat(P)
     return out

@@ -28,8 +28,9 @@ class DefaultStrategy:
     """Never grow beyond this many Gaussians (a memory guard)."""
 
     def initialize_state(self, model) -> dict:
-        n = len(model)
-        return {"grad2d": torch.zeros(n), "count": torch.zeros(n)}
+        n, dev = len(model), model.params["means"].device
+        # on the model's device: moving the per-step statistics to the host would sync the GPU every step
+        return {"grad2d": torch.zeros(n, device=dev), "count": torch.zeros(n, device=dev)}
 
     def regularization(self, model):
         return 0.0
@@ -42,23 +43,21 @@ class DefaultStrategy:
         grad[..., 0] *= meta.width / 2.0 * grad.shape[0]
         grad[..., 1] *= meta.height / 2.0 * grad.shape[0]
         vis = meta.visibility
-        state["grad2d"] += (grad.norm(dim=-1) * vis).sum(0).cpu()
-        state["count"] += vis.sum(0).float().cpu()
+        state["grad2d"] += (grad.norm(dim=-1) * vis).sum(0)
+        state["count"] += vis.sum(0).float()
         if step > self.refine_start_iter and step % self.refine_every == 0:
             self._grow(model, state)
             self._prune(model, step)
             state.update(self.initialize_state(model))
         if step > 0 and step % self.reset_every == 0:
-            op = model.params["opacities"]
-            value = torch.logit(torch.tensor(2 * self.prune_opa))
-            model.overwrite(torch.arange(len(model), device=op.device), {"opacities": torch.clamp(op, max=value)})
+            model.cap_opacities(2 * self.prune_opa)
 
     def step_post_optimizer(self, model, state, step: int) -> None:
         return
 
     def _grow(self, model, state) -> None:
         dev = model.params["means"].device
-        avg = (state["grad2d"] / state["count"].clamp_min(1)).to(dev)
+        avg = state["grad2d"] / state["count"].clamp_min(1)
         high = avg > self.grow_grad2d
         big = torch.exp(model.params["scales"]).max(-1).values > self.grow_scale3d * model.scene_scale
         room = self.max_primitives - len(model)
