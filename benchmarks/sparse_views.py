@@ -79,6 +79,8 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
         cfg.diffusion_model = args.diffusion_model
     if args.loo_steps is not None:
         cfg.priors.loo_steps = args.loo_steps
+    if args.repair_steps is not None:
+        cfg.priors.repair.steps = args.repair_steps
     if args.full:
         apply_full_schedule(cfg)
     if getattr(args, "reuse", False) and _finished_with(out, cfg):
@@ -222,6 +224,9 @@ def main() -> None:
     ap.add_argument("--depth-model", default=None, help="--prior depth: local folder or hub id")
     ap.add_argument("--diffusion-model", default=None, help="--prior diffusion: local folder or hub id")
     ap.add_argument("--loo-steps", type=int, default=None, help="--prior repair: steps of each leave-one-out run")
+    ap.add_argument("--repair-steps", type=int, default=None,
+                    help="--prior repair: training steps of the repair network (0: it stays the identity, which "
+                         "isolates what the pseudo views alone do)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (threads split between them)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
     ap.add_argument("--reuse", action="store_true",
@@ -250,7 +255,9 @@ def main() -> None:
                         f"dropout={_setting(args.dropout, 'dropout')}, "
                         f"binocular={_setting(args.binocular, 'binocular_weight')}, "
                         f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, init={args.init}, poses={args.poses}, "
-                        f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"}
+                        f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"
+                        + "".join(f", {k}={v}" for k, v in (("loo_steps", args.loo_steps),
+                                                             ("repair_steps", args.repair_steps)) if v is not None)}
     ours = _settings(meta["settings"])
     for stem in args.include:
         earlier = json.loads((RESULTS / f"{stem}.json").read_text())
