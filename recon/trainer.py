@@ -257,7 +257,9 @@ class Trainer:
         self.step = state["step"]
         restored = type(self.model).from_state_dict(state["model"], state["lrs"], device=self.model.device)
         self.model.params, self.model.optimizers, self.model.lrs = restored.params, restored.optimizers, restored.lrs
-        self.strategy_state = state["strategy_state"]
+        # checkpoints load on the CPU; the strategies keep their statistics on the model's device
+        self.strategy_state = {k: v.to(self.model.device) if torch.is_tensor(v) else v
+                               for k, v in state["strategy_state"].items()}
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self._order = list(state["order"])

@@ -1,6 +1,7 @@
 """`reconstruct` on a CUDA GPU gives what it gives on the CPU: every primitive kind and strategy, with
 refinement and the opacity reset inside the run (the steps that mix per-primitive statistics, random
 draws and Python scalars with the model's tensors, where a host tensor on a GPU model breaks).
+A run resumed on the GPU continues with the strategy statistics its checkpoint (loaded on the CPU) kept.
 Skipped without a GPU."""
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def data(tmp_path_factory):
     return write_colmap_text(tmp_path_factory.mktemp("data") / "scene", scene)
 
 
-def _run(data, out, kind: str, device: str) -> dict:
+def _run(data, out, kind: str, device: str, iters: int = 300, **kw) -> dict:
     primitive, strategy = KINDS[kind]
-    train = TrainConfig(iters=300, sh_degree=1, sh_every=100, checkpoint_every=150, strategy=strategy)
+    train = TrainConfig(iters=iters, sh_degree=1, sh_every=100, checkpoint_every=150, strategy=strategy)
     d = train.default
     d.refine_start_iter, d.refine_stop_iter, d.refine_every, d.reset_every = 50, 250, 50, 200
     train.mcmc.refine_start_iter, train.mcmc.refine_stop_iter = 50, 250
@@ -43,7 +44,7 @@ def _run(data, out, kind: str, device: str) -> dict:
     cvx = train.convex.strategy
     cvx.refine_start_iter, cvx.refine_stop_iter, cvx.refine_every, cvx.reset_every = 50, 250, 50, 200
     cfg = ReconstructConfig(data=data, out=out, protocol="llff6", train=train, init="sfm", primitive=primitive,
-                            device=device)
+                            device=device, **kw)
     return reconstruct(cfg, log=lambda *_: None)
 
 
@@ -57,3 +58,12 @@ def test_cuda_run_matches_the_cpu_run(data, tmp_path, kind):
     # different float summation orders and random draws per device: the same quality, not the same bits
     assert abs(gpu["psnr"] - cpu["psnr"]) < 1.5, (cpu["psnr"], gpu["psnr"])
     assert 0.5 < gpu["num_primitives"] / cpu["num_primitives"] < 2.0, (cpu["num_primitives"], gpu["num_primitives"])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_cuda_run_resumes_inside_the_refinement_window(data, tmp_path, kind):
+    out = tmp_path / "run"
+    _run(data, out, kind, "cuda", iters=150)  # stops inside refinement, its statistics in the checkpoint
+    m = _run(data, out, kind, "cuda", iters=300, resume=True)
+    assert m["steps"] == 300
+    assert math.isfinite(m["psnr"]) and m["psnr"] > 15.0, m["psnr"]

@@ -48,20 +48,20 @@ class ConvexStrategy:
     pixels soft); sigma multiplies the view depth, whose scale the model cannot know before training."""
 
     def initialize_state(self, model) -> dict:
-        n = len(model)
-        return {"sigma_grad": torch.zeros(n), "count": torch.zeros(n), "max_weight": torch.zeros(n),
-                "calibrated": torch.zeros(n, dtype=torch.bool)}
+        n, dev = len(model), model.params["sigma"].device  # on the model's device: no host copy per step
+        return {"sigma_grad": torch.zeros(n, device=dev), "count": torch.zeros(n, device=dev),
+                "max_weight": torch.zeros(n, device=dev), "calibrated": torch.zeros(n, dtype=torch.bool, device=dev)}
 
     @torch.no_grad()
     def _calibrate(self, model, state, meta) -> None:
         """sigma = init_sharpness / depth for convexes seen for the first time (depth: mean over the views)."""
         d = meta.depths.detach()
         vis = (meta.visibility & (d > 0)).float()
-        depth = ((d * vis).sum(0) / vis.sum(0).clamp_min(1)).cpu()
-        new = (vis.sum(0).cpu() > 0) & ~state["calibrated"]
+        depth = (d * vis).sum(0) / vis.sum(0).clamp_min(1)
+        new = (vis.sum(0) > 0) & ~state["calibrated"]
         if not bool(new.any()):
             return
-        idx = new.nonzero()[:, 0].to(model.params["sigma"].device)
+        idx = new.nonzero()[:, 0]
         values = torch.log(self.init_sharpness / depth[new]).to(model.params["sigma"])
         model.overwrite(idx, {"sigma": values})
         state["calibrated"] |= new
@@ -76,11 +76,11 @@ class ConvexStrategy:
         if step >= self.refine_stop_iter:
             return
         grad = model.params["sigma"].grad
-        vis = meta.visibility.any(0).cpu()
+        vis = meta.visibility.any(0)
         if grad is not None:
-            state["sigma_grad"] += grad.detach().cpu() * vis
+            state["sigma_grad"] += grad.detach() * vis
         state["count"] += vis.float()
-        state["max_weight"] = torch.maximum(state["max_weight"], meta.max_weight.detach().amax(0).cpu())
+        state["max_weight"] = torch.maximum(state["max_weight"], meta.max_weight.detach().amax(0))
         if step > self.refine_start_iter and step % self.refine_every == 0:
             self._refine(model, state)
             state.update(self.initialize_state(model))
@@ -95,8 +95,8 @@ class ConvexStrategy:
         """Split and prune together, so both masks index the convexes the statistics were gathered on."""
         p = model.params
         dev = p["points"].device
-        prune = (torch.sigmoid(p["opacities"]) < self.prune_opa) | (state["max_weight"] < self.prune_weight).to(dev)
-        mean = (state["sigma_grad"] / state["count"].clamp_min(1)).to(dev)
+        prune = (torch.sigmoid(p["opacities"]) < self.prune_opa) | (state["max_weight"] < self.prune_weight)
+        mean = state["sigma_grad"] / state["count"].clamp_min(1)
         split = (mean > self.grow_sigma_grad) & ~prune
         P = p["points"].shape[1]
         room = max(self.max_primitives - len(model) + int(prune.sum()), 0) // max(P - 1, 1)

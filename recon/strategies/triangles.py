@@ -58,7 +58,8 @@ class TriangleStrategy:
     """Weight of the mean opacity in the loss (pushes unneeded triangles towards death)."""
 
     def initialize_state(self, model) -> dict:
-        return {"max_weight": torch.zeros(len(model)), "views": 0}
+        # on the model's device: no host copy per step
+        return {"max_weight": torch.zeros(len(model), device=model.params["opacities"].device), "views": 0}
 
     def regularization(self, model):
         if self.opacity_reg <= 0:
@@ -69,7 +70,7 @@ class TriangleStrategy:
     def step_post_backward(self, model, state, step: int, meta) -> None:
         if step >= self.refine_stop_iter:
             return
-        w = meta.max_weight.detach().amax(0).float().cpu()
+        w = meta.max_weight.detach().amax(0).float()
         if len(w) == len(state["max_weight"]):
             state["max_weight"] = torch.maximum(state["max_weight"], w)
             state["views"] += 1
@@ -97,7 +98,7 @@ class TriangleStrategy:
         op = torch.sigmoid(p["opacities"]).detach()
         dead = op <= self.min_opacity
         if self.min_weight > 0 and state.get("views", 0) > 0:
-            dead |= state["max_weight"].to(dev) < self.min_weight
+            dead |= state["max_weight"] < self.min_weight
         alive = ~dead
         if not alive.any():  # never kill everything
             return {"dead": 0, "born": 0}
