@@ -5,6 +5,7 @@ seeds, beside published numbers.
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --seeds 0 1 2 --iters 3000
     python -m sparsesplat.benchmarks.sparse_views --full               # the papers' schedules (GPU)
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior none repair   # each prior vs none
+    python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior repair --repair-steps 0   # pseudo views alone
 
 Scenes are looked up in ../shared/data (or $SPARSESPLAT_DATA). Results: benchmarks/results/<stem>.md/.json;
 run folders under benchmarks/results/runs/ (not committed).
