@@ -148,6 +148,11 @@ def _limit_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _prior_steps(args) -> list[str]:
+    """The prior schedule options given on the command line ("repair_steps=0", ...); none at their defaults."""
+    return [f"{k}={v}" for k, v in (("loo_steps", args.loo_steps), ("repair_steps", args.repair_steps)) if v is not None]
+
+
 def _run_job(job) -> dict:
     (scene, seed, prior), args = job
     r = run_one(scene, seed, args, prior)
@@ -257,8 +262,9 @@ def main() -> None:
                         f"binocular={_setting(args.binocular, 'binocular_weight')}, "
                         f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"
-                        + "".join(f", {k}={v}" for k, v in (("loo_steps", args.loo_steps),
-                                                             ("repair_steps", args.repair_steps)) if v is not None)}
+                        + "".join(f", {item}" for item in _prior_steps(args))}
+    if _prior_steps(args):  # this run's prior rows are a variant of the prior: say which in their label
+        rows = [{**r, "variant": ", ".join(_prior_steps(args))} if r.get("prior", "none") != "none" else r for r in rows]
     ours = _settings(meta["settings"])
     for stem in args.include:
         earlier = json.loads((RESULTS / f"{stem}.json").read_text())
