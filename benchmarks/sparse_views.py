@@ -103,11 +103,10 @@ def _finished_with(out: Path, cfg) -> bool:
     overwrite flag aside): then ``--reuse`` takes its metrics instead of training again."""
     import yaml
 
-    from sparsesplat.recon.pipeline import _config_dict
+    from sparsesplat.recon.pipeline import ReconstructConfig, _config_dict
 
     if not ((out / "metrics.json").is_file() and (out / "config.yaml").is_file()):
         return False
-    from sparsesplat.recon.pipeline import ReconstructConfig
 
     def plain(c):
         return yaml.safe_load(yaml.safe_dump(_config_dict(c), sort_keys=False))
@@ -254,6 +253,7 @@ def main() -> None:
             rows = list(pool.map(_run_job, [(j, args) for j in jobs]))
     else:
         rows = [_run_job((j, args)) for j in jobs]
+    steps = _prior_steps(args)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
@@ -262,9 +262,9 @@ def main() -> None:
                         f"binocular={_setting(args.binocular, 'binocular_weight')}, "
                         f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"
-                        + "".join(f", {item}" for item in _prior_steps(args))}
-    if _prior_steps(args):  # this run's prior rows are a variant of the prior: say which in their label
-        rows = [{**r, "variant": ", ".join(_prior_steps(args))} if r.get("prior", "none") != "none" else r for r in rows]
+                        + "".join(f", {item}" for item in steps)}
+    if steps:  # this run's prior rows are a variant of the prior: say which in their label
+        rows = [{**r, "variant": ", ".join(steps)} if r.get("prior", "none") != "none" else r for r in rows]
     ours = _settings(meta["settings"])
     for stem in args.include:
         earlier = json.loads((RESULTS / f"{stem}.json").read_text())
