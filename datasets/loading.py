@@ -28,8 +28,12 @@ LISTERS = {
 FORMATS = tuple(LISTERS)
 
 
-def detect_format(path: Path) -> str:
-    """"blender", "llff", "dtu", "colmap" or "photos" from the files in ``path``."""
+def detect_format(path: Path, protocol: str | None = None) -> str:
+    """"blender", "llff", "dtu", "colmap" or "photos" from the files in ``path``.
+
+    A folder with both DTU's ``cameras_sphere.npz`` and LLFF's ``poses_bounds.npy`` (some DTU releases ship
+    both) is read as DTU when the protocol is a DTU one (``dtu3``...), so its object masks are used, and as
+    LLFF otherwise."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"scene folder {path} does not exist; check the path")
@@ -37,6 +41,9 @@ def detect_format(path: Path) -> str:
         raise DatasetError(f"{path} is a file; pass the scene folder that contains it")
     if any(path.glob("transforms_*.json")):
         return "blender"
+    dtu_protocol = protocol is not None and protocol.lower().startswith("dtu")
+    if (path / "cameras_sphere.npz").exists() and dtu_protocol:
+        return "dtu"
     if (path / "poses_bounds.npy").exists():
         return "llff"
     if (path / "cameras_sphere.npz").exists():
@@ -76,7 +83,7 @@ def load(
         SceneData with images (N, H, W, 3), cameras, names, train_ids/test_ids indexing those N views.
     """
     path = Path(path)
-    fmt = detect_format(path) if format == "auto" else format
+    fmt = detect_format(path, protocol) if format == "auto" else format
     if fmt not in LISTERS:
         raise ValueError(f"unknown format {format!r}; choose 'auto' or one of {', '.join(FORMATS)}")
     if format != "auto" and not path.is_dir():

@@ -3,10 +3,11 @@
 What lives here (``init_points.py`` and ``normalize.py`` hold the parts):
     normalize_scene / Normalization   the similarity to a unit-size, camera-centred frame, and back
     triangulate_matches               SIFT tracks triangulated with the known cameras
+    plane_sweep_points                dense points by plane-sweep multi-view stereo (``init_mvs.py``)
     visual_hull_points                object scenes with input masks (alpha): surface of the visual hull
     random_points                     the last resort
-    initial_points                    picks a method ("auto", "sfm", "hull", "triangulate", "random" or a
-                                      registered one) and says what it did
+    initial_points                    picks a method ("auto", "mvs", "sfm", "hull", "triangulate", "random"
+                                      or a registered one) and says what it did
     register_initializer              plug-in point for learned/dense initializers
 
 Points are returned in the scene's (user) frame; the trainer normalizes them with the cameras.
@@ -24,19 +25,21 @@ from sparsesplat.datasets import SceneData
 from sparsesplat.rasterizer import Cameras
 
 from .init_hull import HullConfig, visual_hull_points
+from .init_mvs import MVSConfig, plane_sweep_points
 from .init_points import Triangulation, TriangulationConfig, random_points, triangulate_tracks
 from .normalize import Normalization, normalize_scene
 
 __all__ = [
     "Normalization", "normalize_scene", "triangulate_matches", "triangulate_tracks", "Triangulation",
     "TriangulationConfig", "random_points", "random_bounds", "initial_points", "InitResult",
-    "register_initializer", "INITIALIZERS", "visual_hull_points", "HullConfig", "input_masks",
+    "register_initializer", "INITIALIZERS", "visual_hull_points", "HullConfig", "input_masks", "plane_sweep_points",
+    "MVSConfig",
 ]
 
 MIN_POINTS = 100  # fewer triangulated points than this: fall back to random points
 RANDOM_BOX_FRACTION = 0.35  # half side of the random box / camera distance (Blender: 4 -> 1.4; 3DGS: 1.3)
 
-BUILTIN_METHODS = ("auto", "sfm", "hull", "triangulate", "random")
+BUILTIN_METHODS = ("auto", "mvs", "sfm", "hull", "triangulate", "random")
 
 # name -> fn(scene, train_ids, seed, **options) -> (points (M,3), colors (M,3)); for learned or dense
 # initializers. ``options`` are what the pipeline knows (depth_model, device, cache_dir); take what you need.
@@ -137,12 +140,14 @@ def initial_points(
 ) -> InitResult:
     """Initial point cloud for training on ``train_ids`` (default ``scene.train_ids``).
 
-    "auto": the dataset's SfM points when they exist and no views are held out (SfM over all images would
-    leak the test views into a sparse-view run, so then the training views are triangulated instead, as
-    sparse-view papers do); else triangulation; when it yields fewer than ``min_points``, the visual hull if
-    the input photos carry foreground masks (object scenes), else random points. (Measured on lego blender8,
-    3000 steps: triangulated 246 points 21.31 dB, visual hull 17.87 dB — the hull's concavity-filling shell
-    is consistent with every training silhouette, so the few views never remove it.)
+    "auto" (= "mvs" with the fallbacks below): sparse points (the dataset's SfM points when they exist and no
+    views are held out; SfM over all images would leak the test views into a sparse-view run, so then SIFT
+    tracks of the training views triangulated with their cameras, as sparse-view papers do), plus dense points
+    from plane-sweep multi-view stereo across the training views (``init_mvs``; inside the input masks when
+    the photos carry them). When both together give fewer than ``min_points``: the visual hull if the input
+    photos carry foreground masks (object scenes), else random points.
+    Measured (3 views, DTU scan37): SIFT triangulation alone finds 60 points and training from random points
+    collapses; see benchmarks/results/quality.md for the plane-sweep figures.
     "sfm", "hull", "triangulate", "random" force one; any other name calls a registered initializer with
     ``options`` (e.g. ``depth_model`` for "mono-depth").
     """
@@ -157,7 +162,7 @@ def initial_points(
         known = ", ".join([*BUILTIN_METHODS, *INITIALIZERS])
         raise ValueError(f"unknown initialization method {method!r}; choose one of: {known}")
     has_sfm = scene.points is not None and len(scene.points) > 0
-    if method == "sfm" or (method == "auto" and has_sfm and not scene.test_ids):
+    if method == "sfm":
         if not has_sfm:
             raise ValueError(f"method='sfm' but the {scene.source_format or 'loaded'} scene has no SfM points; "
                              "use method='triangulate' or 'auto'")
@@ -178,19 +183,46 @@ def initial_points(
         return InitResult(pts, cols, "hull",
                           f"{len(pts)} points on the visual hull of the foreground masks of {len(ids)} views")
     if len(ids) < 2:
-        why = f"triangulation needs 2 views, got {len(ids)}"
-    else:
+        why = f"{'triangulation' if method == 'triangulate' else 'stereo'} needs 2 views, got {len(ids)}"
+    elif method == "triangulate":
         pts, cols = triangulate_matches(scene, ids, max_points)
         if len(pts) >= min_points:
             return InitResult(pts, cols, "triangulate",
                               f"{len(pts)} points triangulated from SIFT matches across {len(ids)} views")
         why = f"triangulation found only {len(pts)} points (< {min_points}) in {len(ids)} views"
+    else:  # auto, mvs
+        pts, cols, used, msg = _sparse_plus_mvs(scene, ids, has_sfm and not scene.test_ids, masks, max_points)
+        if len(pts) >= min_points:
+            return InitResult(pts, cols, used, msg)
+        why = f"{msg}: only {len(pts)} points (< {min_points})"
     if masks is not None and len(ids) >= 2:
         pts, cols = visual_hull_points(scene.images[ids].numpy(), masks[ids].numpy(), scene.cameras[ids],
                                        max_points=max_points, seed=seed)
         return InitResult(pts, cols, "hull", f"{why}; using {len(pts)} points on the visual hull of the masks")
     pts, cols, msg = _random(scene, ids, n_random, seed)
     return InitResult(pts, cols, "random", f"{why}; falling back to {msg}")
+
+
+def _sparse_plus_mvs(scene: SceneData, ids: list[int], use_sfm: bool, masks, max_points: int):
+    """(points, colors, method used, message): the sparse points (the dataset's SfM points or SIFT
+    triangulation) and the plane-sweep stereo points of the views ``ids`` (inside ``masks`` when given). The
+    method is "mvs", or the sparse points' own ("sfm", "triangulate") when stereo added none."""
+    if use_sfm:
+        sparse = np.asarray(scene.points, np.float32)
+        scols = (np.asarray(scene.point_colors, np.float32) if scene.point_colors is not None
+                 else np.full_like(sparse, 0.5))
+        what, used = "SfM points from the dataset", "sfm"
+    else:
+        sparse, scols = triangulate_matches(scene, ids, max_points)
+        what, used = "triangulated SIFT points", "triangulate"
+    res = plane_sweep_points(scene.images[ids].numpy(), scene.cameras[ids], sparse,
+                             None if masks is None else masks[ids].numpy(), scene.near, scene.far,
+                             MVSConfig(max_points=max_points))
+    pts = np.concatenate([sparse, res.points]).astype(np.float32)
+    cols = np.concatenate([scols, res.colors]).astype(np.float32)
+    msg = (f"{len(res.points)} plane-sweep stereo points + {len(sparse)} {what} from {len(ids)} views "
+           f"({res.stats['seconds']:.0f} s)")
+    return pts, cols, "mvs" if len(res.points) else used, msg
 
 
 def input_masks(scene: SceneData):

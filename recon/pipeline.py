@@ -151,7 +151,7 @@ def load_scene(cfg: ReconstructConfig):
     downscale = cfg.downscale
     if downscale == 1.0 and cfg.protocol:
         family = cfg.protocol.split("-")[0].rstrip("0123456789")
-        fmt = detect_format(cfg.data) if cfg.format == "auto" else cfg.format
+        fmt = detect_format(cfg.data, cfg.protocol) if cfg.format == "auto" else cfg.format
         downscale = PROTOCOL_RESOLUTION.get((family, fmt), 1.0)
     scene = load(cfg.data, format=cfg.format, protocol=cfg.protocol, downscale=downscale)
     if not scene.poses_known and cfg.poses == "known":

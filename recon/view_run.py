@@ -76,7 +76,7 @@ def _scene_source(run: Path) -> tuple[dict, Optional[object]]:
         from sparsesplat.datasets.loading import LISTERS, detect_format
 
         fmt = cfg.get("format", "auto")
-        fmt = detect_format(data) if fmt == "auto" else fmt
+        fmt = detect_format(data, cfg.get("protocol")) if fmt == "auto" else fmt
         return cfg, LISTERS[fmt](data)
     except Exception:  # the photos are only decoration: a moved or changed scene folder is not an error
         return cfg, None

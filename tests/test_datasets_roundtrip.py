@@ -40,6 +40,17 @@ def test_roundtrip_cameras_and_images(tmp_path, orbit, fmt, writer):
     assert data.train_ids == list(range(6)) and data.test_ids == []
 
 
+def test_dtu_folder_with_llff_poses_is_dtu_under_a_dtu_protocol(tmp_path, orbit):
+    """Some DTU releases ship poses_bounds.npy beside cameras_sphere.npz: a dtu protocol reads it as DTU (with
+    its masks), another protocol or none as LLFF."""
+    writers.write_dtu(tmp_path / "scene", orbit)
+    writers.write_llff(tmp_path / "llff", orbit)
+    (tmp_path / "scene" / "poses_bounds.npy").write_bytes((tmp_path / "llff" / "poses_bounds.npy").read_bytes())
+    assert detect_format(tmp_path / "scene") == "llff"
+    assert detect_format(tmp_path / "scene", "dtu3") == "dtu"
+    assert detect_format(tmp_path / "scene", "llff3") == "llff"
+
+
 def test_blender_roundtrip_composites_on_white(tmp_path, orbit):
     writers.write_blender(tmp_path / "b", orbit, splits={"train": [0, 2, 4], "test": [1, 3, 5]})
     data = load(tmp_path / "b")

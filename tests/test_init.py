@@ -220,16 +220,18 @@ def test_visual_hull_rejects_masks_that_disagree_with_the_cameras():
 
 
 def test_auto_uses_the_hull_of_input_masks_only_when_triangulation_fails():
-    """Two flat-coloured sphere views give SIFT nothing to match: auto falls back to the visual hull for a
-    Blender scene (alpha is input) but to random points for DTU (masks are for evaluation only)."""
+    """A flat-coloured sphere gives SIFT and stereo (inside the masks) nothing to match: auto falls back to the
+    visual hull for a Blender scene (alpha is input) but never for DTU (masks are for evaluation only)."""
     images, masks, cams = _sphere_views(n_views=8, size=64)
+    images = np.repeat(images.max(axis=-1, keepdims=True), 3, axis=-1)  # one colour: white on black
     scene = scene_data(images, cams)
     scene.masks = torch.as_tensor(masks)
     scene.source_format = "blender"
     r = init.initial_points(scene, method="auto", max_points=5000)
-    assert r.method_used == "hull" and "triangulation found only" in r.message
+    assert r.method_used == "hull" and "0 plane-sweep stereo points" in r.message
     assert np.linalg.norm(r.points, axis=1).min() > 0.7  # on the hull of the 0.8-radius sphere, not inside
-    scene.source_format = "dtu"
-    assert init.initial_points(scene, method="auto", n_random=1000).method_used == "random"
+    scene.source_format = "dtu"  # the masks are not input: neither the hull nor mask-limited stereo
+    r = init.initial_points(scene, method="auto", n_random=1000)
+    assert r.method_used != "hull" and "hull" not in r.message
     with pytest.raises(ValueError, match="needs foreground masks that are part of the input"):
         init.initial_points(scene, method="hull")

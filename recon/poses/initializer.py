@@ -27,9 +27,11 @@ def dense_initializer(scene: SceneData, train_ids: list[int], seed: int = 0,
         LAST_STATS.clear()
         LAST_STATS.update(sparse=len(sparse), dense=0)
         return sparse, cols
-    masks = None
-    if scene.masks is not None:
-        masks = scene.masks[ids].numpy()
+    from ..init import input_masks
+
+    masks = input_masks(scene)  # DTU's object masks are for evaluation only, never for building the scene
+    if masks is not None:
+        masks = masks[ids].numpy()
     res = dense_points(scene.images[ids].numpy(), scene.cameras[ids], sparse, masks, cfg)
     LAST_STATS.clear()
     LAST_STATS.update(sparse=len(sparse), dense=len(res.points), **res.stats)

@@ -1,0 +1,298 @@
+"""Initial points from KNOWN cameras by plane-sweep multi-view stereo: no learned weights, no sparse points needed.
+
+Three photos of a textured object give SIFT a few dozen tracks (DTU scan37, dtu3: 60 points), far too few
+to place 3DGS primitives, and a random cloud lets the optimizer explain every training photo with floaters
+near the cameras. Plane sweeping scores every pixel at every depth instead of only at keypoints:
+
+1. For each reference view, its source views are the others that look the same way (optical axes within
+   ``max_view_angle_deg``), nearest first.
+2. Depth hypotheses: ``planes`` fronto-parallel planes, uniform in inverse depth between bounds taken from
+   the sparse points seen by the view (robust percentiles, widened), else the scene's near/far, else a wide
+   range around the point the cameras look at.
+3. Photo-consistency: each source photo is warped onto each plane (per-pixel projection + bilinear
+   sampling) and compared with the reference by zero-mean normalized cross-correlation over a
+   ``window`` x ``window`` patch (box filters), so exposure changes between photos do not matter. The cost
+   of a depth is the mean of the best ``ceil(S/2)`` sources (occlusion-robust, as in COLMAP's PatchMatch).
+4. Winner-takes-all depth with parabolic sub-plane refinement; a pixel is kept where the best NCC exceeds
+   ``min_ncc``, the patch has texture (``min_texture``), and the best cost is clearly better than the best
+   cost away from it (``uniqueness``): repeated or flat texture is rejected.
+5. Geometric cross-view check (COLMAP-style fusion): a pixel's 3D point must be seen at the same depth
+   (``depth_tol``) by at least ``min_consistent`` other views' depth maps, and the other view's point must
+   project back within ``reproj_px`` pixels. Points are then voxel-averaged to at most ``max_points``.
+
+Runs on torch (CPU or CUDA); 3 views at 400x300 with 128 planes take a few seconds on two CPU cores.
+Imports: ``sparsesplat.rasterizer`` (Cameras), numpy, torch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparsesplat.rasterizer import Cameras
+
+
+@dataclass
+class MVSConfig:
+    planes: int = 128  # depth hypotheses per reference view
+    window: int = 7  # NCC patch side, pixels (odd)
+    max_side: int = 512  # images are area-downscaled so their longer side is at most this
+    sources: int = 4  # source views per reference view
+    max_view_angle_deg: float = 60.0  # a source looks within this angle of the reference
+    min_ncc: float = 0.5  # best (aggregated) NCC a kept pixel needs
+    min_texture: float = 0.01  # std of the reference patch (grey in [0, 1]) a kept pixel needs
+    uniqueness: float = 0.0  # best NCC minus the best NCC more than 3 planes away
+    depth_tol: float = 0.01  # relative depth agreement with another view's depth map
+    reproj_px: float = 2.0  # forward-backward reprojection agreement, pixels
+    min_consistent: int = 1  # other views that must agree
+    max_points: int = 200_000
+
+
+@dataclass
+class MVSResult:
+    """Fused points (user frame), their colours, the per-view depth maps that survived every check (0 =
+    none; at the working resolution) and stage figures."""
+
+    points: np.ndarray
+    colors: np.ndarray
+    depths: list[np.ndarray] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def _grey(img: torch.Tensor) -> torch.Tensor:
+    return (0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]).contiguous()
+
+
+def _box(x: torch.Tensor, w: int) -> torch.Tensor:
+    """Mean over a w x w window, same size (replicate-free: averages only the pixels inside the image)."""
+    return F.avg_pool2d(x[None, None], w, stride=1, padding=w // 2, count_include_pad=False)[0, 0]
+
+
+def _downscaled(images: np.ndarray, cams: Cameras, max_side: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(images (V,H',W',3), Ks (V,3,3) float64 in the new pixels, factor) with the longer side <= max_side."""
+    imgs = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32)
+    K = cams.Ks.detach().cpu().double().clone()
+    H, W = imgs.shape[1:3]
+    f = max(H, W) / max_side
+    if f <= 1:
+        return imgs, K, 1.0
+    h, w = int(round(H / f)), int(round(W / f))
+    imgs = F.interpolate(imgs.permute(0, 3, 1, 2), size=(h, w), mode="area").permute(0, 2, 3, 1)
+    sx, sy = w / W, h / H
+    K[:, 0] *= sx
+    K[:, 1] *= sy
+    return imgs.contiguous(), K, f
+
+
+def choose_sources(V: np.ndarray, ref: int, cfg: MVSConfig) -> list[int]:
+    """Views that look within the angle limit of ``ref``, nearest centre first, at most ``cfg.sources``."""
+    centres = -np.einsum("cji,cj->ci", V[:, :3, :3], V[:, :3, 3])
+    axes = V[:, 2, :3]
+    ok = [j for j in range(len(V)) if j != ref and np.linalg.norm(centres[j] - centres[ref]) > 1e-9
+          and math.degrees(math.acos(float(np.clip(axes[ref] @ axes[j], -1, 1)))) < cfg.max_view_angle_deg]
+    ok.sort(key=lambda j: float(np.linalg.norm(centres[j] - centres[ref])))
+    return ok[: cfg.sources]
+
+
+def depth_range(V: np.ndarray, K: np.ndarray, ref: int, W: int, H: int, sparse: np.ndarray | None,
+                near: float | None, far: float | None) -> tuple[float, float]:
+    """(near, far) depth bounds of view ``ref``'s sweep: from the sparse points it sees when there are at
+    least 8 (5th-95th percentile, widened x2 in inverse depth on each side), else the scene's near/far, else
+    0.05-5x the distance to the point nearest every optical axis."""
+    if sparse is not None and len(sparse):
+        Xc = sparse @ V[ref, :3, :3].T + V[ref, :3, 3]
+        z = Xc[:, 2]
+        front = z > 1e-9
+        u = K[ref, 0, 0] * Xc[front, 0] / z[front] + K[ref, 0, 2]
+        v = K[ref, 1, 1] * Xc[front, 1] / z[front] + K[ref, 1, 2]
+        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        zin = z[front][inside]
+        if len(zin) >= 8:
+            lo, hi = np.percentile(zin, 5), np.percentile(zin, 95)
+            # widen in inverse depth: half the near depth's margin before, twice the far depth's after
+            return float(lo * 0.5), float(hi * 2.0)
+    if near is not None and far is not None and 0 < near < far:
+        return float(near), float(far)
+    c2w = np.linalg.inv(V)
+    centres, axes = c2w[:, :3, 3], c2w[:, :3, 2]
+    P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]
+    A, b = P.sum(axis=0), np.einsum("kij,kj->i", P, centres)
+    target = np.linalg.lstsq(A, b, rcond=None)[0] if np.linalg.matrix_rank(A) == 3 else centres.mean(0)
+    d = float(np.linalg.norm(target - centres[ref]))
+    d = d if d > 1e-6 else 1.0
+    return 0.05 * d, 5.0 * d
+
+
+def sweep_view(ref: int, srcs: list[int], grey: torch.Tensor, V: torch.Tensor, K: torch.Tensor,
+               near: float, far: float, cfg: MVSConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(depth (H,W), score (H,W)) of view ``ref`` by plane sweeping against ``srcs``; depth 0 = rejected.
+
+    grey: (V,H,W) grey images; V: (V,4,4) world->camera; K: (V,3,3), float64 on the same device."""
+    dev = grey.device
+    _, H, W = grey.shape
+    w = cfg.window
+    ref_img = grey[ref]
+    mu_r = _box(ref_img, w)
+    var_r = (_box(ref_img * ref_img, w) - mu_r * mu_r).clamp_min(0)
+    std_r = var_r.sqrt()
+    ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float64) + 0.5,
+                            torch.arange(W, device=dev, dtype=torch.float64) + 0.5, indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)
+    rays = pix @ torch.linalg.inv(K[ref]).T  # camera-frame rays with z = 1
+    inv = torch.linspace(1.0 / near, 1.0 / far, cfg.planes, dtype=torch.float64)
+    depths = 1.0 / inv
+    # source projection of ray * d: A_s (ray * d) + b_s with A_s = K_s R_s R_r^T, b_s = K_s (t_s - R_s R_r^T t_r)
+    Rr, tr = V[ref, :3, :3], V[ref, :3, 3]
+    k = max(1, math.ceil(len(srcs) / 2))
+    cost = torch.empty(cfg.planes, H, W, dtype=torch.float32, device=dev)
+    proj = []
+    for s in srcs:
+        Rs, ts = V[s, :3, :3], V[s, :3, 3]
+        Rrel = Rs @ Rr.T
+        proj.append(((K[s] @ Rrel), K[s] @ (ts - Rrel @ tr)))
+    ray_proj = [(rays @ A.T).float() for A, _ in proj]
+    for p, d in enumerate(depths.tolist()):
+        nccs = []
+        for (A, b), rp, s in zip(proj, ray_proj, srcs):
+            q = rp * d + b.float()
+            z = q[:, 2]
+            zs = torch.where(z > 1e-6, z, torch.ones_like(z))
+            u, v = q[:, 0] / zs, q[:, 1] / zs
+            valid = (z > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+            gx, gy = u / W * 2 - 1, v / H * 2 - 1
+            grid = torch.stack([gx, gy], -1).reshape(1, H, W, 2)
+            warped = F.grid_sample(grey[s][None, None], grid, mode="bilinear", padding_mode="border",
+                                   align_corners=False)[0, 0]
+            mu_s = _box(warped, w)
+            var_s = (_box(warped * warped, w) - mu_s * mu_s).clamp_min(0)
+            cov = _box(warped * ref_img, w) - mu_s * mu_r
+            ncc = cov / (var_s * var_r).sqrt().clamp_min(1e-8)
+            ncc = torch.where(valid.reshape(H, W) & (var_s > cfg.min_texture ** 2), ncc, torch.full_like(ncc, -1.0))
+            nccs.append(ncc)
+        stack = torch.stack(nccs)
+        cost[p] = stack.topk(k, dim=0).values.mean(0) if len(nccs) > 1 else stack[0]
+    best, idx = cost.max(dim=0)
+    # the best score more than 3 planes away from the winner: a repeated pattern scores high there too
+    planes = torch.arange(cfg.planes, device=dev)[:, None, None]
+    far_away = (planes - idx[None]).abs() > 3
+    second = torch.where(far_away, cost, torch.full_like(cost, -1.0)).max(dim=0).values
+    # parabolic refinement in inverse depth
+    i0 = idx.clamp(1, cfg.planes - 2)
+    c_m, c_0, c_p = (cost.gather(0, (i0 + o)[None])[0] for o in (-1, 0, 1))
+    den = c_m - 2 * c_0 + c_p
+    off = torch.where(den < -1e-6, 0.5 * (c_m - c_p) / den, torch.zeros_like(den)).clamp(-0.5, 0.5)
+    off = torch.where((idx == i0), off, torch.zeros_like(off))
+    step = (inv[1] - inv[0]).item()
+    inv_d = inv[idx].float() + off * step
+    depth = 1.0 / inv_d
+    keep = (best > cfg.min_ncc) & (std_r > cfg.min_texture) & (best - second > cfg.uniqueness)
+    keep &= (idx > 0) & (idx < cfg.planes - 1)  # a winner at the range's end is probably beyond it
+    return torch.where(keep, depth, torch.zeros_like(depth)), best
+
+
+def _consistency(depths: list[torch.Tensor], V: torch.Tensor, K: torch.Tensor, cfg: MVSConfig) -> list[torch.Tensor]:
+    """Per view (H,W) count of other views whose depth map agrees with this view's depth (depth and
+    forward-backward reprojection)."""
+    n = len(depths)
+    H, W = depths[0].shape
+    dev = depths[0].device
+    ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float64) + 0.5,
+                            torch.arange(W, device=dev, dtype=torch.float64) + 0.5, indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)
+
+    def to_world(i):
+        X = (pix @ torch.linalg.inv(K[i]).T) * depths[i].reshape(-1, 1).double()
+        return (X - V[i, :3, 3]) @ V[i, :3, :3]
+
+    def project(j, Xw):
+        q = (Xw @ V[j, :3, :3].T + V[j, :3, 3])
+        z = q[:, 2]
+        zs = torch.where(z > 1e-9, z, torch.ones_like(z))
+        uv = (q @ K[j].T)[:, :2] / zs[:, None]
+        return uv, z
+
+    worlds = [to_world(i) for i in range(n)]
+    counts = []
+    for i in range(n):
+        has = depths[i].reshape(-1) > 0
+        count = torch.zeros(H * W, dtype=torch.int32, device=dev)
+        for j in range(n):
+            if j == i or not bool((depths[j] > 0).any()):
+                continue
+            uv, z = project(j, worlds[i])
+            inside = has & (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+            uj = uv[:, 0].floor().long().clamp(0, W - 1)
+            vj = uv[:, 1].floor().long().clamp(0, H - 1)
+            flat = vj * W + uj
+            dj = depths[j].reshape(-1)[flat].double()
+            ok = inside & (dj > 0) & ((dj - z).abs() <= cfg.depth_tol * z)
+            back_uv, _ = project(i, worlds[j][flat])
+            ok &= (back_uv - pix[:, :2]).norm(dim=1) <= cfg.reproj_px
+            count += ok.int()
+        counts.append(count.reshape(H, W))
+    return counts
+
+
+def plane_sweep_points(images: np.ndarray, cams: Cameras, sparse: np.ndarray | None = None,
+                       masks: np.ndarray | None = None, near: float | None = None, far: float | None = None,
+                       cfg: MVSConfig | None = None) -> MVSResult:
+    """Dense coloured points (cameras' frame) from ``images`` (V, H, W, 3) in [0, 1] seen by ``cams``.
+
+    sparse: (M, 3) points that bound each view's depth range (optional); masks: (V, H, W[, 1]) foreground
+    masks that are part of the input (points outside them or within half a window of their edge are
+    dropped); near/far: scene depth bounds if known."""
+    from .poses.dense import voxel_downsample
+
+    cfg = cfg or MVSConfig()
+    t0 = time.perf_counter()
+    imgs, K, factor = _downscaled(images, cams, cfg.max_side)
+    V = cams.viewmats.detach().cpu().double()
+    n, H, W = imgs.shape[:3]
+    grey = _grey(imgs)
+    Vn, Kn = V.numpy(), K.numpy()
+    sp = None if sparse is None else np.asarray(sparse, np.float64).reshape(-1, 3)
+    depths, per_view = [], []
+    for r in range(n):
+        srcs = choose_sources(Vn, r, cfg)
+        if not srcs:
+            depths.append(torch.zeros(H, W))
+            per_view.append(0)
+            continue
+        lo, hi = depth_range(Vn, Kn, r, W, H, sp, near, far)
+        d, _ = sweep_view(r, srcs, grey, V, K, lo, hi, cfg)
+        depths.append(d)
+        per_view.append(int((d > 0).sum()))
+    counts = _consistency(depths, V, K, cfg)
+    Xs, Cs = [], []
+    m = None
+    if masks is not None:
+        m = torch.as_tensor(np.asarray(masks, np.float32).reshape(len(masks), *masks.shape[1:3], 1))
+        m = (F.interpolate(m.permute(0, 3, 1, 2), size=(H, W), mode="area") > 0.5).float()
+        # eroded by the NCC window: a patch straddling the silhouette matches the outline, whose depth
+        # differs between views (points inside a sphere's surface, measured), not the surface
+        w = cfg.window
+        m = -F.max_pool2d(-m, w, stride=1, padding=w // 2)[:, 0] > 0.5
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1)
+    for i in range(n):
+        keep = (depths[i] > 0) & (counts[i] >= cfg.min_consistent)
+        if m is not None:
+            keep &= m[i]
+        depths[i] = torch.where(keep, depths[i], torch.zeros_like(depths[i]))
+        X = (pix[keep] @ torch.linalg.inv(K[i]).T) * depths[i][keep].double()[:, None]
+        Xs.append(((X - V[i, :3, 3]) @ V[i, :3, :3]).numpy())
+        Cs.append(imgs[i][keep].numpy())
+    X = np.concatenate(Xs) if Xs else np.zeros((0, 3))
+    C = np.concatenate(Cs) if Cs else np.zeros((0, 3))
+    consistent = len(X)
+    P, Cc, voxel = voxel_downsample(X, C, cfg.max_points)
+    stats = {"views": n, "resolution": (W, H), "per_view": per_view, "consistent": consistent,
+             "points": len(P), "voxel": voxel, "seconds": time.perf_counter() - t0}
+    full = [d.numpy() for d in depths]
+    return MVSResult(P.astype(np.float32), np.clip(Cc, 0, 1).astype(np.float32), full, stats)
