@@ -87,7 +87,7 @@ class Reconstruct(ReconstructConfig):
         if self.full:
             apply_full_schedule(self)
         with TrainingProgress(self.train.iters) as bar:
-            metrics = reconstruct(self, progress=bar.update, log=bar.log)
+            metrics = reconstruct(self, progress=bar.update, log=bar.log, on_start=bar.start)
         psnr = metrics.get("psnr")
         tail = f", test PSNR {psnr:.2f} dB, SSIM {metrics['ssim']:.3f}" if psnr is not None else ""
         print(f"done: {metrics['num_primitives']} {self.primitive} primitives in {metrics['train_seconds']:.0f} s{tail}")

@@ -7,7 +7,9 @@ Every file is written atomically; a run folder that exists is refused unless --r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -98,16 +100,39 @@ class RunFolderExists(ValueError):
     pass
 
 
-def _prepare_folder(cfg: ReconstructConfig) -> None:
+def _check_folder(cfg: ReconstructConfig) -> None:
+    """Refuse an existing run folder before any work (unless --resume or --overwrite)."""
     out = cfg.out
-    if out.exists() and any(out.iterdir()):
-        if cfg.overwrite:
-            shutil.rmtree(out)
-        elif not cfg.resume:
-            raise RunFolderExists(
-                f"run folder {out} already exists; pass --resume to continue it or --overwrite to replace it"
-            )
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()) and not (cfg.overwrite or cfg.resume):
+        raise RunFolderExists(
+            f"run folder {out} already exists; pass --resume to continue it or --overwrite to replace it"
+        )
+
+
+@contextlib.contextmanager
+def _run_folder(cfg: ReconstructConfig, started: list):
+    """The run folder appears only once there is something worth keeping: a start that fails (unreadable
+    input, failed pose estimation, Ctrl+C before training) leaves no folder behind, and the folder that
+    --overwrite replaces is put back. Training has started once ``started`` is non-empty."""
+    out = cfg.out
+    _check_folder(cfg)
+    replaced = None
+    if cfg.overwrite and out.exists():
+        replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        os.replace(out, replaced)
+    fresh = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if not started and fresh:
+            shutil.rmtree(out, ignore_errors=True)
+            if replaced is not None:
+                os.replace(replaced, out)
+                replaced = None
+        raise
+    finally:
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
 
 
 def _device(name: str) -> torch.device:
@@ -182,16 +207,23 @@ def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: P
     return {**result["mean"], "per_view": result["views"]}
 
 
-def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
-    """Run the whole pipeline; returns the metrics written to metrics.json."""
+def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None) -> dict:
+    """Run the whole pipeline; returns the metrics written to metrics.json. ``on_start()`` is called when
+    training begins (after loading, pose estimation and initialization)."""
+    if cfg.full:
+        apply_full_schedule(cfg)
+    model_class(cfg.primitive)  # an unknown kind fails before anything is written
+    started: list = []
+    with _run_folder(cfg, started):
+        return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()))
+
+
+def _reconstruct(cfg: ReconstructConfig, progress, log, on_start) -> dict:
     from .export import write_cameras_json, write_colmap_text, write_transforms_json
     from .init import initial_points, normalize_scene
     from .poses import stage as pose_stage
 
-    if cfg.full:
-        apply_full_schedule(cfg)
-    model_cls = model_class(cfg.primitive)  # an unknown kind fails before anything is written
-    _prepare_folder(cfg)
+    model_cls = model_class(cfg.primitive)
     out = cfg.out
     device = _device(cfg.device)
     torch.manual_seed(cfg.train.seed)
@@ -241,6 +273,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     from .view_run import chain_steps, start_live_viewer
 
     viewer = start_live_viewer(cfg, model, scene, cams_norm, pts, init.colors, log) if cfg.viewer else None
+    on_start()
     t0 = time.time()
     try:
         trainer.train(on_step=chain_steps(progress, viewer and viewer.on_step), on_checkpoint=checkpoint,

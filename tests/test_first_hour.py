@@ -31,3 +31,91 @@ def test_written_files_follow_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory):
+    from sparsesplat.datasets.synthetic import make_scene
+    from sparsesplat.datasets.writers import write_colmap_text
+
+    scene = make_scene(n_views=10, width=48, height=36, kind="forward", n_points=600, supersample=1)
+    return write_colmap_text(tmp_path_factory.mktemp("data") / "scene", scene)
+
+
+TINY = ["--protocol", "llff3", "--sh-degree", "0", "--init", "sfm", "--test-pose-steps", "0"]
+
+
+def test_a_failed_start_leaves_no_run_folder_and_the_retry_runs(tmp_path, tiny_scene):
+    out = tmp_path / "run"
+    r = run_cli("reconstruct", tmp_path / "no_such_scene", "-o", out)
+    assert r.returncode == 1 and "no_such_scene" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    r = run_cli("reconstruct", tiny_scene, "-o", out, "--iters", "5", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "already exists" not in r.stderr and (out / "scene.ply").is_file()
+
+
+def test_no_progress_bar_before_an_early_error(tmp_path):
+    r = run_cli("reconstruct", tmp_path / "no_such_scene", "-o", tmp_path / "run")
+    assert r.returncode == 1
+    assert r.stderr.startswith("sparsesplat: error:") and "training" not in r.stderr, r.stderr
+
+
+def test_progress_off_a_terminal_is_plain_lines_and_files_follow_the_umask(tmp_path, tiny_scene):
+    out = tmp_path / "run"
+    r = run_cli("reconstruct", tiny_scene, "-o", out, "--iters", "20", *TINY, umask=0o022)
+    assert r.returncode == 0, r.stderr
+    # plain periodic lines, the last one complete (never cut to "20/…"), no terminal control codes
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("training ")]
+    assert len(lines) >= 2 and lines[-1].startswith("training 20/20 "), r.stderr
+    assert "ETA" in lines[0] and "loss" in lines[0]
+    assert "…" not in r.stderr and "\r" not in r.stderr and "\x1b[" not in r.stderr
+    # every written file follows the umask, like any other tool's output
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert modes and all(m == 0o644 for m in modes.values()), modes
+
+
+def test_progress_on_a_terminal_is_a_live_bar():
+    import io
+
+    from rich.console import Console
+
+    from sparsesplat.recon.progress import TrainingProgress
+    from sparsesplat.recon.trainer import StepStats
+
+    buf = io.StringIO()
+    with TrainingProgress(10, console=Console(file=buf, force_terminal=True, width=100)) as bar:
+        bar.log("loading the scene")
+        assert "training" not in buf.getvalue()
+        for step in range(1, 11):
+            bar.update(StepStats(step=step, loss=0.1, psnr=20.0, num_primitives=5, seconds=0.0))
+    assert "10/10" in buf.getvalue() and "loading the scene" in buf.getvalue()
+
+
+def test_a_failed_overwrite_keeps_the_previous_run(tmp_path, tiny_scene):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    r = run_cli("reconstruct", tmp_path / "no_such_scene", "-o", out, "--overwrite")
+    assert r.returncode == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and (out / "metrics.json").read_text() == "{}"
+
+
+def test_a_start_that_fails_after_writing_removes_what_it_wrote(tmp_path, tiny_scene, monkeypatch):
+    """A failure between the first written file and the first training step (here: building the trainer)."""
+    from sparsesplat.recon import pipeline
+    from sparsesplat.recon.trainer import TrainConfig
+
+    written = []
+
+    class Broken:
+        def __init__(self, *a, **k):
+            written.extend(p.name for p in (tmp_path / "run").iterdir())
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline, "Trainer", Broken)
+    cfg = pipeline.ReconstructConfig(data=tiny_scene, out=tmp_path / "run", protocol="llff3", init="sfm",
+                                     train=TrainConfig(iters=5, sh_degree=0))
+    with pytest.raises(RuntimeError, match="boom"):
+        pipeline.reconstruct(cfg, log=lambda *_: None)
+    assert "config.yaml" in written and not (tmp_path / "run").exists()
