@@ -119,3 +119,14 @@ def test_a_start_that_fails_after_writing_removes_what_it_wrote(tmp_path, tiny_s
     with pytest.raises(RuntimeError, match="boom"):
         pipeline.reconstruct(cfg, log=lambda *_: None)
     assert "config.yaml" in written and not (tmp_path / "run").exists()
+
+
+def test_the_scene_header_says_how_many_views_the_protocol_chose_of_how_many():
+    from sparsesplat.datasets import load
+
+    example = REPO / "examples" / "synthetic_forward"
+    total = len(list((example / "images").iterdir()))
+    scene = load(example, protocol="llff6")
+    assert len(scene) < total
+    assert f"{len(scene)} of {total} images (protocol llff6's views)" in scene.summary()
+    assert f"  {total} images," in load(example).summary()
