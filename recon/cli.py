@@ -151,6 +151,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(2)
         sys.stderr.write(err.getvalue())
         raise
+    from .options import OptionRangeError, check_ranges
+
+    try:
+        check_ranges(cmd)
+    except OptionRangeError as e:
+        print(f"sparsesplat: error: {e} (see sparsesplat {args[0]} --help)", file=sys.stderr)
+        raise SystemExit(2)
     from sparsesplat.priors.depth import MissingDependency
 
     try:

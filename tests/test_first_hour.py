@@ -130,3 +130,52 @@ def test_the_scene_header_says_how_many_views_the_protocol_chose_of_how_many():
     assert len(scene) < total
     assert f"{len(scene)} of {total} images (protocol llff6's views)" in scene.summary()
     assert f"  {total} images," in load(example).summary()
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--iters", "-5"], "--iters"),
+    (["--dropout", "1.5"], "--dropout"),
+    (["--scale", "0"], "--downscale"),
+    (["--port", "70000"], "--port"),
+    (["--priors.pseudo.probability", "-0.1"], "--priors.pseudo.probability"),
+    (["--default.refine-every", "0"], "--default.refine-every"),
+    (["--lrs.means", "nan"], "--lrs.means"),
+])
+def test_out_of_range_options_are_refused_at_parse_time(tmp_path, args, flag):
+    out = tmp_path / "run"
+    r = run_cli("reconstruct", tmp_path / "no_such_scene", "-o", out, *args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sparsesplat: error: {flag} must be"), r.stderr
+    assert not out.exists()
+
+
+def _commands():
+    from sparsesplat.recon import cli
+
+    return {"reconstruct": cli.Reconstruct(data=Path("d"), out=Path("o")), "view": cli.View(folder=Path("f")),
+            "inspect": cli.Inspect(data=Path("d")), "poses": cli.Poses(data=Path("d"), out=Path("o")),
+            "info": cli.Info()}
+
+
+def test_every_numeric_option_has_its_range_checked():
+    """Defaults pass; NaN, and -1 where 0 is the lower bound, are refused for every int/float option, and the
+    message names the option as --help spells it."""
+    import copy
+    import math
+
+    from sparsesplat.recon.options import OptionRangeError, check_ranges, flag, numeric_fields
+
+    for name, cmd in _commands().items():
+        check_ranges(cmd)
+        help_text = run_cli(name, "--help", env={**os.environ, "COLUMNS": "200"}).stdout
+        for path, _, field_name in numeric_fields(cmd):
+            assert flag(path) in help_text, (name, path)
+            for bad in (math.nan, -1):
+                broken = copy.deepcopy(cmd)
+                owner = broken
+                for part in path.split(".")[:-1]:
+                    owner = getattr(owner, part)
+                setattr(owner, field_name, type(getattr(owner, field_name))(bad) if bad == bad else bad)
+                with pytest.raises(OptionRangeError, match=flag(path).replace(".", r"\.")):
+                    check_ranges(broken)
