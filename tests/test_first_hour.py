@@ -179,3 +179,26 @@ def test_every_numeric_option_has_its_range_checked():
                 setattr(owner, field_name, type(getattr(owner, field_name))(bad) if bad == bad else bad)
                 with pytest.raises(OptionRangeError, match=flag(path).replace(".", r"\.")):
                     check_ranges(broken)
+
+
+def test_colmap_log_goes_to_the_run_folder_and_the_terminal_shows_stages(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sparsesplat.datasets.synthetic import make_scene
+
+    s = make_scene(5, 256, 192, "forward", n_points=10)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, im in enumerate(s.images):
+        Image.fromarray(np.round(im * 255).astype(np.uint8)).save(photos / f"img_{i}.png")
+    out = tmp_path / "poses"
+    r = run_cli("poses", photos, "-o", out, "--no-dense")
+    assert r.returncode == 0, r.stderr
+    terminal = (r.stdout + r.stderr).splitlines()
+    assert len(terminal) <= 15, "\n".join(terminal)
+    assert not any(".cc:" in ln for ln in terminal), "\n".join(terminal)  # glog lines: "I2026... sift.cc:754] ..."
+    assert any("features" in ln for ln in terminal) and any("mapping" in ln for ln in terminal)
+    assert any(str(out / "logs" / "colmap.log") in ln for ln in terminal)
+    colmap_log = (out / "logs" / "colmap.log").read_text()
+    assert "Feature extraction" in colmap_log and colmap_log.count("\n") > 20

@@ -70,6 +70,7 @@ class PosesCommand:
             pts, cols, st = mono_depth_points(s, s.train_ids, self.depth_model, cache_dir=self.out / "depth")
             print(f"monocular-depth initialization: {mono_depth_summary(st, len(pts))}")
         elif self.dense:
+            print("poses: dense stereo between neighbouring views...", flush=True)
             pts, cols = dense_initializer(s, s.train_ids)
             print(f"dense initialization: {LAST_STATS.get('sparse', 0)} sparse + {LAST_STATS.get('dense', 0)} "
                   f"stereo points")
