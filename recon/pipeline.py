@@ -31,20 +31,28 @@ from .trainer import NonFiniteError, Trainer, TrainConfig, load_checkpoint, save
 
 @dataclass
 class ReconstructConfig:
-    """Reconstruct a scene from posed views (COLMAP, Blender, LLFF, DTU) into a run folder."""
+    """Reconstruct a 3D scene from a few photos (their cameras are estimated) or from a posed dataset (COLMAP,
+    Blender, LLFF, DTU) into a run folder. The first options are all most runs need:
+    sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]"""
 
     data: tyro.conf.Positional[Path]
-    """Scene folder."""
+    """Folder of photos, or of a posed dataset (COLMAP, Blender, LLFF, DTU)."""
     out: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
-    """Run folder to write."""
-    format: str = "auto"
-    protocol: Optional[str] = None
-    """Sparse-view protocol: llff3, llff6, llff9, blender8, dtu3, dtu6, dtu9, mip360-12, mip360-24."""
+    """Run folder to write (created when the run starts training; refused if it exists, see --resume and
+    --overwrite)."""
+    protocol: Annotated[Optional[str], tyro.conf.arg(metavar="NAME")] = None
+    """Sparse-view protocol choosing the training and test views: llff3, llff6, llff9, blender8, dtu3, dtu6,
+    dtu9, mip360-12 or mip360-24 (none: every view trains and none is held out for testing)."""
+    primitive: Annotated[str, tyro.conf.arg(metavar="{gaussian,triangle,convex}")] = "gaussian"
+    """What the scene is made of: gaussian (3D Gaussians), triangle (triangle splats, exports a mesh) or convex
+    (smooth 3D convexes)."""
+    full: bool = False
+    """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): for a GPU."""
+    format: Annotated[str, tyro.conf.arg(metavar="{auto,photos,colmap,blender,llff,dtu}")] = "auto"
+    """Scene format: auto (detected from the folder's files), photos, colmap, blender, llff or dtu."""
     downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
     """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
-    primitive: str = "gaussian"
-    """Primitive kind to train: gaussian, triangle or convex (kinds register through recon.primitive_model)."""
-    init: str = "auto"
+    init: Annotated[str, tyro.conf.arg(metavar="{auto,sfm,hull,triangulate,random,dense,mono-depth}")] = "auto"
     """Initial points: auto (SfM points; else SIFT triangulation with the known poses; else the visual hull when
     the photos carry masks (Blender alpha); else random), sfm, hull, triangulate, random, dense (sparse points
     + rectified SGBM stereo between neighbouring views), mono-depth (sparse points + the --depth-model's
@@ -60,17 +68,15 @@ class ReconstructConfig:
     """Start refining poses after this many steps (the first steps move primitives a lot)."""
     test_pose_steps: int = 100
     """Test-time pose alignment steps per test view when poses were estimated (0 disables)."""
-    matcher_model: Optional[str] = None
+    matcher_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
     """Estimated poses: a learned feature matcher used beside SIFT (transformers SuperPoint+LightGlue or SuperGlue,
     a local folder or a hub id such as ETH-CVG/lightglue_superpoint), for wide baselines (360-degree photo sets)."""
-    device: str = "auto"
-    """auto (cuda when available), cpu or cuda."""
+    device: Annotated[str, tyro.conf.arg(metavar="{auto,cpu,cuda}")] = "auto"
+    """Where to train: auto (cuda when available), cpu or cuda."""
     resume: bool = False
     """Continue from the newest checkpoint in the run folder."""
     overwrite: bool = False
     """Replace an existing run folder."""
-    full: bool = False
-    """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): for a GPU."""
     viewer: bool = False
     """Show training live in the web viewer (its address is printed)."""
     host: str = "127.0.0.1"

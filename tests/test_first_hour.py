@@ -202,3 +202,55 @@ def test_colmap_log_goes_to_the_run_folder_and_the_terminal_shows_stages(tmp_pat
     assert any(str(out / "logs" / "colmap.log") in ln for ln in terminal)
     colmap_log = (out / "logs" / "colmap.log").read_text()
     assert "Feature extraction" in colmap_log and colmap_log.count("\n") > 20
+
+
+def _help(*args) -> str:
+    r = run_cli(*args, "--help", env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _help_options(text: str) -> dict[str, str]:
+    """{option: its description} from tyro's boxed help (the description on the option's row or below it),
+    without the "(default: ...)" / "(required)" tail."""
+    import re
+
+    opts, cur = {}, None
+    for ln in text.splitlines():
+        m = re.match(r"^│ (.*?)\s*│$", ln)
+        row = m.group(1) if m else None
+        if row is not None and row.startswith("-"):
+            cur, first = re.split(r"\s{2,}", row, maxsplit=1) if "  " in row else (row, "")
+            opts[cur] = first
+        elif row is not None and cur is not None and row.startswith("      "):
+            opts[cur] += " " + row.strip()
+        else:
+            cur = None
+    tail = r"(\((default|required|fixed)[^)]*\)\s*)+$"
+    return {o: re.sub(tail, "", " ".join(d.split())).strip() for o, d in opts.items()}
+
+
+@pytest.mark.parametrize("sub", ["reconstruct", "view", "poses", "inspect", "info"])
+def test_every_option_has_a_description_in_help(sub):
+    text = _help(sub)
+    opts = _help_options(text)
+    assert len(opts) >= 2
+    missing = [o for o, d in opts.items() if not d]
+    assert not missing, f"options without a description in `sparsesplat {sub} --help`: {missing}"
+    assert "{None}" not in text  # an optional value shows as NAME, not as tyro's {None}|STR
+
+
+def test_help_speaks_to_users_and_shows_the_short_path_first():
+    top = _help().strip().splitlines()
+    description = next(ln for ln in top[1:] if ln.strip())
+    assert "tyro" not in description and "dataclass" not in description and "photos" in description
+    text = _help("reconstruct")
+    assert "posed views" not in text and "photos" in text.split("╭")[0]
+    first = [o.split(",")[0].split()[0] for o in _help_options(text)][:6]
+    assert first == ["-h", "-o", "--protocol", "--primitive", "--full", "--format"], first
+    opts = _help_options(text)
+    for option in ("--format {auto,photos,colmap,blender,llff,dtu}", "--primitive {gaussian,triangle,convex}",
+                   "--device {auto,cpu,cuda}", "--rasterize-mode {classic,antialiased}"):
+        assert option in opts, option
+    for option in ("--backend STR", "--strategy STR"):  # choices named in the description
+        assert "cpu" in opts[option] or "mcmc" in opts[option], (option, opts[option])
