@@ -192,4 +192,5 @@ def materialize(
         points=listing.points, point_colors=listing.point_colors,
         focal_is_guess=listing.focal_is_guess, poses_known=listing.poses_known,
         source_format=listing.source_format, source_ids=list(ids), protocol=protocol, path=listing.path,
+        source_count=len(listing.views),
     )

@@ -71,6 +71,7 @@ class SceneData:
         poses_known: False for plain photos (viewmats are identity placeholders).
         source_format: "blender", "llff", "colmap", "dtu" or "photos".
         source_ids: index of each view in the full, unfiltered listing of the scene.
+        source_count: how many views the scene folder holds (``len(self)`` is fewer under a protocol), or None.
         protocol: the protocol that chose the views, or None.
         path: the folder the scene was loaded from.
     """
@@ -93,6 +94,7 @@ class SceneData:
     source_ids: list[int] = field(default_factory=list)
     protocol: str | None = None
     path: Path | None = None
+    source_count: int | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -129,6 +131,14 @@ class SceneData:
         """The test views only."""
         return self.subset(self.test_ids)
 
+    def _count(self) -> str:
+        """"12 images", or "8 of 12 images (protocol llff6's views)" when a protocol loaded a subset."""
+        n, total = len(self), self.source_count
+        if total is None or total == n:
+            return f"{n} images"
+        chosen = f"protocol {self.protocol}'s views" if self.protocol else "the chosen views"
+        return f"{n} of {total} images ({chosen})"
+
     def _scene_ids(self, ids: list[int]) -> str:
         """Ids as numbered in the full scene (what protocols publish)."""
         return _ids([self.source_ids[i] for i in ids] if self.source_ids else ids)
@@ -141,7 +151,7 @@ class SceneData:
         guess = " (guessed: no EXIF focal)" if self.focal_is_guess else ""
         lines = [
             f"{self.source_format} scene {self.path or ''}".rstrip(),
-            f"  {n} images, {self.width}x{self.height}, focal {fx:.1f} px (hfov {fov:.1f} deg){guess}",
+            f"  {self._count()}, {self.width}x{self.height}, focal {fx:.1f} px (hfov {fov:.1f} deg){guess}",
             f"  protocol {self.protocol or 'none'}: train {self._scene_ids(self.train_ids)}, "
             f"test {self._scene_ids(self.test_ids)}",
         ]

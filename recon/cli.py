@@ -1,4 +1,6 @@
-"""The ``sparsesplat`` command line: subcommands generated from dataclasses with tyro.
+"""sparsesplat: real-time 3D scenes from a few photos (reconstruct, view, poses, inspect, info).
+
+The commands are generated from dataclasses with tyro.
 
 Usage errors are condensed to one line (``sparsesplat: error: ...``) with exit code 2; errors about the
 user's data (a ``ValueError`` raised while loading, such as ``DatasetError``) print their message and exit 1.
@@ -31,10 +33,11 @@ class Inspect:
     """Scene folder."""
     out: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("runs/inspect")
     """Output folder for contact_sheet.png."""
-    format: str = "auto"
-    """auto | photos | colmap | blender | llff | dtu."""
-    protocol: Optional[str] = None
-    """Sparse-view protocol, e.g. llff3, blender8, dtu3, mip360-24."""
+    format: Annotated[str, tyro.conf.arg(metavar="{auto,photos,colmap,blender,llff,dtu}")] = "auto"
+    """Scene format: auto (detected from the folder's files), photos, colmap, blender, llff or dtu."""
+    protocol: Annotated[Optional[str], tyro.conf.arg(metavar="NAME")] = None
+    """Sparse-view protocol choosing the training and test views: llff3, llff6, llff9, blender8, dtu3, dtu6,
+    dtu9, mip360-12 or mip360-24."""
     downscale: float = 1.0
     """Image downscale factor (2 = half size); K is scaled to match."""
 
@@ -78,7 +81,9 @@ class Info:
 
 
 class Reconstruct(ReconstructConfig):
-    """Reconstruct a scene from posed views (COLMAP, Blender, LLFF or DTU) into a run folder."""
+    """Reconstruct a 3D scene from a few photos (their cameras are estimated) or from a posed dataset (COLMAP,
+    Blender, LLFF, DTU) into a run folder. The first options are all most runs need:
+    sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]"""
 
     def run(self) -> int:
         from .pipeline import apply_full_schedule, reconstruct
@@ -87,7 +92,7 @@ class Reconstruct(ReconstructConfig):
         if self.full:
             apply_full_schedule(self)
         with TrainingProgress(self.train.iters) as bar:
-            metrics = reconstruct(self, progress=bar.update, log=bar.log)
+            metrics = reconstruct(self, progress=bar.update, log=bar.log, on_start=bar.start)
         psnr = metrics.get("psnr")
         tail = f", test PSNR {psnr:.2f} dB, SSIM {metrics['ssim']:.3f}" if psnr is not None else ""
         print(f"done: {metrics['num_primitives']} {self.primitive} primitives in {metrics['train_seconds']:.0f} s{tail}")
@@ -151,6 +156,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(2)
         sys.stderr.write(err.getvalue())
         raise
+    from .options import OptionRangeError, check_ranges
+
+    try:
+        check_ranges(cmd)
+    except OptionRangeError as e:
+        print(f"sparsesplat: error: {e} (see sparsesplat {args[0]} --help)", file=sys.stderr)
+        raise SystemExit(2)
     from sparsesplat.priors.depth import MissingDependency
 
     try:

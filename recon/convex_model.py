@@ -32,12 +32,19 @@ class ConvexLearningRates:
     """Adam learning rates; ``points`` is scaled by the scene extent and decays to ``points_final``."""
 
     points: float = 2e-4
+    """Convex points (times the scene extent); decays to points_final."""
     points_final: float = 2e-6
+    """Learning rate of the convex points at the last step."""
     delta: float = 5e-3
+    """Smoothness delta of the convex edges."""
     sigma: float = 4.5e-3
+    """Sharpness sigma."""
     opacities: float = 2.5e-2
+    """Opacities."""
     sh0: float = 2.5e-3
+    """Base colour (degree-0 spherical harmonics)."""
     shN: float = 2.5e-3 / 20
+    """View-dependent colour (higher spherical-harmonics degrees)."""
 
 
 @dataclass

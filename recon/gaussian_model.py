@@ -24,12 +24,19 @@ class LearningRates:
     """3DGS learning rates; ``means`` is scaled by the scene extent and decays exponentially."""
 
     means: float = 1.6e-4
+    """Positions (times the scene extent); decays to means_final."""
     means_final: float = 1.6e-6
+    """Learning rate of the positions at the last step."""
     quats: float = 1e-3
+    """Rotations."""
     scales: float = 5e-3
+    """Sizes (log scales)."""
     opacities: float = 5e-2
+    """Opacities."""
     sh0: float = 2.5e-3
+    """Base colour (degree-0 spherical harmonics)."""
     shN: float = 2.5e-3 / 20
+    """View-dependent colour (higher spherical-harmonics degrees)."""
 
 
 @register_model

@@ -7,7 +7,9 @@ Every file is written atomically; a run folder that exists is refused unless --r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,20 +31,28 @@ from .trainer import NonFiniteError, Trainer, TrainConfig, load_checkpoint, save
 
 @dataclass
 class ReconstructConfig:
-    """Reconstruct a scene from posed views (COLMAP, Blender, LLFF, DTU) into a run folder."""
+    """Reconstruct a 3D scene from a few photos (their cameras are estimated) or from a posed dataset (COLMAP,
+    Blender, LLFF, DTU) into a run folder. The first options are all most runs need:
+    sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]"""
 
     data: tyro.conf.Positional[Path]
-    """Scene folder."""
+    """Folder of photos, or of a posed dataset (COLMAP, Blender, LLFF, DTU)."""
     out: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
-    """Run folder to write."""
-    format: str = "auto"
-    protocol: Optional[str] = None
-    """Sparse-view protocol: llff3, llff6, llff9, blender8, dtu3, dtu6, dtu9, mip360-12, mip360-24."""
+    """Run folder to write (created when the run starts training; refused if it exists, see --resume and
+    --overwrite)."""
+    protocol: Annotated[Optional[str], tyro.conf.arg(metavar="NAME")] = None
+    """Sparse-view protocol choosing the training and test views: llff3, llff6, llff9, blender8, dtu3, dtu6,
+    dtu9, mip360-12 or mip360-24 (none: every view trains and none is held out for testing)."""
+    primitive: Annotated[str, tyro.conf.arg(metavar="{gaussian,triangle,convex}")] = "gaussian"
+    """What the scene is made of: gaussian (3D Gaussians), triangle (triangle splats, exports a mesh) or convex
+    (smooth 3D convexes)."""
+    full: bool = False
+    """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): for a GPU."""
+    format: Annotated[str, tyro.conf.arg(metavar="{auto,photos,colmap,blender,llff,dtu}")] = "auto"
+    """Scene format: auto (detected from the folder's files), photos, colmap, blender, llff or dtu."""
     downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
     """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
-    primitive: str = "gaussian"
-    """Primitive kind to train: gaussian, triangle or convex (kinds register through recon.primitive_model)."""
-    init: str = "auto"
+    init: Annotated[str, tyro.conf.arg(metavar="{auto,sfm,hull,triangulate,random,dense,mono-depth}")] = "auto"
     """Initial points: auto (SfM points; else SIFT triangulation with the known poses; else the visual hull when
     the photos carry masks (Blender alpha); else random), sfm, hull, triangulate, random, dense (sparse points
     + rectified SGBM stereo between neighbouring views), mono-depth (sparse points + the --depth-model's
@@ -58,17 +68,15 @@ class ReconstructConfig:
     """Start refining poses after this many steps (the first steps move primitives a lot)."""
     test_pose_steps: int = 100
     """Test-time pose alignment steps per test view when poses were estimated (0 disables)."""
-    matcher_model: Optional[str] = None
+    matcher_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
     """Estimated poses: a learned feature matcher used beside SIFT (transformers SuperPoint+LightGlue or SuperGlue,
     a local folder or a hub id such as ETH-CVG/lightglue_superpoint), for wide baselines (360-degree photo sets)."""
-    device: str = "auto"
-    """auto (cuda when available), cpu or cuda."""
+    device: Annotated[str, tyro.conf.arg(metavar="{auto,cpu,cuda}")] = "auto"
+    """Where to train: auto (cuda when available), cpu or cuda."""
     resume: bool = False
     """Continue from the newest checkpoint in the run folder."""
     overwrite: bool = False
     """Replace an existing run folder."""
-    full: bool = False
-    """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): for a GPU."""
     viewer: bool = False
     """Show training live in the web viewer (its address is printed)."""
     host: str = "127.0.0.1"
@@ -98,16 +106,39 @@ class RunFolderExists(ValueError):
     pass
 
 
-def _prepare_folder(cfg: ReconstructConfig) -> None:
+def _check_folder(cfg: ReconstructConfig) -> None:
+    """Refuse an existing run folder before any work (unless --resume or --overwrite)."""
     out = cfg.out
-    if out.exists() and any(out.iterdir()):
-        if cfg.overwrite:
-            shutil.rmtree(out)
-        elif not cfg.resume:
-            raise RunFolderExists(
-                f"run folder {out} already exists; pass --resume to continue it or --overwrite to replace it"
-            )
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()) and not (cfg.overwrite or cfg.resume):
+        raise RunFolderExists(
+            f"run folder {out} already exists; pass --resume to continue it or --overwrite to replace it"
+        )
+
+
+@contextlib.contextmanager
+def _run_folder(cfg: ReconstructConfig, started: list):
+    """The run folder appears only once there is something worth keeping: a start that fails (unreadable
+    input, failed pose estimation, Ctrl+C before training) leaves no folder behind, and the folder that
+    --overwrite replaces is put back. Training has started once ``started`` is non-empty."""
+    out = cfg.out
+    _check_folder(cfg)
+    replaced = None
+    if cfg.overwrite and out.exists():
+        replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        os.replace(out, replaced)
+    fresh = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if not started and fresh:
+            shutil.rmtree(out, ignore_errors=True)
+            if replaced is not None:
+                os.replace(replaced, out)
+                replaced = None
+        raise
+    finally:
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
 
 
 def _device(name: str) -> torch.device:
@@ -182,16 +213,23 @@ def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: P
     return {**result["mean"], "per_view": result["views"]}
 
 
-def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
-    """Run the whole pipeline; returns the metrics written to metrics.json."""
+def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None) -> dict:
+    """Run the whole pipeline; returns the metrics written to metrics.json. ``on_start()`` is called when
+    training begins (after loading, pose estimation and initialization)."""
+    if cfg.full:
+        apply_full_schedule(cfg)
+    model_class(cfg.primitive)  # an unknown kind fails before anything is written
+    started: list = []
+    with _run_folder(cfg, started):
+        return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()))
+
+
+def _reconstruct(cfg: ReconstructConfig, progress, log, on_start) -> dict:
     from .export import write_cameras_json, write_colmap_text, write_transforms_json
     from .init import initial_points, normalize_scene
     from .poses import stage as pose_stage
 
-    if cfg.full:
-        apply_full_schedule(cfg)
-    model_cls = model_class(cfg.primitive)  # an unknown kind fails before anything is written
-    _prepare_folder(cfg)
+    model_cls = model_class(cfg.primitive)
     out = cfg.out
     device = _device(cfg.device)
     torch.manual_seed(cfg.train.seed)
@@ -241,6 +279,7 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print) -> dict:
     from .view_run import chain_steps, start_live_viewer
 
     viewer = start_live_viewer(cfg, model, scene, cams_norm, pts, init.colors, log) if cfg.viewer else None
+    on_start()
     t0 = time.time()
     try:
         trainer.train(on_step=chain_steps(progress, viewer and viewer.on_step), on_checkpoint=checkpoint,

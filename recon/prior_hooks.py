@@ -47,7 +47,9 @@ class PriorSettings:
     repair: SceneRepairConfig = field(default_factory=SceneRepairConfig)
     pseudo: PseudoViewConfig = field(default_factory=PseudoViewConfig)
     diffusion_timestep: int = 199
+    """Noise level the diffusion model denoises from, 0-999 (higher: stronger repair, less faithful)."""
     diffusion_tile: int = 512
+    """Renders larger than this many pixels a side are repaired in tiles of this size."""
     diffusion_reference: bool = True
     """Denoise each render beside its nearest training photo (Difix-style reference view)."""
 

@@ -36,6 +36,7 @@ class TrainConfig:
     sh_degree: int = 3
     """Highest spherical-harmonics degree; raised one degree every ``sh_every`` steps."""
     sh_every: int = 500
+    """Raise the spherical-harmonics degree by one every this many steps."""
     ssim_weight: float = 0.2
     """Weight of D-SSIM in the photometric loss (3DGS: 0.2)."""
     strategy: str = "default"
@@ -51,6 +52,7 @@ class TrainConfig:
     convex: ConvexSettings = field(default_factory=ConvexSettings)
     """Convexes (--primitive convex): initialization, learning rates and their densification."""
     init_opacity: float = 0.1
+    """Opacity of every primitive at the start."""
     dropout: float = 0.2
     """DropGaussian: the fraction of primitives dropped per step rises linearly to this (0 disables)."""
     binocular_weight: float = 0.3
@@ -66,10 +68,13 @@ class TrainConfig:
     random_background: bool = False
     """Composite on a random colour each step (for scenes with masks / transparent backgrounds)."""
     backend: str = "auto"
+    """Rasterizer: auto (cuda on a GPU, else the compiled cpu one, else torch), cpu, cuda, torch or gsplat."""
     rasterize_mode: Literal["classic", "antialiased"] = "classic"
+    """classic, or antialiased (Mip-Splatting's 2D filter: fewer artifacts when zooming out)."""
     checkpoint_every: int = 1000
     """Write a checkpoint every this many steps (0: only at the end)."""
     seed: int = 0
+    """Random seed (initialization, view order, dropout): the same seed repeats a run."""
 
 
 @dataclass

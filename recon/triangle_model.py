@@ -29,11 +29,17 @@ class TriangleLearningRates:
     """Adam learning rates for triangles; ``vertices`` is scaled by the scene extent and decays."""
 
     vertices: float = 3e-3
+    """Triangle vertices (times the scene extent); decays to vertices_final."""
     vertices_final: float = 3e-5
+    """Learning rate of the vertices at the last step."""
     sigma: float = 2e-2
+    """Window sharpness sigma."""
     opacities: float = 5e-2
+    """Opacities."""
     sh0: float = 2.5e-3
+    """Base colour (degree-0 spherical harmonics)."""
     shN: float = 2.5e-3 / 20
+    """View-dependent colour (higher spherical-harmonics degrees)."""
 
 
 @dataclass
@@ -45,6 +51,7 @@ class TriangleOptions:
     init_sigma: float = 1.0
     """Initial window sharpness (0 = solid triangle; larger concentrates opacity at the incentre)."""
     init_opacity: float = 0.3
+    """Opacity of every triangle at the start."""
     init_size: float = 3.0
     """Initial circumradius as a multiple of the mean distance to the 3 nearest points (about a Gaussian's
     3-sigma reach at the same spacing, so the initial triangles overlap)."""

@@ -1,4 +1,7 @@
-"""Shared test set-up: where the real scenes are, and where JIT-built extensions are cached."""
+"""Shared test set-up: where the real scenes are, and one OpenMP thread per xdist worker.
+
+JIT-built extensions are cached where the command line caches them (``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/sparsesplat``): redirecting them here made `sparsesplat info` rebuild what the tests had built."""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Compiled backends land in one known, git-ignored place so repeated runs reuse the build.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
 # Under pytest-xdist every worker is a process of its own: one OpenMP thread each, or the workers' spinning
 # threads oversubscribe the cores (measured here: renders up to 20x slower). Subprocesses inherit it.
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -30,3 +30,20 @@ def test_each_checkout_builds_in_its_own_folder(monkeypatch, tmp_path):
     here = build.build_directory("cpu")
     monkeypatch.setattr(build, "CSRC", tmp_path / "other_checkout" / "csrc")
     assert build.build_directory("cpu") != here and build.build_directory("cpu").parent == tmp_path
+
+
+def test_tests_and_the_cli_share_one_build_cache(tmp_path):
+    """`sparsesplat info` right after `make test` must find the library the tests built: the cache folder
+    may not depend on whether the extension was reached through the test set-up or the command line."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}  # a user who never set it
+    env["HOME"] = str(tmp_path)
+    show = "from sparsesplat.rasterizer.build import build_directory; print(build_directory('cpu'))"
+    via_tests = f"import sys; sys.path.insert(0, 'tests'); import conftest, test_rasterizer_cpu; {show}"
+    dirs = [subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=120) for code in (via_tests, show)]
+    assert all(r.returncode == 0 for r in dirs), [r.stderr for r in dirs]
+    assert dirs[0].stdout == dirs[1].stdout

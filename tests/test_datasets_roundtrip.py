@@ -160,7 +160,7 @@ def test_protocol_loads_only_its_views(tmp_path):
     assert len(train) == 3 and train.train_ids == [0, 1, 2] and train.test_ids == []
     assert torch.equal(test.images, data.images[data.test_ids]) and test.names == ["image000.png", "image008.png", "image016.png"]
     text = data.summary()
-    assert "llff" in text and "6 images, 16x12" in text and "train [1, 12, 23]" in text and "test [0, 8, 16]" in text
+    assert "llff" in text and "6 of 24 images (protocol llff3's views), 16x12" in text and "train [1, 12, 23]" in text and "test [0, 8, 16]" in text
 
 
 def test_load_rejects_unknown_format(tmp_path, orbit):

@@ -58,3 +58,17 @@ def test_every_subpackage_is_listed_for_non_editable_installs():
             if name not in listed:
                 missing.append(name)
     assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
+
+
+def test_setuptools_reads_the_project_table_without_deprecation_warnings():
+    """`pip install` prints every setuptools deprecation warning to a new user (the `project.license` table
+    form was one): the project table must read cleanly with the setuptools the install uses."""
+    code = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from setuptools.dist import Distribution\n"
+        "from setuptools.config.pyprojecttoml import apply_configuration\n"
+        "apply_configuration(Distribution(), 'pyproject.toml')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Deprecat" not in r.stderr and "Warning" not in r.stderr, r.stderr

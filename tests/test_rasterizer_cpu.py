@@ -3,17 +3,12 @@ projection, finite differences (float64 gradcheck) and the torch oracle backend.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".torch_extensions"))
-
-from sparsesplat.rasterizer.build import BackendUnavailable, is_available, load_extension  # noqa: E402
-from sparsesplat.rasterizer.cameras import intrinsics, look_at  # noqa: E402
+from sparsesplat.rasterizer.build import BackendUnavailable, is_available, load_extension
+from sparsesplat.rasterizer.cameras import intrinsics, look_at
 
 
 @pytest.fixture(scope="module")

@@ -73,9 +73,13 @@ class SceneRepairConfig:
     steps: int = 600
     """Adam steps on random crops of the pairs (a few minutes on 2 CPU cores)."""
     crop: int = 128
+    """Side in pixels of the random crops the network trains on."""
     batch: int = 4
+    """Crops per Adam step."""
     lr: float = 2e-3
+    """Adam learning rate."""
     seed: int = 0
+    """Random seed of the network's weights and crops."""
 
 
 class SceneRepairer:

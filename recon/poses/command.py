@@ -27,20 +27,22 @@ class PosesCommand:
     """Folder of photos (or any scene; its own poses are then only used to report errors)."""
     out: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
     """Output folder."""
-    format: str = "auto"
+    format: Annotated[str, tyro.conf.arg(metavar="{auto,photos,colmap,blender,llff,dtu}")] = "auto"
+    """Scene format: auto (detected), photos, colmap, blender, llff or dtu."""
     downscale: float = 1.0
     """Image downscale factor (2 = half size)."""
-    protocol: Optional[str] = None
+    protocol: Annotated[Optional[str], tyro.conf.arg(metavar="NAME")] = None
     """Estimate from the training views of a sparse-view protocol only (e.g. llff3, blender8)."""
     dense: bool = True
     """Add rectified-stereo points to points.ply (slower; the sparse points alone are few at 3 views)."""
-    depth_model: Optional[str] = None
+    depth_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
     """Add monocular-depth points instead, from this transformers depth model (local folder or hub id),
     aligned per view to the sparse points (what ``reconstruct --init mono-depth`` does)."""
-    matcher_model: Optional[str] = None
+    matcher_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
     """Learned feature matcher (transformers SuperPoint+LightGlue or SuperGlue: a local folder or a hub id such
     as ETH-CVG/lightglue_superpoint) used beside SIFT: matches across wide baselines (360-degree photo sets)."""
     overwrite: bool = False
+    """Replace an existing output folder."""
 
     def run(self) -> int:
         from sparsesplat.datasets import load
@@ -70,6 +72,7 @@ class PosesCommand:
             pts, cols, st = mono_depth_points(s, s.train_ids, self.depth_model, cache_dir=self.out / "depth")
             print(f"monocular-depth initialization: {mono_depth_summary(st, len(pts))}")
         elif self.dense:
+            print("poses: dense stereo between neighbouring views...", flush=True)
             pts, cols = dense_initializer(s, s.train_ids)
             print(f"dense initialization: {LAST_STATS.get('sparse', 0)} sparse + {LAST_STATS.get('dense', 0)} "
                   f"stereo points")

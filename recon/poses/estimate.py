@@ -22,6 +22,7 @@ import numpy as np
 from .colmap_sfm import ColmapModel, FeatureConfig, MapperConfig, build_database, global_sfm, incremental, read_matches
 from .conflicts import ConflictConfig, model_conflicts, remove_pairs
 from .fallback import FallbackConfig, fallback_sfm
+from .native_log import native_output_to
 
 METHODS = ("incremental", "global", "opencv")
 
@@ -46,6 +47,8 @@ class PoseConfig:
     """Refine the focal length in bundle adjustment: always, never, or guess (only when it is not from EXIF)."""
     work_dir: Path | None = None
     """Keep COLMAP's database and models here (default: a temporary folder)."""
+    log_file: Path | None = None
+    """Append COLMAP's own log here instead of the terminal (default: a file in the work folder)."""
 
 
 @dataclass
@@ -146,6 +149,11 @@ class _Matches:
 
 
 def _run(method: str, db, image_dir, work, matches: _Matches, Ks, cfg: PoseConfig, n: int) -> ColmapModel | None:
+    with native_output_to(cfg.log_file or Path(work) / "colmap.log"):
+        return _run_method(method, db, image_dir, work, matches, Ks, cfg, n)
+
+
+def _run_method(method: str, db, image_dir, work, matches: _Matches, Ks, cfg: PoseConfig, n: int) -> ColmapModel | None:
     if method == "incremental":
         return incremental(db, image_dir, work, n, cfg.mapper)
     if method == "global":
@@ -190,9 +198,13 @@ def estimate_poses(images: np.ndarray, Ks: np.ndarray, names: Sequence[str], foc
         work.mkdir(parents=True, exist_ok=True)
         secs = {}
         t0 = time.perf_counter()
-        db, image_dir, stats = build_database(images, Ks, focal_is_guess, work, cfg.features)
+        log_file = cfg.log_file or work / "colmap.log"
+        log(f"poses: features and matching on {len(images)} photos...")
+        with native_output_to(log_file):
+            db, image_dir, stats = build_database(images, Ks, focal_is_guess, work, cfg.features)
         secs["matching"] = time.perf_counter() - t0
-        log(f"features per view: {stats['features']}; {len(stats['pairs'])} overlapping pairs")
+        log(f"features per view: {stats['features']}; {len(stats['pairs'])} overlapping pairs "
+            f"({secs['matching']:.0f} s)")
         if not stats["pairs"]:
             raise _overlap_error(stats, names)
         mapper = cfg.mapper
@@ -206,6 +218,7 @@ def estimate_poses(images: np.ndarray, Ks: np.ndarray, names: Sequence[str], foc
         best, best_conflicts, tried = None, [], {}
         for method in cfg.methods:
             t0 = time.perf_counter()
+            log(f"poses: mapping ({method} path)...")
             try:
                 model, conflicts = _run_consistent(method, db, image_dir, work, matches, Ks, cfg, size, names, log)
             except (RuntimeError, ValueError, np.linalg.LinAlgError, cv2.error) as e:  # a path failing is not fatal
@@ -213,7 +226,8 @@ def estimate_poses(images: np.ndarray, Ks: np.ndarray, names: Sequence[str], foc
                 model, conflicts = None, []
             secs[method] = time.perf_counter() - t0
             tried[method] = len(model.view_ids) if model is not None else -1
-            log(f"{method} path: {tried[method] if model is not None else 'no model'} views registered")
+            log(f"{method} path: {tried[method] if model is not None else 'no model'} views registered "
+                f"({secs[method]:.0f} s)")
             if model is not None and (best is None or rank(model, conflicts) > rank(best, best_conflicts)):
                 best, best_conflicts = model, conflicts
             if best is not None and len(best.view_ids) == len(images) and not best_conflicts:

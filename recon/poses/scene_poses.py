@@ -67,6 +67,8 @@ def pose_scene(scene: SceneData, cfg: PoseConfig | None = None, log: Callable[[s
         images = scene.images[train].numpy()
         Ks = scene.cameras.Ks[train].double().numpy()
         est = estimate_poses(images, Ks, names, scene.focal_is_guess, cfg, log=log)
+        if cfg is not None and cfg.log_file is not None:
+            log(f"poses: COLMAP's full log is in {cfg.log_file}")
     else:
         est = estimate
     log(est.message(names))

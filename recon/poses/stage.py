@@ -28,9 +28,11 @@ def wants_estimate(cfg, scene) -> bool:
 
 def pose_config(cfg) -> PoseConfig:
     """The pose estimation settings a command's options ask for (``matcher_model``: a learned matcher)."""
-    return PoseConfig(features=FeatureConfig(matcher_model=getattr(cfg, "matcher_model", None)))
+    return PoseConfig(features=FeatureConfig(matcher_model=getattr(cfg, "matcher_model", None)),
+                      log_file=Path(cfg.out) / COLMAP_LOG)
 
 
+COLMAP_LOG = "logs/colmap.log"  # in the run folder: COLMAP's full log, kept out of the terminal
 ESTIMATE_FILE = "checkpoints/poses_estimate.pt"  # in the run folder: a resumed run reuses the same frame
 
 

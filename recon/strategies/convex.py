@@ -35,11 +35,15 @@ class ConvexStrategy:
     split_opacity: float = 0.5
     """Children get this fraction of the parent's opacity (opacity_cloning)."""
     refine_start_iter: int = 300
+    """Start splitting and pruning convexes after this many steps."""
     refine_stop_iter: int = 2000
+    """Stop splitting and pruning after this many steps."""
     refine_every: int = 100
+    """Split and prune every this many steps."""
     reset_every: int = 100_000
     """Clamp opacities to ``reset_opacity`` every this many steps (the paper: 3000; off for short runs)."""
     reset_opacity: float = 0.2
+    """The opacity that the periodic reset clamps convexes to."""
     max_primitives: int = 200_000
     """Never grow beyond this many convexes (the primitive budget)."""
 

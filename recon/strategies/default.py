@@ -21,9 +21,13 @@ class DefaultStrategy:
     prune_scale3d: float = 0.1
     """After the first opacity reset, prune Gaussians larger than this (fraction of the scene scale)."""
     refine_start_iter: int = 500
+    """Start densifying (clone, split, prune) after this many steps."""
     refine_stop_iter: int = 15_000
+    """Stop densifying after this many steps."""
     refine_every: int = 100
+    """Densify every this many steps."""
     reset_every: int = 3000
+    """Reset all opacities to a low value every this many steps (3DGS: 3000)."""
     max_primitives: int = 2_000_000
     """Never grow beyond this many Gaussians (a memory guard)."""
 

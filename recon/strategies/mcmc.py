@@ -51,11 +51,17 @@ class MCMCStrategy:
     min_opacity: float = 0.005
     """Gaussians below this opacity are dead and get relocated."""
     grow_rate: float = 0.05
+    """Growth of the Gaussian count per refinement, as a fraction (up to --mcmc.cap-max)."""
     refine_start_iter: int = 500
+    """Start relocating and adding Gaussians after this many steps."""
     refine_stop_iter: int = 25_000
+    """Stop relocating and adding Gaussians after this many steps."""
     refine_every: int = 100
+    """Relocate and add Gaussians every this many steps."""
     opacity_reg: float = 0.01
+    """Weight of the mean opacity in the loss (frees Gaussians that are not needed)."""
     scale_reg: float = 0.01
+    """Weight of the mean scale in the loss (keeps Gaussians small)."""
 
     def initialize_state(self, model) -> dict:
         return {}

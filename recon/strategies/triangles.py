@@ -49,8 +49,11 @@ class TriangleStrategy:
     subdivide_size: float = 0.002
     """Only triangles whose longest edge exceeds this fraction of the scene scale are subdivided."""
     refine_start_iter: int = 300
+    """Start replacing dead triangles and adding new ones after this many steps."""
     refine_stop_iter: int = 2500
+    """Stop replacing and adding triangles after this many steps."""
     refine_every: int = 100
+    """Replace and add triangles every this many steps."""
     noise_lr: float = 2e4
     """Position noise for nearly transparent triangles, scaled by the current vertex learning rate (the
     product matches 3DGS-MCMC's 5e5 x 1.6e-4 at the default vertex learning rate)."""
