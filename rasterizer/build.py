@@ -37,11 +37,16 @@ class BackendUnavailable(RuntimeError):
     """A compiled backend cannot be used here; the message says why (compiler output included)."""
 
 
+def default_cache_root() -> Path:
+    """Where builds are cached when ``$TORCH_EXTENSIONS_DIR`` is not set (the test set-up sets it to this)."""
+    return Path.home() / ".cache" / "sparsesplat" / "torch_extensions" / torch.__version__
+
+
 def build_directory(kind: str) -> Path:
     """Where the ``kind`` extension is built and cached: one folder per source checkout, so two checkouts
     (or installs) of different versions never rebuild each other's library."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "sparsesplat" / "torch_extensions" / torch.__version__
+    base = Path(root) if root else default_cache_root()
     checkout = hashlib.sha1(str(CSRC).encode()).hexdigest()[:8]
     return base / f"{_NAMES[kind]}_{checkout}"
 
