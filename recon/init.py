@@ -64,12 +64,16 @@ class InitResult:
         points: (M, 3) float32; colors: (M, 3) float32 in [0, 1].
         method_used: "sfm", "triangulate", "random" or a registered name.
         message: one line for the user: what was used, how many points, and why (fallbacks included).
+        view_depths: "mvs" only: per training view (in ``train_ids`` order), the stereo depth map that passed
+            the cross-view checks, (H', W') float32 in user units at the stereo resolution, 0 = unknown; the
+            trainer keeps rendered depth close to it (``TrainConfig.stereo_depth_weight``).
     """
 
     points: np.ndarray
     colors: np.ndarray
     method_used: str
     message: str
+    view_depths: list[np.ndarray] | None = None
 
 
 def triangulate_matches(
@@ -191,9 +195,10 @@ def initial_points(
                               f"{len(pts)} points triangulated from SIFT matches across {len(ids)} views")
         why = f"triangulation found only {len(pts)} points (< {min_points}) in {len(ids)} views"
     else:  # auto, mvs
-        pts, cols, used, msg = _sparse_plus_mvs(scene, ids, has_sfm and not scene.test_ids, masks, max_points)
+        pts, cols, used, msg, depths = _sparse_plus_mvs(scene, ids, has_sfm and not scene.test_ids, masks,
+                                                        max_points)
         if len(pts) >= min_points:
-            return InitResult(pts, cols, used, msg)
+            return InitResult(pts, cols, used, msg, depths if used == "mvs" else None)
         why = f"{msg}: only {len(pts)} points (< {min_points})"
     if masks is not None and len(ids) >= 2:
         pts, cols = visual_hull_points(scene.images[ids].numpy(), masks[ids].numpy(), scene.cameras[ids],
@@ -204,7 +209,7 @@ def initial_points(
 
 
 def _sparse_plus_mvs(scene: SceneData, ids: list[int], use_sfm: bool, masks, max_points: int):
-    """(points, colors, method used, message): the sparse points (the dataset's SfM points or SIFT
+    """(points, colors, method used, message, stereo depth maps): the sparse points (the dataset's SfM points or SIFT
     triangulation) and the plane-sweep stereo points of the views ``ids`` (inside ``masks`` when given). The
     method is "mvs", or the sparse points' own ("sfm", "triangulate") when stereo added none."""
     if use_sfm:
@@ -222,7 +227,7 @@ def _sparse_plus_mvs(scene: SceneData, ids: list[int], use_sfm: bool, masks, max
     cols = np.concatenate([scols, res.colors]).astype(np.float32)
     msg = (f"{len(res.points)} plane-sweep stereo points + {len(sparse)} {what} from {len(ids)} views "
            f"({res.stats['seconds']:.0f} s)")
-    return pts, cols, "mvs" if len(res.points) else used, msg
+    return pts, cols, "mvs" if len(res.points) else used, msg, res.depths
 
 
 def input_masks(scene: SceneData):

@@ -213,18 +213,19 @@ def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: P
     return {**result["mean"], "per_view": result["views"]}
 
 
-def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None) -> dict:
+def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None, scene=None) -> dict:
     """Run the whole pipeline; returns the metrics written to metrics.json. ``on_start()`` is called when
-    training begins (after loading, pose estimation and initialization)."""
+    training begins (after loading, pose estimation and initialization). ``scene``: a ``SceneData`` already
+    in memory (its own train/test split) instead of loading ``cfg.data``."""
     if cfg.full:
         apply_full_schedule(cfg)
     model_class(cfg.primitive)  # an unknown kind fails before anything is written
     started: list = []
     with _run_folder(cfg, started):
-        return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()))
+        return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()), scene)
 
 
-def _reconstruct(cfg: ReconstructConfig, progress, log, on_start) -> dict:
+def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None) -> dict:
     from .export import write_cameras_json, write_colmap_text, write_transforms_json
     from .init import initial_points, normalize_scene
     from .poses import stage as pose_stage
@@ -235,7 +236,7 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start) -> dict:
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
 
-    scene = load_scene(cfg)
+    scene = load_scene(cfg) if scene is None else scene
     log(scene.summary())
     scene, posed = pose_stage.estimate_if_needed(cfg, scene, log)
     train_ids, test_ids = scene.train_ids, scene.test_ids
@@ -260,7 +261,7 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start) -> dict:
     hooks = build_prior_hooks(cfg, model_cls, pts, init.colors, norm.scene_scale, images, cams_norm[train_ids],
                               scene.background.to(device), device, out, log)
     trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks,
-                      extra_losses=hooks.losses)
+                      extra_losses=hooks.losses, depth_targets=_depth_targets(init, norm, images.shape[1:3], device))
     trainer.camera_hook = pose_stage.make_refiner(cfg, posed, len(train_ids), device)
     ckpt_dir = out / "checkpoints"
     if cfg.resume:
@@ -317,6 +318,16 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start) -> dict:
 
         finish_live_viewer(viewer, cfg.viewer_wait, log)
     return summary
+
+
+def _depth_targets(init, norm, size: tuple[int, int], device: torch.device) -> Optional[torch.Tensor]:
+    """(V,H,W,1) stereo depth of the training views in normalized units at the image size (0 = unknown), or
+    None when the initializer gave no depth maps."""
+    if not init.view_depths:
+        return None
+    d = torch.as_tensor(np.stack(init.view_depths), dtype=torch.float32)[:, None] / norm.scale
+    d = torch.nn.functional.interpolate(d, size=tuple(size), mode="nearest")
+    return d.permute(0, 2, 3, 1).contiguous().to(device)
 
 
 def _peak_memory_mb(device: torch.device) -> float:

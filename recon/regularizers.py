@@ -6,6 +6,9 @@
 - Binocular consistency (Han et al. 2024): render a virtual camera shifted sideways from a training camera,
   warp that render back into the training view with the training view's rendered depth, and compare it
   with the training photo. Wrong depth or wrong novel-view colour both raise the loss.
+- Stereo depth: the rendered depth of a training view against the plane-sweep stereo depth that passed the
+  initializer's cross-view checks (relative L1 where it is known), as sparse-depth supervision in
+  DS-NeRF / depth-regularized 3DGS, but dense and from the training photos alone.
 """
 
 from __future__ import annotations
@@ -55,3 +58,13 @@ def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.T
                            align_corners=False)[0].permute(1, 2, 0)
     inside = ok & (cols >= 0.5) & (cols <= W - 0.5)
     return warped, inside[..., None].to(warped.dtype)
+
+
+def stereo_depth_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean relative depth error |d - t| / t over the pixels where ``target`` (H,W,1) is known (> 0);
+    ``rendered`` (H,W,1) is the expected depth. Zero (with a gradient path) where nothing is known."""
+    known = target > 0
+    if not bool(known.any()):
+        return rendered.sum() * 0.0
+    t = target[known]
+    return ((rendered[known] - t).abs() / t).mean()

@@ -22,7 +22,7 @@ from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
-from .regularizers import drop_primitives, shifted_camera, warp_from_shifted
+from .regularizers import drop_primitives, shifted_camera, stereo_depth_loss, warp_from_shifted
 from .strategies import DefaultStrategy, MCMCStrategy
 from .triangle_model import TriangleOptions
 
@@ -65,6 +65,11 @@ class TrainConfig:
     """Start binocular consistency after this fraction of the steps (depth is meaningless at first)."""
     opacity_decay: float = 0.002
     """Multiply opacities by (1 - opacity_decay) every step while densifying (0 disables)."""
+    stereo_depth_weight: float = 0.2
+    """Weight of the loss between the rendered depth of a training view and its plane-sweep stereo depth
+    (where the stereo passed its cross-view checks; --init auto/mvs), relative error |d - d_mvs| / d_mvs. It
+    removes the floaters in front of the cameras that explain a training photo and block the other views
+    (0 disables)."""
     random_background: bool = False
     """Composite on a random colour each step (for scenes with masks / transparent backgrounds)."""
     backend: str = "auto"
@@ -119,8 +124,12 @@ class Trainer:
     """
 
     def __init__(self, model: PrimitiveModel, images: torch.Tensor, cameras: Cameras, background: torch.Tensor,
-                 cfg: TrainConfig, masks: Optional[torch.Tensor] = None, extra_losses: Sequence[ExtraLoss] = ()):
+                 cfg: TrainConfig, masks: Optional[torch.Tensor] = None, extra_losses: Sequence[ExtraLoss] = (),
+                 depth_targets: Optional[torch.Tensor] = None):
+        """depth_targets: (V,H,W,1) depth per training view in the cameras' (normalized) units, 0 = unknown
+        (the stereo initializer's depth maps); used with ``cfg.stereo_depth_weight``."""
         self.model, self.images, self.cameras, self.cfg = model, images, cameras, cfg
+        self.depth_targets = depth_targets if depth_targets is not None and bool((depth_targets > 0).any()) else None
         self.extra_losses = list(extra_losses)
         self.background = torch.as_tensor(background, dtype=torch.float32)
         self.masks = masks
@@ -165,7 +174,8 @@ class Trainer:
         sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
         binocular = self._binocular_active()
         cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
-        depth = binocular or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
+        stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
+        depth = binocular or stereo or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
         out = render(
             prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,
             render_mode="RGB+ED" if depth else "RGB", rasterize_mode=cfg.rasterize_mode,
@@ -178,6 +188,8 @@ class Trainer:
         loss = loss + self.strategy.regularization(model)
         if binocular:
             loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg, sh_degree)
+        if stereo:
+            loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
         if self.extra_losses:
             ctx = StepContext(self, self.step, v, cam, prims, out, gt, bg, sh_degree)
             for extra_loss in self.extra_losses:
