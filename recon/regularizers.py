@@ -9,6 +9,9 @@
 - Stereo depth: the rendered depth of a training view against the plane-sweep stereo depth that passed the
   initializer's cross-view checks (relative L1 where it is known), as sparse-depth supervision in
   DS-NeRF / depth-regularized 3DGS, but dense and from the training photos alone.
+- Background transparency: where a photo shows the render's background colour (a scan's black backdrop,
+  Blender's white), the simplest explanation is no primitive at all; alpha there is pushed towards 0, so
+  primitives painted over the backdrop for the training views do not hover over the object in other views.
 """
 
 from __future__ import annotations
@@ -68,3 +71,12 @@ def stereo_depth_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Ten
         return rendered.sum() * 0.0
     t = target[known]
     return ((rendered[known] - t).abs() / t).mean()
+
+
+def background_alpha_loss(alpha: torch.Tensor, photo: torch.Tensor, background: torch.Tensor,
+                          tolerance: float) -> torch.Tensor:
+    """Mean of alpha (H,W,1) weighted by how close the photo (H,W,3) is to the background colour (3,): weight
+    1 at the colour itself, falling linearly to 0 at a per-channel difference of ``tolerance``."""
+    diff = (photo - background.to(photo).view(1, 1, 3)).abs().amax(dim=-1, keepdim=True)
+    weight = (1 - diff / tolerance).clamp_min(0)
+    return (weight * alpha).mean()

@@ -22,7 +22,7 @@ from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
-from .regularizers import drop_primitives, shifted_camera, stereo_depth_loss, warp_from_shifted
+from .regularizers import background_alpha_loss, drop_primitives, shifted_camera, stereo_depth_loss, warp_from_shifted
 from .strategies import DefaultStrategy, MCMCStrategy
 from .triangle_model import TriangleOptions
 
@@ -70,6 +70,13 @@ class TrainConfig:
     (where the stereo passed its cross-view checks; --init auto/mvs), relative error |d - d_mvs| / d_mvs. It
     removes the floaters in front of the cameras that explain a training photo and block the other views
     (0 disables)."""
+    background_alpha_weight: float = 0.1
+    """Weight of the loss that keeps pixels showing the background colour transparent (alpha towards 0 where
+    the photo is within ``background_tolerance`` of the render background): a scan's black backdrop or a
+    Blender scene's white needs no primitives, and primitives made to paint it hover over the object in
+    other views (0 disables)."""
+    background_tolerance: float = 0.1
+    """Largest per-channel difference from the background colour a photo pixel may have to count as background."""
     random_background: bool = False
     """Composite on a random colour each step (for scenes with masks / transparent backgrounds)."""
     backend: str = "auto"
@@ -190,6 +197,9 @@ class Trainer:
             loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg, sh_degree)
         if stereo:
             loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
+        if cfg.background_alpha_weight > 0 and not cfg.random_background:
+            loss = loss + cfg.background_alpha_weight * background_alpha_loss(
+                out.alphas[0], self.images[v], self.background, cfg.background_tolerance)
         if self.extra_losses:
             ctx = StepContext(self, self.step, v, cam, prims, out, gt, bg, sh_degree)
             for extra_loss in self.extra_losses:

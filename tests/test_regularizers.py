@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sparsesplat.datasets import synthetic
@@ -46,3 +47,30 @@ def test_warp_reproduces_the_reference_view_from_ray_cast_ground_truth():
     wrong, valid2 = warp_from_shifted(torch.from_numpy(img_other[0]).double(), depth, cam.Ks[0], -b)
     err2 = (wrong - torch.from_numpy(img_ref[0]).double()).abs().mean(-1)[valid2[..., 0] > 0]
     assert float(err2.median()) > 2 * float(err.median())
+
+
+def test_stereo_depth_loss_is_the_relative_error_where_stereo_knows_the_depth():
+    from sparsesplat.recon.regularizers import stereo_depth_loss
+
+    target = torch.tensor([[2.0, 0.0], [4.0, 0.0]]).reshape(2, 2, 1)  # 0 = unknown
+    rendered = torch.tensor([[3.0, 100.0], [2.0, -5.0]], requires_grad=True).reshape(2, 2, 1)
+    loss = stereo_depth_loss(rendered, target)
+    assert float(loss) == pytest.approx((1.0 / 2 + 2.0 / 4) / 2)
+    (g,) = torch.autograd.grad(loss, rendered)
+    # unknown pixels get no gradient; known ones sign(d - t) / (t * count)
+    assert g.reshape(-1).tolist() == pytest.approx([1 / 4, 0.0, -1 / 8, 0.0])
+    assert float(stereo_depth_loss(rendered, torch.zeros(2, 2, 1))) == 0.0
+
+
+def test_background_alpha_loss_weighs_pixels_by_their_closeness_to_the_background():
+    from sparsesplat.recon.regularizers import background_alpha_loss
+
+    photo = torch.tensor([[[0.0, 0.0, 0.0], [0.05, 0.0, 0.02]], [[0.5, 0.5, 0.5], [0.0, 0.2, 0.0]]])
+    alpha = torch.ones(2, 2, 1, requires_grad=True)
+    loss = background_alpha_loss(alpha, photo, torch.zeros(3), tolerance=0.1)
+    # weights 1, 0.5 (largest channel difference 0.05), 0, 0
+    assert float(loss) == pytest.approx((1 + 0.5) / 4)
+    (g,) = torch.autograd.grad(loss, alpha)
+    assert g.reshape(-1).tolist() == pytest.approx([0.25, 0.125, 0.0, 0.0])
+    white = background_alpha_loss(alpha, torch.ones(2, 2, 3), torch.ones(3), tolerance=0.1)
+    assert float(white) == pytest.approx(1.0)
