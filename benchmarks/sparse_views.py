@@ -1,7 +1,8 @@
 """Sparse-view quality on the standard scenes: PSNR / SSIM / LPIPS, time and primitives, mean ± std over
 seeds, beside published numbers.
 
-    python -m sparsesplat.benchmarks.sparse_views                      # fern llff3 + lego blender8, 2 seeds
+    python -m sparsesplat.benchmarks.sparse_views                      # fern llff3, lego blender8, DTU dtu3; 2 seeds
+    python -m sparsesplat.benchmarks.sparse_views --seeds 0 1 2 --jobs 2 --out quality --plot   # quality.md/.json/.png
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --seeds 0 1 2 --iters 3000
     python -m sparsesplat.benchmarks.sparse_views --full               # the papers' schedules (GPU)
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior none repair   # each prior vs none
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCENES = {  # name -> (path under the data folder, protocol)
     "fern": ("llff/fern", "llff3"),
     "lego": ("nerf_synthetic/lego", "blender8"),
+    "dtu": ("dtu/scan37", "dtu3"),
 }
 
 # Published PSNR averaged over ALL scenes of each benchmark (LLFF: 8 scenes, Blender: 8 scenes), so a single
@@ -46,7 +48,15 @@ PUBLISHED = {
     "blender8": [
         ("3DGS", 22.23),
         ("FSGS (Zhu et al., ECCV 2024)", 24.64),
+        ("DNGaussian (Li et al., CVPR 2024)", 24.31),
+        ("CoR-GS (Zhang et al., ECCV 2024)", 24.43),
         ("DropGaussian (Park et al., CVPR 2025)", 25.42),
+    ],
+    # DTU: object-masked PSNR, all 15 test scans of the protocol (the PSNR column is compared with masked PSNR)
+    "dtu3": [
+        ("DNGaussian (Li et al., CVPR 2024)", 18.91),
+        ("CoR-GS (Zhang et al., ECCV 2024)", 19.21),
+        ("Binocular3DGS + dropout, learned matcher (Han et al., NeurIPS 2024)", 21.05),
     ],
 }
 
@@ -64,7 +74,8 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
         RESULTS / "runs" / f"{args.out}_{scene}_s{seed}_{prior}"
     train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy)
     for name, value in (("dropout", args.dropout), ("binocular_weight", args.binocular),
-                        ("opacity_decay", args.opacity_decay)):
+                        ("opacity_decay", args.opacity_decay), ("stereo_depth_weight", args.stereo_depth),
+                        ("background_alpha_weight", args.background_alpha)):
         if value is not None:  # else the CLI's default
             setattr(train, name, value)
     if args.iters:
@@ -155,7 +166,8 @@ def _prior_steps(args) -> list[str]:
 def _run_job(job) -> dict:
     (scene, seed, prior), args = job
     r = run_one(scene, seed, args, prior)
-    print(json.dumps({k: r[k] for k in ("scene", "seed", "prior", "psnr", "ssim", "train_seconds", "num_primitives")}),
+    print(json.dumps({k: r.get(k) for k in ("scene", "seed", "prior", "psnr", "ssim", "psnr_masked", "train_seconds",
+                                            "num_primitives")}),
           flush=True)
     return r
 
@@ -184,18 +196,24 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
         rs = [r for r in rows if r["scene"] == scene]
         protocol = rs[0]["protocol"]
         seeds = len({r["seed"] for r in rs})
+        masked = any(r.get("psnr_masked") is not None for r in rs)
+        extra_head, extra_rule = (" masked PSNR | masked SSIM |", "---|---|") if masked else ("", "")
         lines += [f"## {scene} ({protocol}), {seeds} seed(s)", "",
-                  "| method | PSNR | SSIM | LPIPS | train s | primitives | init points |", "|---|---|---|---|---|---|---|"]
+                  f"| method | PSNR | SSIM |{extra_head} LPIPS | train s | primitives | init points |",
+                  f"|---|---|---|{extra_rule}---|---|---|---|"]
         for prior, variant in dict.fromkeys((r.get("prior", "none"), r.get("variant", "")) for r in rs):
             rp = [r for r in rs if (r.get("prior", "none"), r.get("variant", "")) == (prior, variant)]
             label = "sparsesplat" + ("" if prior == "none" else f" + prior {prior}") + (f", {variant}" if variant else " (this run)")
+            extra = (f" {_ms([r.get('psnr_masked') for r in rp])} | {_ms([r.get('ssim_masked') for r in rp], 3)} |"
+                     if masked else "")
             lines.append(
-                f"| **{label}** | {_ms([r['psnr'] for r in rp])} | {_ms([r['ssim'] for r in rp], 3)} "
-                f"| {_ms([r['lpips'] for r in rp], 3)} | {_ms([r['train_seconds'] for r in rp], 0)} "
+                f"| **{label}** | {_ms([r['psnr'] for r in rp])} | {_ms([r['ssim'] for r in rp], 3)} |{extra}"
+                f" {_ms([r['lpips'] for r in rp], 3)} | {_ms([r['train_seconds'] for r in rp], 0)} "
                 f"| {_ms([r['num_primitives'] for r in rp], 0)} | {_ms([r['init_points'] for r in rp], 0)} ({rp[0]['init_method']}) |"
             )
         for name, p in PUBLISHED.get(protocol, []):
-            lines.append(f"| {name} — published, all-scene mean | {p:.2f} | | | | | |")
+            cells = f" | | {p:.2f} | |" if masked else f" {p:.2f} | |"
+            lines.append(f"| {name} — published, all-scene mean |{cells} | | | |")
         if seeds > 1:
             per_seed = ", ".join(f"seed {r['seed']}{'' if r.get('prior', 'none') == 'none' else ' ' + r['prior']}"
                                  f"{' (' + r['variant'] + ')' if r.get('variant') else ''}: "
@@ -209,6 +227,39 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
+def plot(rows: list[dict], stem: str) -> None:
+    """Bar chart beside the table: held-out PSNR (object-masked for DTU) per scene, each seed a dot, and the
+    published methods' all-scene means as lines."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install matplotlib)")
+        return
+    scenes = list(dict.fromkeys(r["scene"] for r in rows))
+    fig, axes = plt.subplots(1, len(scenes), figsize=(4.2 * len(scenes), 3.6), squeeze=False)
+    for ax, scene in zip(axes[0], scenes):
+        rs = [r for r in rows if r["scene"] == scene]
+        key = "psnr_masked" if any(r.get("psnr_masked") is not None for r in rs) else "psnr"
+        labels = list(dict.fromkeys(r.get("variant") or r.get("prior", "none") for r in rs))
+        for k, label in enumerate(labels):
+            vals = [r[key] for r in rs if (r.get("variant") or r.get("prior", "none")) == label and r.get(key) is not None]
+            if vals:
+                ax.bar(k, statistics.mean(vals), color="tab:blue", alpha=0.6)
+                ax.plot([k] * len(vals), vals, "k.")
+        for j, (name, p) in enumerate(PUBLISHED.get(rs[0]["protocol"], [])):
+            ax.axhline(p, color=f"C{j + 1}", ls="--", lw=1, label=name.split(" (")[0])
+        ax.set_xticks(range(len(labels)), [lbl if len(lbl) < 18 else lbl[:16] + "…" for lbl in labels], fontsize=7)
+        ax.set_title(f"{scene} ({rs[0]['protocol']})")
+        ax.set_ylabel("masked PSNR (dB)" if key == "psnr_masked" else "PSNR (dB)")
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{stem}.png", dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
@@ -218,6 +269,9 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=None, help="DropGaussian rate (default: the CLI's)")
     ap.add_argument("--binocular", type=float, default=None, help="binocular consistency weight (default: the CLI's)")
     ap.add_argument("--opacity-decay", type=float, default=None, help="default: the CLI's")
+    ap.add_argument("--stereo-depth", type=float, default=None, help="stereo depth loss weight (default: the CLI's)")
+    ap.add_argument("--background-alpha", type=float, default=None,
+                    help="background transparency loss weight (default: the CLI's)")
     ap.add_argument("--init", default="auto")
     ap.add_argument("--primitive", default="gaussian", help="gaussian, triangle or convex")
     ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians, triangles, convexes)")
@@ -234,6 +288,7 @@ def main() -> None:
                          "isolates what the pseudo views alone do)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (threads split between them)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
+    ap.add_argument("--plot", action="store_true", help="also write benchmarks/results/<stem>.png (needs matplotlib)")
     ap.add_argument("--reuse", action="store_true",
                     help="take the metrics of a finished run folder made with the same settings instead of re-running")
     ap.add_argument("--include", nargs="*", default=[],
@@ -260,7 +315,10 @@ def main() -> None:
             "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, "
                         f"dropout={_setting(args.dropout, 'dropout')}, "
                         f"binocular={_setting(args.binocular, 'binocular_weight')}, "
-                        f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, init={args.init}, poses={args.poses}, "
+                        f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, "
+                        f"stereo_depth={_setting(args.stereo_depth, 'stereo_depth_weight')}, "
+                        f"background_alpha={_setting(args.background_alpha, 'background_alpha_weight')}, "
+                        f"init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"
                         + "".join(f", {item}" for item in steps)}
     if steps:  # this run's prior rows are a variant of the prior: say which in their label
@@ -275,6 +333,8 @@ def main() -> None:
     rows.sort(key=lambda r: (list(SCENES).index(r["scene"]), r.get("prior", "none") != "none", r.get("variant", ""),
                              r["seed"]))
     write_tables(rows, meta, args.out)
+    if args.plot:
+        plot(rows, args.out)
     print(f"wrote {RESULTS / (args.out + '.md')}")
 
 
