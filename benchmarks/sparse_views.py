@@ -66,7 +66,7 @@ def data_root() -> Path:
 
 
 def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
-    from sparsesplat.recon.pipeline import ReconstructConfig, apply_full_schedule, reconstruct
+    from sparsesplat.recon.pipeline import ReconstructConfig, reconstruct
     from sparsesplat.recon.trainer import TrainConfig
 
     rel, protocol = SCENES[scene]
@@ -93,8 +93,7 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
         cfg.priors.loo_steps = args.loo_steps
     if args.repair_steps is not None:
         cfg.priors.repair.steps = args.repair_steps
-    if args.full:
-        apply_full_schedule(cfg)
+    cfg.schedule = "full" if args.full else "fast"  # named, not left to the device
     if getattr(args, "reuse", False) and _finished_with(out, cfg):
         m = json.loads((out / "metrics.json").read_text())
         m.pop("per_view", None)

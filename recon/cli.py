@@ -86,11 +86,10 @@ class Reconstruct(ReconstructConfig):
     sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]"""
 
     def run(self) -> int:
-        from .pipeline import apply_full_schedule, reconstruct
+        from .pipeline import apply_schedule, reconstruct
         from .progress import TrainingProgress
 
-        if self.full:
-            apply_full_schedule(self)
+        apply_schedule(self)  # the bar needs the step count; reconstruct() applies it again (a no-op) and says which
         with TrainingProgress(self.train.iters) as bar:
             metrics = reconstruct(self, progress=bar.update, log=bar.log, on_start=bar.start)
         psnr = metrics.get("psnr")

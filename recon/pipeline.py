@@ -47,16 +47,20 @@ class ReconstructConfig:
     """What the scene is made of: gaussian (3D Gaussians), triangle (triangle splats, exports a mesh) or convex
     (smooth 3D convexes)."""
     full: bool = False
-    """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): for a GPU."""
+    """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): the same as --schedule full."""
+    schedule: Literal["auto", "fast", "full"] = "auto"
+    """Training schedule: fast (3000 steps, for a CPU), full (the papers' 10k/30k steps, for a GPU) or auto (full
+    on a CUDA device, fast otherwise). Printed at the start; --iters sets the step count of either."""
     format: Annotated[str, tyro.conf.arg(metavar="{auto,photos,colmap,blender,llff,dtu}")] = "auto"
     """Scene format: auto (detected from the folder's files), photos, colmap, blender, llff or dtu."""
     downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
     """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
-    init: Annotated[str, tyro.conf.arg(metavar="{auto,sfm,hull,triangulate,random,dense,mono-depth}")] = "auto"
-    """Initial points: auto (SfM points; else SIFT triangulation with the known poses; else the visual hull when
-    the photos carry masks (Blender alpha); else random), sfm, hull, triangulate, random, dense (sparse points
-    + rectified SGBM stereo between neighbouring views), mono-depth (sparse points + the --depth-model's
-    monocular depth aligned to them per view; needs its weights)."""
+    init: Annotated[str, tyro.conf.arg(metavar="{auto,mvs,sfm,hull,triangulate,random,dense,mono-depth}")] = "auto"
+    """Initial points: auto (= mvs: the scene's SfM points, or SIFT matches triangulated with the known poses,
+    plus plane-sweep multi-view stereo points from the training photos; else the visual hull when the photos
+    carry masks (Blender alpha); else random), sfm, hull, triangulate, random, dense (sparse points + rectified
+    SGBM stereo between neighbouring views), mono-depth (sparse points + the --depth-model's monocular depth
+    aligned to them per view; needs its weights)."""
     poses: Literal["auto", "known", "estimate"] = "auto"
     """Camera poses: auto (the scene's, estimated for photos without poses), known, or estimate (ignore the
     scene's poses and estimate them from the training views; test views are then aligned for evaluation)."""
@@ -158,20 +162,51 @@ def _config_dict(cfg) -> dict:
     return conv(cfg)
 
 
+FAST_SCHEDULE = "fast"
+FULL_SCHEDULE = "full"
+
+
 def apply_full_schedule(cfg: ReconstructConfig) -> None:
-    """The papers' GPU schedules (3DGS defaults, 10k steps for forward-facing LLFF/DTU)."""
-    t = cfg.train
+    """The papers' GPU schedules (3DGS defaults, 10k steps for forward-facing LLFF/DTU, 30k otherwise). Only
+    settings still at their (fast, CPU) defaults change: an explicit --iters or refinement setting wins."""
+    t, base = cfg.train, TrainConfig()
     long_run = cfg.protocol is None or cfg.protocol.startswith(("blender", "mip360"))
-    t.iters = 30_000 if long_run else 10_000
-    t.sh_every = 1000
-    t.checkpoint_every = 7000
-    d = t.default
-    d.refine_start_iter, d.refine_stop_iter, d.refine_every = 500, t.iters // 2, 100
-    d.reset_every = 3000
-    m = t.mcmc
-    m.refine_start_iter, m.refine_stop_iter = 500, int(t.iters * 0.8)
-    tri = t.triangle.strategy
-    tri.refine_start_iter, tri.refine_stop_iter = 500, int(t.iters * 0.8)
+
+    def put(obj, ref, name: str, value) -> None:
+        if getattr(obj, name) == getattr(ref, name):
+            setattr(obj, name, value)
+
+    put(t, base, "iters", 30_000 if long_run else 10_000)
+    put(t, base, "sh_every", 1000)
+    put(t, base, "checkpoint_every", 7000)
+    for name, value in (("refine_start_iter", 500), ("refine_stop_iter", t.iters // 2), ("refine_every", 100),
+                        ("reset_every", 3000)):
+        put(t.default, base.default, name, value)
+    for name, value in (("refine_start_iter", 500), ("refine_stop_iter", int(t.iters * 0.8))):
+        put(t.mcmc, base.mcmc, name, value)
+        put(t.triangle.strategy, base.triangle.strategy, name, value)
+
+
+def resolve_schedule(cfg: ReconstructConfig) -> str:
+    """"full" (--full, --schedule full, or --schedule auto on a CUDA device) or "fast"."""
+    if cfg.full or cfg.schedule == FULL_SCHEDULE:
+        return FULL_SCHEDULE
+    if cfg.schedule == "auto" and _device(cfg.device).type == "cuda":
+        return FULL_SCHEDULE
+    return FAST_SCHEDULE
+
+
+def apply_schedule(cfg: ReconstructConfig) -> str:
+    """Apply the schedule ``cfg`` resolves to (see ``resolve_schedule``); returns the line that says which."""
+    name = resolve_schedule(cfg)
+    if name == FULL_SCHEDULE:
+        apply_full_schedule(cfg)
+        why = "--full" if cfg.full or cfg.schedule == FULL_SCHEDULE else "the GPU default"
+        other = "--schedule fast for the 3000-step CPU schedule"
+    else:
+        why = "--schedule fast" if cfg.schedule == FAST_SCHEDULE else "the CPU default"
+        other = "--full for the papers' 10k/30k steps, meant for a GPU"
+    return f"schedule: {name} ({why}), {cfg.train.iters} steps; {other}; --iters sets the steps of either"
 
 
 def load_scene(cfg: ReconstructConfig):
@@ -217,15 +252,15 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None,
     """Run the whole pipeline; returns the metrics written to metrics.json. ``on_start()`` is called when
     training begins (after loading, pose estimation and initialization). ``scene``: a ``SceneData`` already
     in memory (its own train/test split) instead of loading ``cfg.data``."""
-    if cfg.full:
-        apply_full_schedule(cfg)
+    schedule = apply_schedule(cfg)
     model_class(cfg.primitive)  # an unknown kind fails before anything is written
     started: list = []
     with _run_folder(cfg, started):
-        return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()), scene)
+        return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()), scene,
+                            schedule)
 
 
-def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None) -> dict:
+def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, schedule: str = "") -> dict:
     from .export import write_cameras_json, write_colmap_text, write_transforms_json
     from .init import initial_points, normalize_scene
     from .poses import stage as pose_stage
@@ -238,6 +273,8 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None) ->
 
     scene = load_scene(cfg) if scene is None else scene
     log(scene.summary())
+    if schedule:
+        log(schedule)
     scene, posed = pose_stage.estimate_if_needed(cfg, scene, log)
     train_ids, test_ids = scene.train_ids, scene.test_ids
     init = initial_points(scene, train_ids, method=cfg.init, seed=cfg.train.seed,

@@ -247,7 +247,7 @@ def test_help_speaks_to_users_and_shows_the_short_path_first():
     text = _help("reconstruct")
     assert "posed views" not in text and "photos" in text.split("╭")[0]
     first = [o.split(",")[0].split()[0] for o in _help_options(text)][:6]
-    assert first == ["-h", "-o", "--protocol", "--primitive", "--full", "--format"], first
+    assert first == ["-h", "-o", "--protocol", "--primitive", "--full", "--schedule"], first
     opts = _help_options(text)
     for option in ("--format {auto,photos,colmap,blender,llff,dtu}", "--primitive {gaussian,triangle,convex}",
                    "--device {auto,cpu,cuda}", "--rasterize-mode {classic,antialiased}"):

@@ -1,0 +1,41 @@
+"""The training schedule a user gets: fast on a CPU, the papers' on a GPU or with --full; --iters wins."""
+
+from pathlib import Path
+
+import pytest
+
+from sparsesplat.recon.pipeline import ReconstructConfig, apply_schedule, resolve_schedule
+from sparsesplat.recon.trainer import TrainConfig
+
+
+def _cfg(**kw) -> ReconstructConfig:
+    return ReconstructConfig(data=Path("scene"), out=Path("run"), device="cpu", **kw)
+
+
+def test_cpu_default_is_fast_and_full_follows_the_protocol():
+    cfg = _cfg(protocol="dtu3")
+    assert resolve_schedule(cfg) == "fast"
+    line = apply_schedule(cfg)
+    assert line.startswith("schedule: fast (the CPU default), 3000 steps") and "--full" in line
+    assert cfg.train.iters == 3000 and cfg.train.default.refine_stop_iter == TrainConfig().default.refine_stop_iter
+    for protocol, iters in (("dtu3", 10_000), ("llff3", 10_000), ("blender8", 30_000), (None, 30_000)):
+        cfg = _cfg(protocol=protocol, full=True)
+        assert apply_schedule(cfg).startswith(f"schedule: full (--full), {iters} steps")
+        assert cfg.train.default.refine_stop_iter == iters // 2 and cfg.train.mcmc.refine_stop_iter == int(iters * 0.8)
+        assert cfg.train.default.reset_every == 3000 and cfg.train.sh_every == 1000
+    assert resolve_schedule(_cfg(schedule="full")) == "full"
+
+
+def test_explicit_settings_win_over_the_full_schedule_and_applying_twice_changes_nothing():
+    cfg = _cfg(protocol="llff3", schedule="full", train=TrainConfig(iters=500))
+    cfg.train.default.refine_every = 50
+    apply_schedule(cfg)
+    assert cfg.train.iters == 500 and cfg.train.default.refine_stop_iter == 250 and cfg.train.default.refine_every == 50
+    before = repr(cfg)
+    apply_schedule(cfg)
+    assert repr(cfg) == before
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_default_is_full():
+    assert resolve_schedule(ReconstructConfig(data=Path("s"), out=Path("r"), device="auto")) == "full"
