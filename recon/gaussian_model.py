@@ -84,6 +84,14 @@ class GaussianModel(PrimitiveModel):
             raise ValueError(f"Gaussians train with --strategy default or mcmc, not {cfg.strategy!r}")
         return cfg.default if cfg.strategy == "default" else cfg.mcmc
 
+    def shape_regularization(self, max_ratio: float) -> torch.Tensor:
+        """Mean over Gaussians of max(0, log(s_max / s_min) - log(max_ratio)) (the anisotropy loss of
+        PhysGaussian, in log space): with a few views a Gaussian's extent along the viewing rays is free, and it
+        grows into a needle that the training views see end-on and every other view sees as a streak."""
+        log_s = self.params["scales"]
+        excess = log_s.max(dim=1).values - log_s.min(dim=1).values - float(np.log(max_ratio))
+        return excess.clamp_min(0).mean() if len(log_s) else log_s.sum() * 0.0
+
     def activated(self) -> Gaussians:
         p = self.params
         return Gaussians(

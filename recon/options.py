@@ -23,6 +23,8 @@ RANGES: dict[str, tuple] = {
     "diffusion_timestep": (0, 999, False, False),
     # divisors and sizes: 0 would divide by zero or build nothing
     "sh_every": (1, None, False, False),
+    "max_anisotropy": (1, None, False, False),
+    "background_tolerance": (0, 1, True, False),
     "refine_every": (1, None, False, False),
     "reset_every": (1, None, False, False),
     "cap_max": (1, None, False, False),

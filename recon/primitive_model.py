@@ -53,6 +53,11 @@ class PrimitiveModel:
         """Initial primitives at ``points`` (M,3) with ``colors`` (M,3) in [0,1]; ``cfg`` is the TrainConfig."""
         raise NotImplementedError
 
+    def shape_regularization(self, max_ratio: float):
+        """A loss that keeps primitives from degenerating into needles (longest / shortest extent above
+        ``max_ratio``), or None for kinds without such a shape parameter."""
+        return None
+
     def make_strategy(self, cfg):
         """The densification strategy (the ``recon.strategies`` interface) that ``cfg`` selects for this kind."""
         raise NotImplementedError

@@ -70,6 +70,12 @@ class TrainConfig:
     (where the stereo passed its cross-view checks; --init auto/mvs), relative error |d - d_mvs| / d_mvs. It
     removes the floaters in front of the cameras that explain a training photo and block the other views
     (0 disables)."""
+    anisotropy_weight: float = 0.01
+    """Weight of the loss on primitives longer than ``max_anisotropy`` times their width (Gaussians: log of the
+    excess scale ratio). Few views leave a primitive's depth extent free, so it grows into a needle seen
+    end-on by the training views and as a streak from anywhere else (0 disables)."""
+    max_anisotropy: float = 10.0
+    """Largest ratio of a primitive's longest to shortest extent that costs nothing."""
     background_alpha_weight: float = 0.1
     """Weight of the loss that keeps pixels showing the background colour transparent (alpha towards 0 where
     the photo is within ``background_tolerance`` of the render background): a scan's black backdrop or a
@@ -193,6 +199,10 @@ class Trainer:
         l1 = (img - gt).abs().mean()
         loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
         loss = loss + self.strategy.regularization(model)
+        if cfg.anisotropy_weight > 0:
+            shape = model.shape_regularization(cfg.max_anisotropy)
+            if shape is not None:
+                loss = loss + cfg.anisotropy_weight * shape
         if binocular:
             loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg, sh_degree)
         if stereo:

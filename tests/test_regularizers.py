@@ -74,3 +74,21 @@ def test_background_alpha_loss_weighs_pixels_by_their_closeness_to_the_backgroun
     assert g.reshape(-1).tolist() == pytest.approx([0.25, 0.125, 0.0, 0.0])
     white = background_alpha_loss(alpha, torch.ones(2, 2, 3), torch.ones(3), tolerance=0.1)
     assert float(white) == pytest.approx(1.0)
+
+
+def test_anisotropy_loss_costs_only_the_excess_ratio_of_gaussians_and_nothing_for_other_kinds():
+    from sparsesplat.recon.gaussian_model import GaussianModel, LearningRates
+
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float64)
+    model = GaussianModel.from_points(pts, np.full((3, 3), 0.5), 0, LearningRates(), 1.0)
+    with torch.no_grad():
+        model.params["scales"].copy_(torch.log(torch.tensor([[1.0, 1, 1], [100.0, 1, 1], [5.0, 0.5, 2]])))
+    loss = model.shape_regularization(10.0)
+    # only the second Gaussian is beyond 10:1, by log(100) - log(10)
+    assert float(loss) == pytest.approx(np.log(10.0) / 3, rel=1e-5)
+    loss.backward()
+    g = model.params["scales"].grad
+    assert np.allclose(g[1].tolist(), [1 / 3, -1 / 3, 0.0], atol=1e-6) and (g[[0, 2]] == 0).all()
+    from sparsesplat.recon.primitive_model import PrimitiveModel
+
+    assert PrimitiveModel.shape_regularization(model, 10.0) is None  # the default for kinds without scales
