@@ -82,7 +82,7 @@ def test_anisotropy_loss_costs_only_the_excess_ratio_of_gaussians_and_nothing_fo
     pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float64)
     model = GaussianModel.from_points(pts, np.full((3, 3), 0.5), 0, LearningRates(), 1.0)
     with torch.no_grad():
-        model.params["scales"].copy_(torch.log(torch.tensor([[1.0, 1, 1], [100.0, 1, 1], [5.0, 0.5, 2]])))
+        model.params["scales"].copy_(torch.log(torch.tensor([[1.0, 1, 1], [100.0, 1, 1], [4.0, 0.5, 2]])))
     loss = model.shape_regularization(10.0)
     # only the second Gaussian is beyond 10:1, by log(100) - log(10)
     assert float(loss) == pytest.approx(np.log(10.0) / 3, rel=1e-5)
