@@ -187,8 +187,11 @@ def test_behind_and_straddling_the_camera_are_culled():
     cams = orbit_cameras(1, 32, 24)
     eye = cams.centers[0]
     fwd = -cams.camtoworlds[0, :3, 2] * -1  # camera z axis (forward) in world
-    pts = torch.stack([eye + fwd * 0.5 + torch.randn(6, 3) * 1.0 for _ in range(2)])  # straddles the near plane
-    pts[1] = eye - fwd * 2 + torch.randn(6, 3) * 0.1  # fully behind
+    g = torch.Generator().manual_seed(0)  # unseeded, the global RNG's state (test order) decided the shapes
+    pts = torch.stack([eye + fwd * 0.5 + torch.randn(6, 3, generator=g) * 1.0 for _ in range(2)])
+    pts[0, :3] = eye + fwd * torch.tensor([-0.5, 0.2, 1.0])[:, None] + 0.1 * torch.randn(3, 3, generator=g)
+    pts[0, 3:] = eye - fwd * 0.3 + 0.3 * torch.randn(3, 3, generator=g)  # straddles the camera plane
+    pts[1] = eye - fwd * 2 + torch.randn(6, 3, generator=g) * 0.1  # fully behind
     cv = Convexes(pts, torch.full((2,), 0.1), torch.full((2,), 0.5), torch.full((2,), 0.9), colors=torch.ones(2, 3))
     out = render(cv, cams, backend="torch")
     assert (out.meta.radii == 0).all() and out.alphas.abs().max() == 0
