@@ -25,7 +25,7 @@ from sparsesplat.datasets import SceneData
 from sparsesplat.rasterizer import Cameras
 
 from .init_hull import HullConfig, visual_hull_points
-from .init_mvs import MVSConfig, plane_sweep_points
+from .init_mvs import MVSConfig, axes_target, plane_sweep_points
 from .init_points import Triangulation, TriangulationConfig, random_points, triangulate_tracks
 from .normalize import Normalization, normalize_scene
 
@@ -116,11 +116,8 @@ def random_bounds(cams: Cameras, near: float | None = None, far: float | None = 
                 corners.append((rays * z) @ c2w[k, :3, :3].T + c2w[k, :3, 3])
         corners = np.concatenate(corners)
         return corners.min(axis=0), corners.max(axis=0)
-    centers, axes = c2w[:, :3, 3], c2w[:, :3, 2]
-    # least-squares point nearest to every optical axis: sum (I - a a^T) (x - c) = 0
-    P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]
-    A, b = P.sum(axis=0), np.einsum("kij,kj->i", P, centers)
-    target = np.linalg.lstsq(A, b, rcond=None)[0] if np.linalg.matrix_rank(A) == 3 else centers.mean(0)
+    centers = c2w[:, :3, 3]
+    target = axes_target(c2w)
     half = RANDOM_BOX_FRACTION * max(float(np.median(np.linalg.norm(centers - target, axis=1))), 1e-6)
     return target - half, target + half
 

@@ -99,6 +99,15 @@ def choose_sources(V: np.ndarray, ref: int, cfg: MVSConfig) -> list[int]:
     return ok[: cfg.sources]
 
 
+def axes_target(c2w: np.ndarray) -> np.ndarray:
+    """(3,) the least-squares point nearest to every camera's optical axis (camera-to-world (V,4,4)): the point
+    the cameras look at; their mean centre when the axes are parallel."""
+    centres, axes = c2w[:, :3, 3], c2w[:, :3, 2]
+    P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # sum (I - a a^T) (x - c) = 0
+    A, b = P.sum(axis=0), np.einsum("kij,kj->i", P, centres)
+    return np.linalg.lstsq(A, b, rcond=None)[0] if np.linalg.matrix_rank(A) == 3 else centres.mean(0)
+
+
 def depth_range(V: np.ndarray, K: np.ndarray, ref: int, W: int, H: int, sparse: np.ndarray | None,
                 near: float | None, far: float | None) -> tuple[float, float]:
     """(near, far) depth bounds of view ``ref``'s sweep: from the sparse points it sees when there are at
@@ -119,11 +128,7 @@ def depth_range(V: np.ndarray, K: np.ndarray, ref: int, W: int, H: int, sparse: 
     if near is not None and far is not None and 0 < near < far:
         return float(near), float(far)
     c2w = np.linalg.inv(V)
-    centres, axes = c2w[:, :3, 3], c2w[:, :3, 2]
-    P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]
-    A, b = P.sum(axis=0), np.einsum("kij,kj->i", P, centres)
-    target = np.linalg.lstsq(A, b, rcond=None)[0] if np.linalg.matrix_rank(A) == 3 else centres.mean(0)
-    d = float(np.linalg.norm(target - centres[ref]))
+    d = float(np.linalg.norm(axes_target(c2w) - c2w[ref, :3, 3]))
     d = d if d > 1e-6 else 1.0
     return 0.05 * d, 5.0 * d
 
