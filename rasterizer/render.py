@@ -10,6 +10,7 @@ import torch
 from . import backends
 from .cameras import Cameras
 from .primitives import Gaussians
+from .profiling import stage
 from .sh import sh_to_rgb
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
@@ -186,16 +187,19 @@ def render_gaussians(prims: Gaussians, cams: Cameras, impl, sh_degree: Optional[
     viewmats = cams.viewmats.to(prims.means.dtype)
     Ks = cams.Ks.to(prims.means.dtype)
     means, quats, scales, opac, sh, colors = _sanitize(prims)
-    proj = impl.project_gaussians(
-        means, quats, scales, opac, viewmats, Ks, W, H,
-        eps2d=eps2d, near=near, far=far, antialiased=rasterize_mode == "antialiased",
-    )
+    with stage("project"):
+        proj = impl.project_gaussians(
+            means, quats, scales, opac, viewmats, Ks, W, H,
+            eps2d=eps2d, near=near, far=far, antialiased=rasterize_mode == "antialiased",
+        )
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
-    rgb = view_colors(sh, colors, means, Cameras(viewmats, Ks, W, H), sh_degree)
-    feats, alphas, max_weight = impl.rasterize(
-        proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size
-    )
+    with stage("sh colors"):
+        rgb = view_colors(sh, colors, means, Cameras(viewmats, Ks, W, H), sh_degree)
+    with stage("rasterize"):
+        feats, alphas, max_weight = impl.rasterize(
+            proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size
+        )
     return Rendered(feats, alphas, proj.means2d, proj.radii, max_weight, proj.depths)
 
 

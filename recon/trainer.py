@@ -17,6 +17,7 @@ from typing import Callable, Literal, Optional, Sequence
 import torch
 
 from sparsesplat.rasterizer import Cameras, render
+from sparsesplat.rasterizer.profiling import stage
 
 from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
@@ -181,61 +182,79 @@ class Trainer:
         t0 = time.perf_counter()
         cfg, model = self.cfg, self.model
         v = self._next_view()
-        model.set_position_lr(self.step, cfg.iters)
-        bg = torch.rand(3, generator=self.generator) if cfg.random_background else self.background
-        prims = drop_primitives(model.activated(), self._dropout_rate(), self.generator)
-        sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
-        binocular = self._binocular_active()
-        cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
-        stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
-        depth = binocular or stereo or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
-        out = render(
-            prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,
-            render_mode="RGB+ED" if depth else "RGB", rasterize_mode=cfg.rasterize_mode,
-        )
+        with stage("setup"):
+            model.set_position_lr(self.step, cfg.iters)
+            bg = torch.rand(3, generator=self.generator) if cfg.random_background else self.background
+            prims = drop_primitives(model.activated(), self._dropout_rate(), self.generator)
+            sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
+            binocular = self._binocular_active()
+            cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
+            stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
+            depth = binocular or stereo or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
+        with stage("render"):
+            out = render(
+                prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,
+                render_mode="RGB+ED" if depth else "RGB", rasterize_mode=cfg.rasterize_mode,
+            )
         img, gt = out.colors[0], self.images[v]
         if cfg.random_background and self.masks is not None:
             gt = gt * self.masks[v] + (1 - self.masks[v]) * bg
-        l1 = (img - gt).abs().mean()
-        loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
-        loss = loss + self.strategy.regularization(model)
-        if cfg.anisotropy_weight > 0:
-            shape = model.shape_regularization(cfg.max_anisotropy)
-            if shape is not None:
-                loss = loss + cfg.anisotropy_weight * shape
+        with stage("photometric loss"):
+            l1 = (img - gt).abs().mean()
+            loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
+        with stage("regularizers"):
+            loss = loss + self.strategy.regularization(model)
+            if cfg.anisotropy_weight > 0:
+                shape = model.shape_regularization(cfg.max_anisotropy)
+                if shape is not None:
+                    loss = loss + cfg.anisotropy_weight * shape
+            if stereo:
+                loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
+            if cfg.background_alpha_weight > 0 and not cfg.random_background:
+                loss = loss + cfg.background_alpha_weight * background_alpha_loss(
+                    out.alphas[0], self.images[v], self.background, cfg.background_tolerance)
         if binocular:
-            loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg, sh_degree)
-        if stereo:
-            loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
-        if cfg.background_alpha_weight > 0 and not cfg.random_background:
-            loss = loss + cfg.background_alpha_weight * background_alpha_loss(
-                out.alphas[0], self.images[v], self.background, cfg.background_tolerance)
+            with stage("binocular"):
+                loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg,
+                                                                          sh_degree)
         if self.extra_losses:
-            ctx = StepContext(self, self.step, v, cam, prims, out, gt, bg, sh_degree)
-            for extra_loss in self.extra_losses:
-                extra = extra_loss(ctx)
-                if extra is not None:
-                    loss = loss + extra
-        loss.backward()
-        if not self._finite(loss):
+            with stage("extra losses"):
+                ctx = StepContext(self, self.step, v, cam, prims, out, gt, bg, sh_degree)
+                for extra_loss in self.extra_losses:
+                    extra = extra_loss(ctx)
+                    if extra is not None:
+                        loss = loss + extra
+        with stage("backward"):
+            loss.backward()
+        with stage("finite check"):
+            finite = self._finite(loss)
+        if not finite:
             self._recover()
             return StepStats(self.step, float("nan"), float("nan"), len(model), time.perf_counter() - t0)
-        self.strategy.step_post_backward(model, self.strategy_state, self.step, out.meta)
-        model.step()
-        model.zero_grad()
-        if self.camera_hook is not None:
-            self.camera_hook.step()
-        self.strategy.step_post_optimizer(model, self.strategy_state, self.step)
-        if cfg.opacity_decay > 0 and self.step < getattr(self.strategy, "refine_stop_iter", 0):
-            with torch.no_grad():
-                p = model.params["opacities"]
-                p.copy_(torch.logit(torch.sigmoid(p) * (1 - cfg.opacity_decay), eps=1e-6))
-        if self.step % 100 == 0:
-            self._good = {"model": copy.deepcopy(model.state_dict()), "state": copy.deepcopy(self.strategy_state)}
+        with stage("densification"):
+            self.strategy.step_post_backward(model, self.strategy_state, self.step, out.meta)
+        with stage("optimizer"):
+            model.step()
+            model.zero_grad()
+            if self.camera_hook is not None:
+                self.camera_hook.step()
+        with stage("densification"):
+            self.strategy.step_post_optimizer(model, self.strategy_state, self.step)
+        with stage("opacity decay"):
+            if cfg.opacity_decay > 0 and self.step < getattr(self.strategy, "refine_stop_iter", 0):
+                with torch.no_grad():
+                    p = model.params["opacities"]
+                    p.copy_(torch.logit(torch.sigmoid(p) * (1 - cfg.opacity_decay), eps=1e-6))
+        with stage("rollback snapshot"):
+            if self.step % 100 == 0:
+                self._good = {"model": copy.deepcopy(model.state_dict()),
+                              "state": copy.deepcopy(self.strategy_state)}
         self.step += 1
-        with torch.no_grad():
-            p = float(psnr(img.detach().clamp(0, 1), gt))
-        return StepStats(self.step, loss.item(), p, len(model), time.perf_counter() - t0)
+        with stage("step stats"):
+            with torch.no_grad():
+                p = float(psnr(img.detach().clamp(0, 1), gt))
+            stats = StepStats(self.step, loss.item(), p, len(model), time.perf_counter() - t0)
+        return stats
 
     def _finite(self, loss: torch.Tensor) -> bool:
         """Loss, gradients and parameters all finite (render() culls non-finite primitives, so a NaN

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..build import load_extension
+from ..profiling import stage
 from .types import Projection
 
 
@@ -61,11 +62,12 @@ def _make(kind: str) -> tuple[Callable, Callable]:
             means2d_like = torch.empty(radii.shape[:2] + (2,), dtype=ins[0].dtype, device=radii.device)
             conics_like = torch.empty(radii.shape[:2] + (3,), dtype=ins[0].dtype, device=radii.device)
             scalar_like = torch.empty(radii.shape[:2], dtype=ins[0].dtype, device=radii.device)
-            grads = load_extension(kind).project_gaussians_bwd(
-                *ins, *ctx.args, radii,
-                _grad(v_means2d, means2d_like), _grad(v_conics, conics_like),
-                _grad(v_depths, scalar_like), _grad(v_opac, scalar_like),
-            )
+            with stage("project backward"):
+                grads = load_extension(kind).project_gaussians_bwd(
+                    *ins, *ctx.args, radii,
+                    _grad(v_means2d, means2d_like), _grad(v_conics, conics_like),
+                    _grad(v_depths, scalar_like), _grad(v_opac, scalar_like),
+                )
             out = [g.to(dt) if need else None
                    for g, dt, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad[:5])]
             return (*out, None, None, None, None, None, None, None)
@@ -92,10 +94,11 @@ def _make(kind: str) -> tuple[Callable, Callable]:
             H, W = last.shape[1:]
             feats_like = torch.empty((C, H, W, 4), dtype=m2.dtype, device=m2.device)
             alphas_like = torch.empty((C, H, W, 1), dtype=m2.dtype, device=m2.device)
-            grads = load_extension(kind).rasterize_bwd(
-                m2, con, col, op, dep, *ctx.args, offsets, ids, last, T_final,
-                _grad(v_feats, feats_like), _grad(v_alphas, alphas_like),
-            )
+            with stage("rasterize backward"):
+                grads = load_extension(kind).rasterize_bwd(
+                    m2, con, col, op, dep, *ctx.args, offsets, ids, last, T_final,
+                    _grad(v_feats, feats_like), _grad(v_alphas, alphas_like),
+                )
             out = [g.to(dt) if need else None
                    for g, dt, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad[:5])]
             return (*out, None, None, None, None)
