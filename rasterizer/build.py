@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
+import platform
 import sys
 import threading
 from pathlib import Path
@@ -42,12 +44,25 @@ def default_cache_root() -> Path:
     return Path.home() / ".cache" / "sparsesplat" / "torch_extensions" / torch.__version__
 
 
+def cpu_features() -> str:
+    """The host CPU's model and instruction-set flags (Linux /proc/cpuinfo; elsewhere the platform's name)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() + platform.processor()
+    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(dict.fromkeys(keep))
+
+
 def build_directory(kind: str) -> Path:
     """Where the ``kind`` extension is built and cached: one folder per source checkout, so two checkouts
-    (or installs) of different versions never rebuild each other's library."""
+    (or installs) of different versions never rebuild each other's library, and, for the CPU backend
+    (compiled for the host's instruction set), per CPU model, so a cache shared between machines (a home
+    folder on a cluster) never hands one machine code built for another's vector units."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     base = Path(root) if root else default_cache_root()
-    checkout = hashlib.sha1(str(CSRC).encode()).hexdigest()[:8]
+    key = str(CSRC) + ("\n" + cpu_features() + "\n" + " ".join(_native_flags()) if kind == "cpu" else "")
+    checkout = hashlib.sha1(key.encode()).hexdigest()[:8]
     return base / f"{_NAMES[kind]}_{checkout}"
 
 
@@ -84,6 +99,34 @@ def _needs_build(kind: str, build_dir: Path) -> bool:
     return newest > lib.stat().st_mtime
 
 
+@functools.lru_cache(maxsize=None)
+def _native_flags() -> tuple[str, ...]:
+    """-march=native (and 512-bit vectors where the CPU has AVX-512) when the compiler takes them;
+    $SPARSESPLAT_CPU_FLAGS replaces them (e.g. empty for a portable build)."""
+    if "SPARSESPLAT_CPU_FLAGS" in os.environ:
+        return tuple(os.environ["SPARSESPLAT_CPU_FLAGS"].split())
+    flags = ["-march=native"]
+    if "avx512f" in cpu_features():
+        flags.append("-mprefer-vector-width=512")
+    return tuple(flags) if _compiler_accepts(flags) else ()
+
+
+def _compiler_accepts(flags: list[str]) -> bool:
+    import subprocess
+    import tempfile
+
+    cxx = os.environ.get("CXX", "c++")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.cpp"
+        src.write_text("int main() { return 0; }\n")
+        try:
+            r = subprocess.run([cxx, *flags, "-c", str(src), "-o", str(Path(tmp) / "probe.o")],
+                               capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return r.returncode == 0
+
+
 def _build(kind: str) -> ModuleType:
     from torch.utils import cpp_extension
 
@@ -110,7 +153,10 @@ def _build(kind: str) -> ModuleType:
     if kind == "cpu":
         # No -ffast-math: the NaN/Inf culling relies on IEEE semantics.
         # -fno-math-errno only lets sqrt compile to one instruction; NaN/Inf semantics are unchanged.
-        kwargs.update(extra_cflags=["-O3", "-fno-math-errno", "-fopenmp"], extra_ldflags=["-fopenmp"])
+        # The build is for this machine (-march=native: AVX-512 / AVX2 / NEON, whatever it has, used by the
+        # vectorized per-pixel loops of csrc/cpu/tiles.h) and cached per CPU model (build_directory).
+        kwargs.update(extra_cflags=["-O3", "-fno-math-errno", "-fopenmp", *_native_flags()],
+                      extra_ldflags=["-fopenmp"])
     else:
         # No --use_fast_math either, for the same reason.
         kwargs.update(extra_cflags=["-O3"], extra_cuda_cflags=["-O3"])

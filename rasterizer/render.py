@@ -9,7 +9,7 @@ import torch
 
 from . import backends
 from .cameras import Cameras
-from .primitives import Gaussians
+from .primitives import Gaussians, all_finite
 from .profiling import stage
 from .sh import sh_to_rgb
 
@@ -55,6 +55,9 @@ def _sanitize(g: Gaussians):
     ``torch.where`` keeps gradients of the others exact and gives the culled ones zero gradient.
     """
     appearance = g.sh.flatten(1) if g.sh is not None else g.colors
+    if all_finite(g.means, g.quats, g.scales, g.opacities, appearance) and bool(
+            ((g.quats != 0).any(-1) & (g.scales >= 0).all(-1)).all()):
+        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors  # the common case, without a copy
     ok = (
         torch.isfinite(g.means).all(-1) & torch.isfinite(g.quats).all(-1) & torch.isfinite(g.scales).all(-1)
         & torch.isfinite(g.opacities) & torch.isfinite(appearance).all(-1)

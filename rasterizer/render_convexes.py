@@ -13,13 +13,16 @@ from typing import Optional
 import torch
 
 from .cameras import Cameras
-from .primitives import Convexes
+from .primitives import Convexes, all_finite
 from .render import Rendered, register_renderer, view_colors
 
 
 def _sanitize(cv: Convexes):
     """Non-finite or degenerate convexes become fully transparent ones whose parameters get zero gradient."""
     appearance = cv.sh.flatten(1) if cv.sh is not None else cv.colors
+    if all_finite(cv.points, cv.delta, cv.sigma, cv.opacities, appearance) and bool(
+            ((cv.delta > 0) & (cv.sigma > 0)).all()):
+        return cv.points, cv.delta, cv.sigma, cv.opacities, cv.sh, cv.colors
     ok = (
         torch.isfinite(cv.points).all(-1).all(-1) & torch.isfinite(cv.delta) & torch.isfinite(cv.sigma)
         & torch.isfinite(cv.opacities) & torch.isfinite(appearance).all(-1) & (cv.delta > 0) & (cv.sigma > 0)

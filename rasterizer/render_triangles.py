@@ -12,13 +12,15 @@ from typing import Optional
 import torch
 
 from .cameras import Cameras
-from .primitives import Triangles
+from .primitives import Triangles, all_finite
 from .render import Rendered, register_renderer, view_colors
 
 
 def _sanitize(prims: Triangles):
     """Non-finite triangles become harmless transparent ones (zero gradient), the others stay exact."""
     appearance = prims.sh.flatten(1) if prims.sh is not None else prims.colors
+    if all_finite(prims.vertices, prims.sigma, prims.opacities, appearance) and bool((prims.sigma >= 0).all()):
+        return prims.vertices, prims.sigma, prims.opacities, prims.sh, prims.colors
     ok = (
         torch.isfinite(prims.vertices).flatten(1).all(-1) & torch.isfinite(prims.sigma)
         & torch.isfinite(prims.opacities) & torch.isfinite(appearance).all(-1) & (prims.sigma >= 0)

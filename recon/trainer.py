@@ -17,6 +17,7 @@ from typing import Callable, Literal, Optional, Sequence
 import torch
 
 from sparsesplat.rasterizer import Cameras, render
+from sparsesplat.rasterizer.primitives import all_finite
 from sparsesplat.rasterizer.profiling import stage
 
 from .convex_model import ConvexSettings
@@ -259,10 +260,8 @@ class Trainer:
     def _finite(self, loss: torch.Tensor) -> bool:
         """Loss, gradients and parameters all finite (render() culls non-finite primitives, so a NaN
         parameter would otherwise linger unseen)."""
-        if not torch.isfinite(loss):
-            return False
-        return all(bool(torch.isfinite(p).all()) and (p.grad is None or bool(torch.isfinite(p.grad).all()))
-                   for p in self.model.params.values())
+        params = list(self.model.params.values())
+        return all_finite(loss, *params, *(p.grad for p in params))
 
     def _recover(self) -> None:
         """Roll back to the last good state and halve the learning rates."""

@@ -13,9 +13,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../common.h"
+#include "lanes.h"
 
 namespace sparsesplat {
 
@@ -145,6 +147,112 @@ struct Span {
 //   Kind::kMaxGrad, kind.n_grad(), kind.feat_slot()   gradient slots per entry, and where the 4 feature
 //                                           gradients go (feat_slot() .. feat_slot() + 3).
 
+// Lane paths. A kind whose entries can be sampled on a whole tile row at once declares
+// ``static constexpr bool kLaneSamples = true`` and gives its view
+//   view.sample_lanes(px, alpha, hit, ls)   alpha and hit mask on the 16 pixel centres px of the row (alpha of
+//                                           a lane that is not hit is unspecified), keeping in ls
+//                                           (Kind::LaneSample) what the backward needs;
+//   view.vjp_lanes(v_alpha, ok, ls, g)      the samples' backward on the lanes of mask ok, added lane-wise to
+//                                           the gradient slot vectors g[0 .. n_grad()).
+// Its rows of full width (16 pixels, the default tile) then composite as lane vectors, the per-row state in
+// registers across the row's entries. The lane sample must reject every pixel outside the entry's row span
+// (spans are only conservative), so the lanes give exactly the per-pixel loop's decisions; only the
+// float rounding of the exp and of sums over lanes differs.
+template <typename K, typename = void>
+struct has_lane_samples : std::false_type {};
+template <typename K>
+struct has_lane_samples<K, std::void_t<decltype(K::kLaneSamples)>> : std::integral_constant<bool, K::kLaneSamples> {};
+
+// Forward of one full row (pixels j_lo .. j_lo + 15): the spans front to back on all lanes. Writes the
+// row's transmittance, accumulated features (AoS, 4 per pixel) and last-used counts; updates tile_maxw.
+template <typename T, typename Kind>
+void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vector<Span>& spans, int j_lo, T py,
+                             T* tile_maxw, T* Tr_out, T* acc_out, int32_t* n_used_out) {
+    using V = LaneV<T>;
+    using M = LaneM<T>;
+    const V px = lane_centres<T>(j_lo), zero = lane_splat(T(0)), one = lane_splat(T(1));
+    const V t_min = lane_splat(T(kTransmittanceMin));
+    V Tr = one, a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    M n_used = lane_splat_m<T>(0), done = lane_splat_m<T>(0);
+    for (const Span& sp : spans) {
+        const auto e = walk.at(sp.k, py);
+        V alpha;
+        M hit;
+        typename Kind::LaneSample ls;
+        e.sample_lanes(px, alpha, hit, ls);
+        const M use = hit & ~done;
+        if (!lane_any<T>(use)) continue;
+        const V next = Tr * (one - alpha);
+        const M stop = use & (next < t_min);  // this sample is not added; the pixel is done
+        const M add = use & ~stop;
+        const V w = add ? alpha * Tr : zero;
+        const T* feat = e.feat();
+        a0 += w * feat[0];
+        a1 += w * feat[1];
+        a2 += w * feat[2];
+        a3 += w * feat[3];
+        const T wmax = lane_max<T>(w);
+        if (wmax > tile_maxw[sp.k]) tile_maxw[sp.k] = wmax;
+        Tr = add ? next : Tr;
+        n_used = add ? lane_splat_m<T>(sp.k + 1) : n_used;
+        done |= stop;
+        if (lane_all<T>(done)) break;
+    }
+    for (int l = 0; l < kLanes; ++l) {
+        Tr_out[l] = Tr[l];
+        acc_out[4 * l] = a0[l], acc_out[4 * l + 1] = a1[l], acc_out[4 * l + 2] = a2[l], acc_out[4 * l + 3] = a3[l];
+        n_used_out[l] = int32_t(n_used[l]);
+    }
+}
+
+// Backward of one full row: the spans back to front on all lanes, from T_final; adds each span's gradient
+// slots (summed over the lanes) to its pair block in grad.
+template <typename T, typename Kind>
+void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vector<Span>& spans, int j_lo, T py,
+                             int32_t max_used, const T* T_final, const T* v_feats, const T* v_alphas,
+                             const int32_t* last, int G, int o_f, T* grad) {
+    using V = LaneV<T>;
+    using M = LaneM<T>;
+    const V px = lane_centres<T>(j_lo), zero = lane_splat(T(0)), one = lane_splat(T(1));
+    V Tr, vAT, vF[4];
+    M last_row;
+    for (int l = 0; l < kLanes; ++l) {
+        Tr[l] = T_final[l];
+        vAT[l] = v_alphas[l] * T_final[l];
+        for (int f = 0; f < 4; ++f) vF[f][l] = v_feats[4 * l + f];
+        last_row[l] = last[l];
+    }
+    V S[4] = {zero, zero, zero, zero};
+    for (int64_t r = int64_t(spans.size()) - 1; r >= 0; --r) {
+        const Span& sp = spans[r];
+        if (sp.k >= max_used) continue;
+        const auto e = walk.at(sp.k, py);
+        V alpha;
+        M hit;
+        typename Kind::LaneSample ls;
+        e.sample_lanes(px, alpha, hit, ls);
+        hit &= lane_splat_m<T>(sp.k) < last_row;
+        if (!lane_any<T>(hit)) continue;
+        alpha = hit ? alpha : zero;
+        const V inv = one / (one - alpha);
+        const V Tk = Tr * inv;  // transmittance before this sample
+        const V w = alpha * Tk;
+        const T* feat = e.feat();
+        V v_alpha = vAT * inv;
+        V g[Kind::kMaxGrad];
+        for (int q = 0; q < G; ++q) g[q] = zero;
+        for (int f = 0; f < 4; ++f) {
+            g[o_f + f] = w * vF[f];
+            v_alpha += vF[f] * Tk * (feat[f] - S[f]);
+            S[f] = hit ? alpha * feat[f] + (one - alpha) * S[f] : S[f];
+        }
+        e.vjp_lanes(v_alpha, hit, ls, g);
+        Tr = hit ? Tk : Tr;
+        T* gk = grad + int64_t(G) * sp.k;
+        for (int q = 0; q < G; ++q) gk[q] += lane_sum<T>(g[q]);
+    }
+}
+
 // Forward, per tile, row by row: the row's spans are walked front to back and each span updates the
 // pixels it covers. Every pixel thus sees its samples in list order, exactly as a per-pixel loop would
 // (alpha < 1/255 samples are rejected by the kind's sample; a pixel stops before T would drop below 1e-4,
@@ -158,8 +266,8 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
     {
         typename Kind::Walker walk(kind);
         std::vector<Span> spans;
-        std::vector<T> tile_maxw, Tr(tile), acc(4 * tile);
-        std::vector<int32_t> n_used(tile);
+        std::vector<T> tile_maxw, Tr(std::max(tile, kLanes)), acc(4 * std::max(tile, kLanes));
+        std::vector<int32_t> n_used(std::max(tile, kLanes));
         std::vector<char> done(tile);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < C * TT; ++t) {
@@ -170,11 +278,24 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
             const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
             const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
             walk.begin_tile(ids, L, c * N, i_lo, i_hi);
-            tile_maxw.assign(L, T(0));
             const int width = j_hi - j_lo + 1;
+            tile_maxw.assign(L, T(0));
+            const bool lanes = has_lane_samples<Kind>::value && width == kLanes;
             for (int i = i_lo; i <= i_hi; ++i) {
                 const T py = T(i) + T(0.5);
                 walk.row_spans(i, py, j_lo, j_hi, spans);
+                if constexpr (has_lane_samples<Kind>::value) if (lanes) {
+                    composite_row_fwd_lanes<T, Kind>(walk, spans, j_lo, py, tile_maxw.data(), Tr.data(), acc.data(),
+                                                     n_used.data());
+                    const int64_t pix0 = (c * H + i) * W + j_lo;
+                    for (int jj = 0; jj < kLanes; ++jj) {
+                        for (int f = 0; f < 4; ++f) feats[4 * (pix0 + jj) + f] = acc[4 * jj + f];
+                        alphas[pix0 + jj] = T(1) - Tr[jj];
+                        T_final[pix0 + jj] = Tr[jj];
+                        last[pix0 + jj] = n_used[jj];
+                    }
+                    continue;
+                }
                 std::fill(Tr.begin(), Tr.end(), T(1));
                 std::fill(acc.begin(), acc.end(), T(0));
                 std::fill(n_used.begin(), n_used.end(), 0);
@@ -246,8 +367,19 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
             walk.begin_tile(all_ids + offsets[t], L, c * N, i_lo, i_hi);
             T* grad = pair_grad + int64_t(G) * offsets[t];
             const int width = j_hi - j_lo + 1;
+            const bool lanes = has_lane_samples<Kind>::value && width == kLanes;
             for (int i = i_lo; i <= i_hi; ++i) {
                 const int64_t row = (c * H + i) * W + j_lo;
+                if constexpr (has_lane_samples<Kind>::value) if (lanes) {
+                    int32_t max_used = 0;
+                    for (int jj = 0; jj < kLanes; ++jj) max_used = std::max(max_used, last[row + jj]);
+                    if (max_used == 0) continue;
+                    const T py = T(i) + T(0.5);
+                    walk.row_spans(i, py, j_lo, j_hi, spans);
+                    composite_row_bwd_lanes<T, Kind>(walk, spans, j_lo, py, max_used, T_final + row, v_feats + 4 * row,
+                                                     v_alphas + row, last + row, G, o_f, grad);
+                    continue;
+                }
                 int32_t max_used = 0;
                 for (int jj = 0; jj < width; ++jj) {
                     Tr[jj] = T_final[row + jj];

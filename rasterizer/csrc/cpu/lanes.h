@@ -1,0 +1,117 @@
+// Sixteen pixels of a tile row as one value: GCC/Clang vector extensions, which the compiler lowers to the
+// widest vector unit the build targets (one AVX-512 register, two AVX2 registers, four SSE/NEON registers,
+// or scalar code), so one source serves every instruction set; the build picks it with -march=native
+// (rasterizer/build.py). Used by the lane paths of the compositing loops in tiles.h.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+namespace sparsesplat {
+
+constexpr int kLanes = 16;  // pixels per lane vector: one row of a default 16x16 tile
+
+template <typename T>
+struct LaneTypes;
+template <>
+struct LaneTypes<float> {
+    typedef float V __attribute__((vector_size(kLanes * sizeof(float))));
+    typedef int32_t M __attribute__((vector_size(kLanes * sizeof(int32_t))));  // masks: 0 or -1 per lane
+};
+template <>
+struct LaneTypes<double> {
+    typedef double V __attribute__((vector_size(kLanes * sizeof(double))));
+    typedef int64_t M __attribute__((vector_size(kLanes * sizeof(int64_t))));
+};
+
+template <typename T>
+using LaneV = typename LaneTypes<T>::V;
+template <typename T>
+using LaneM = typename LaneTypes<T>::M;
+
+template <typename T>
+inline LaneV<T> lane_splat(T x) {
+    return LaneV<T>{} + x;
+}
+
+template <typename T>
+inline LaneM<T> lane_splat_m(int64_t x) {
+    using E = std::remove_reference_t<decltype(LaneM<T>{}[0])>;
+    return LaneM<T>{} + E(x);
+}
+
+// Pixel centres j_lo + 0.5, ..., j_lo + 15.5.
+template <typename T>
+inline LaneV<T> lane_centres(int j_lo) {
+    LaneV<T> v;
+    for (int l = 0; l < kLanes; ++l) v[l] = T(j_lo + l) + T(0.5);
+    return v;
+}
+
+template <typename T>
+inline LaneV<T> lane_select(LaneM<T> m, LaneV<T> a, LaneV<T> b) {
+    return m ? a : b;
+}
+
+// Horizontal reductions by halving (log2(16) shuffles).
+template <typename T, typename Vec, typename Op>
+inline auto lane_reduce(Vec v, Op op) {
+    LaneM<T> idx;
+    for (int half = kLanes / 2; half >= 1; half /= 2) {
+        for (int l = 0; l < kLanes; ++l) idx[l] = (l + half) % kLanes;
+        v = op(v, __builtin_shuffle(v, idx));
+    }
+    return v[0];
+}
+
+template <typename T>
+inline T lane_sum(LaneV<T> v) {
+    return lane_reduce<T>(v, [](LaneV<T> a, LaneV<T> b) { return a + b; });
+}
+
+template <typename T>
+inline T lane_max(LaneV<T> v) {
+    return lane_reduce<T>(v, [](LaneV<T> a, LaneV<T> b) { return a > b ? a : b; });
+}
+
+template <typename T>
+inline bool lane_all(LaneM<T> m) {
+    return lane_reduce<T>(m, [](LaneM<T> a, LaneM<T> b) { return a & b; }) != 0;
+}
+
+template <typename T>
+inline bool lane_any(LaneM<T> m) {
+    return lane_reduce<T>(m, [](LaneM<T> a, LaneM<T> b) { return a | b; }) != 0;
+}
+
+// exp on all lanes. float: Cody-Waite range reduction and a degree-5 minimax polynomial (the classic
+// single-precision coefficients; < 2 ulp relative error on [-87, 88], inputs clamped to that range), with
+// no branches or library calls so it stays in vector registers. double (the gradient-check path): the
+// library exp per lane.
+inline LaneV<float> lane_exp(LaneV<float> x) {
+    using V = LaneV<float>;
+    using M = LaneM<float>;
+    const V lo = lane_splat(-87.0f), hi = lane_splat(88.0f);
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    const V round = lane_splat(12582912.0f);  // 1.5 * 2^23: adding and subtracting rounds to an integer
+    const V n = (x * 1.44269504088896341f + round) - round;
+    const V r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    V p = lane_splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const V y = p * r * r + r + 1.0f;
+    const M bits = (__builtin_convertvector(n, M) + 127) << 23;  // 2^n, n in [-126, 127]
+    return y * (V)bits;  // same-size vector cast: the bits, reinterpreted
+}
+
+inline LaneV<double> lane_exp(LaneV<double> x) {
+    for (int l = 0; l < kLanes; ++l) x[l] = std::exp(x[l]);
+    return x;
+}
+
+}  // namespace sparsesplat
