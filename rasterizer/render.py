@@ -175,11 +175,13 @@ def render(
     return RenderOutput(colors=out_colors, alphas=r.alphas, depths=depths, meta=meta)
 
 
-def view_colors(sh, colors, centers: torch.Tensor, cams: Cameras, sh_degree: Optional[int]) -> torch.Tensor:
-    """Per-view RGB (C,N,3) of primitives with SH (evaluated towards each camera) or plain colours."""
+def view_colors(sh, colors, centers: torch.Tensor, cams: Cameras, sh_degree: Optional[int], impl=None) -> torch.Tensor:
+    """Per-view RGB (C,N,3) of primitives with SH (evaluated towards each camera) or plain colours; by the
+    backend ``impl``'s compiled ``sh_to_rgb`` where it has one, else in PyTorch (``sh.py``)."""
     if sh is not None:
         degree = int(round(sh.shape[1] ** 0.5)) - 1 if sh_degree is None else sh_degree
-        return sh_to_rgb(sh, centers[None] - cams.centers[:, None], degree)
+        to_rgb = getattr(impl, "sh_to_rgb", sh_to_rgb)
+        return to_rgb(sh, centers[None] - cams.centers[:, None].to(centers.dtype), degree)
     return colors[None].expand(len(cams), -1, -1)
 
 
@@ -198,7 +200,7 @@ def render_gaussians(prims: Gaussians, cams: Cameras, impl, sh_degree: Optional[
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
     with stage("sh colors"):
-        rgb = view_colors(sh, colors, means, Cameras(viewmats, Ks, W, H), sh_degree)
+        rgb = view_colors(sh, colors, means, Cameras(viewmats, Ks, W, H), sh_degree, impl)
     with stage("rasterize"):
         feats, alphas, max_weight = impl.rasterize(
             proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size

@@ -53,7 +53,7 @@ def render_convexes(prims: Convexes, cams: Cameras, impl, sh_degree: Optional[in
     proj = impl.project_convexes(points, delta, sigma, opac, viewmats, Ks, W, H, near=near, far=far)
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
-    rgb = view_colors(sh, colors, points.mean(dim=1), Cameras(viewmats, Ks, W, H), sh_degree)
+    rgb = view_colors(sh, colors, points.mean(dim=1), Cameras(viewmats, Ks, W, H), sh_degree, impl)
     feats, alphas, max_weight = impl.rasterize_convexes(
         proj.means2d, proj.lines, proj.nedges, proj.sharp, rgb, proj.opacities, proj.depths, proj.radii, W, H,
         tile_size,

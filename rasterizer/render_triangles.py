@@ -67,7 +67,7 @@ def render_triangles(prims: Triangles, cams: Cameras, impl, sh_degree: Optional[
     # added as zero so the values and the vertices' own gradients are unchanged.
     means2d = proj.means2d.detach().requires_grad_(torch.is_grad_enabled() and proj.verts2d.requires_grad)
     verts2d = proj.verts2d + (means2d - means2d.detach())[..., None, :]
-    rgb = view_colors(sh, colors, verts.mean(1), Cameras(viewmats, Ks, W, H), sh_degree)
+    rgb = view_colors(sh, colors, verts.mean(1), Cameras(viewmats, Ks, W, H), sh_degree, impl)
     zero = torch.zeros((), dtype=dt, device=verts.device)
     sig = torch.where(vis, sigma[None], zero)
     o = torch.where(vis, opac[None], zero)

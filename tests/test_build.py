@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from sparsesplat.rasterizer import build
 
@@ -47,3 +51,14 @@ def test_tests_and_the_cli_share_one_build_cache(tmp_path):
                            timeout=120) for code in (via_tests, show)]
     assert all(r.returncode == 0 for r in dirs), [r.stderr for r in dirs]
     assert dirs[0].stdout == dirs[1].stdout
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="no C++ compiler on this machine")
+def test_cpu_backend_builds_where_a_compiler_exists():
+    """The CPU backend's tests skip when it cannot be built (a user without a compiler); here, with one,
+    a failing build is a failure, not a silent skip of every compiled-backend test."""
+    from sparsesplat.rasterizer.build import load_extension
+
+    module = load_extension("cpu")
+    for name in ("rasterize_fwd", "rasterize_bwd", "sh_colors_fwd", "sh_colors_bwd"):
+        assert hasattr(module, name)

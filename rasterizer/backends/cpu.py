@@ -138,7 +138,38 @@ def _make(kind: str) -> tuple[Callable, Callable]:
 
 project_gaussians, rasterize = _make("cpu")
 
-__all__ = ["project_gaussians", "rasterize", "Projection"]
+
+class _ShColors(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sh, dirs, degree):
+        dt = _dtype(sh)
+        ins = [_prep(t, dt) for t in (sh, dirs)]
+        ctx.save_for_backward(*ins)
+        ctx.degree = degree
+        ctx.in_dtypes = (sh.dtype, dirs.dtype)
+        with stage("sh colors kernel"):
+            return load_extension("cpu").sh_colors_fwd(*ins, degree)
+
+    @staticmethod
+    def backward(ctx, v_rgb):
+        sh, dirs = ctx.saved_tensors
+        with stage("sh colors backward"):
+            v_sh, v_dirs = load_extension("cpu").sh_colors_bwd(sh, dirs, ctx.degree, _grad(v_rgb, dirs))
+        return (v_sh.to(ctx.in_dtypes[0]) if ctx.needs_input_grad[0] else None,
+                v_dirs.to(ctx.in_dtypes[1]) if ctx.needs_input_grad[1] else None, None)
+
+
+def sh_to_rgb(sh: torch.Tensor, dirs: torch.Tensor, degree: int) -> torch.Tensor:
+    """``rasterizer.sh.sh_to_rgb`` (same contract and gradients) as one compiled pass: sh (N,K,3), dirs (C,N,3)
+    -> rgb (C,N,3) = max(0, SH(dirs) + 0.5)."""
+    k = (degree + 1) ** 2
+    if sh.ndim != 3 or sh.shape[2] != 3 or sh.shape[1] < k or not 0 <= degree <= 3:
+        raise ValueError(f"sh_degree {degree} needs {k} coefficients (N,{k},3); got sh of shape {tuple(sh.shape)}")
+    _check("cpu", dict(sh=sh, dirs=dirs), dict(sh=(None, None, 3), dirs=(None, sh.shape[0], 3)))
+    return _ShColors.apply(sh, dirs, int(degree))
+
+
+__all__ = ["project_gaussians", "rasterize", "sh_to_rgb", "Projection"]
 
 from .cpu_triangles import make_triangle_stages  # noqa: E402  (triangle stages, same extension)
 

@@ -50,6 +50,9 @@ std::vector<at::Tensor> rasterize_convexes_bwd_cpu(const at::Tensor&, const at::
                                                    const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t,
                                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                    const at::Tensor&, const at::Tensor&, const at::Tensor&);
+// view-dependent colours of every kind (sh_colors.cpp)
+at::Tensor sh_colors_fwd_cpu(const at::Tensor&, const at::Tensor&, int64_t);
+std::vector<at::Tensor> sh_colors_bwd_cpu(const at::Tensor&, const at::Tensor&, int64_t, const at::Tensor&);
 }  // namespace sparsesplat
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -66,4 +69,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("project_convexes_bwd", &sparsesplat::project_convexes_bwd_cpu);
     m.def("rasterize_convexes_fwd", &sparsesplat::rasterize_convexes_fwd_cpu);
     m.def("rasterize_convexes_bwd", &sparsesplat::rasterize_convexes_bwd_cpu);
+    m.def("sh_colors_fwd", &sparsesplat::sh_colors_fwd_cpu);
+    m.def("sh_colors_bwd", &sparsesplat::sh_colors_bwd_cpu);
 }
