@@ -85,7 +85,8 @@ def _baseline(tree: Path, args) -> list[dict]:
         cmd = [sys.executable, "-m", "sparsesplat.benchmarks.train_profile", "--scenes", *args.scenes,
                "--seed", str(args.seed), "--rows-json", str(out_json)] + (["--iters", str(args.iters)] if args.iters else [])
         env = {**os.environ, "PYTHONPATH": shim + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        subprocess.run(cmd, env=env, check=True)
+        # run from the shim folder: from this checkout's root, ``python -m`` would import its sparsesplat/
+        subprocess.run(cmd, env=env, check=True, cwd=shim)
         rows = json.loads(out_json.read_text())
     for r in rows:
         r["checkout"] = str(tree)
@@ -196,7 +197,10 @@ def main() -> None:
         meta["baseline_rev"] = _git_rev(args.baseline_tree)
     write_tables(rows, base, meta, args.out)
     if args.plot:
-        plot(rows, args.out)
+        try:
+            plot(rows, args.out)
+        except ImportError:
+            print("matplotlib not installed: no plot (pip install matplotlib)")
     print(f"wrote {RESULTS / (args.out + '.md')}")
 
 

@@ -167,7 +167,7 @@ struct has_lane_samples<K, std::void_t<decltype(K::kLaneSamples)>> : std::integr
 // row's transmittance, accumulated features (AoS, 4 per pixel) and last-used counts; updates tile_maxw.
 template <typename T, typename Kind>
 void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vector<Span>& spans, int j_lo, T py,
-                             T* tile_maxw, T* Tr_out, T* acc_out, int32_t* n_used_out) {
+                             LaneV<T>* maxw_lanes, T* Tr_out, T* acc_out, int32_t* n_used_out) {
     using V = LaneV<T>;
     using M = LaneM<T>;
     const V px = lane_centres<T>(j_lo), zero = lane_splat(T(0)), one = lane_splat(T(1));
@@ -191,8 +191,7 @@ void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vecto
         a1 += w * feat[1];
         a2 += w * feat[2];
         a3 += w * feat[3];
-        const T wmax = lane_max<T>(w);
-        if (wmax > tile_maxw[sp.k]) tile_maxw[sp.k] = wmax;
+        maxw_lanes[sp.k] = w > maxw_lanes[sp.k] ? w : maxw_lanes[sp.k];
         Tr = add ? next : Tr;
         n_used = add ? lane_splat_m<T>(sp.k + 1) : n_used;
         done |= stop;
@@ -206,11 +205,12 @@ void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vecto
 }
 
 // Backward of one full row: the spans back to front on all lanes, from T_final; adds each span's gradient
-// slots (summed over the lanes) to its pair block in grad.
+// slots lane-wise to its entry's block of G lane vectors in acc (zeroed on the entry's first use in the
+// tile, marked in touched); the caller sums each block over the lanes once per tile.
 template <typename T, typename Kind>
 void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vector<Span>& spans, int j_lo, T py,
                              int32_t max_used, const T* T_final, const T* v_feats, const T* v_alphas,
-                             const int32_t* last, int G, int o_f, T* grad) {
+                             const int32_t* last, int G, int o_f, LaneV<T>* acc, char* touched) {
     using V = LaneV<T>;
     using M = LaneM<T>;
     const V px = lane_centres<T>(j_lo), zero = lane_splat(T(0)), one = lane_splat(T(1));
@@ -239,17 +239,18 @@ void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vecto
         const V w = alpha * Tk;
         const T* feat = e.feat();
         V v_alpha = vAT * inv;
-        V g[Kind::kMaxGrad];
-        for (int q = 0; q < G; ++q) g[q] = zero;
+        V* g = acc + int64_t(G) * sp.k;
+        if (!touched[sp.k]) {
+            touched[sp.k] = 1;
+            for (int q = 0; q < G; ++q) g[q] = zero;
+        }
         for (int f = 0; f < 4; ++f) {
-            g[o_f + f] = w * vF[f];
+            g[o_f + f] += w * vF[f];
             v_alpha += vF[f] * Tk * (feat[f] - S[f]);
             S[f] = hit ? alpha * feat[f] + (one - alpha) * S[f] : S[f];
         }
         e.vjp_lanes(v_alpha, hit, ls, g);
         Tr = hit ? Tk : Tr;
-        T* gk = grad + int64_t(G) * sp.k;
-        for (int q = 0; q < G; ++q) gk[q] += lane_sum<T>(g[q]);
     }
 }
 
@@ -267,6 +268,7 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
         typename Kind::Walker walk(kind);
         std::vector<Span> spans;
         std::vector<T> tile_maxw, Tr(std::max(tile, kLanes)), acc(4 * std::max(tile, kLanes));
+        std::vector<LaneV<T>> maxw_lanes;  // lane paths: per list entry, its max weight per lane
         std::vector<int32_t> n_used(std::max(tile, kLanes));
         std::vector<char> done(tile);
 #pragma omp for schedule(dynamic, 1)
@@ -281,11 +283,12 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
             const int width = j_hi - j_lo + 1;
             tile_maxw.assign(L, T(0));
             const bool lanes = has_lane_samples<Kind>::value && width == kLanes;
+            if (lanes) maxw_lanes.assign(L, lane_splat(T(0)));
             for (int i = i_lo; i <= i_hi; ++i) {
                 const T py = T(i) + T(0.5);
                 walk.row_spans(i, py, j_lo, j_hi, spans);
                 if constexpr (has_lane_samples<Kind>::value) if (lanes) {
-                    composite_row_fwd_lanes<T, Kind>(walk, spans, j_lo, py, tile_maxw.data(), Tr.data(), acc.data(),
+                    composite_row_fwd_lanes<T, Kind>(walk, spans, j_lo, py, maxw_lanes.data(), Tr.data(), acc.data(),
                                                      n_used.data());
                     const int64_t pix0 = (c * H + i) * W + j_lo;
                     for (int jj = 0; jj < kLanes; ++jj) {
@@ -334,6 +337,8 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
                     last[pix] = n_used[jj];
                 }
             }
+            if (lanes)
+                for (int64_t k = 0; k < L; ++k) tile_maxw[k] = lane_max<T>(maxw_lanes[k]);
             for (int64_t k = 0; k < L; ++k)
                 if (tile_maxw[k] > T(0)) atomic_max(max_w + c * N + ids[k], tile_maxw[k]);
         }
@@ -356,6 +361,8 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
         std::vector<Span> spans;
         std::vector<T> Tr(tile), S(4 * tile), vF_row(4 * tile), vAT_row(tile);
         std::vector<int32_t> last_row(tile);
+        std::vector<LaneV<T>> lane_acc;  // lane paths: G lane vectors per list entry
+        std::vector<char> touched;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < C * TT; ++t) {
             const int64_t c = t / TT, tl = t % TT;
@@ -368,6 +375,10 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
             T* grad = pair_grad + int64_t(G) * offsets[t];
             const int width = j_hi - j_lo + 1;
             const bool lanes = has_lane_samples<Kind>::value && width == kLanes;
+            if (lanes) {
+                if (int64_t(lane_acc.size()) < L * G) lane_acc.resize(L * G);
+                touched.assign(L, 0);
+            }
             for (int i = i_lo; i <= i_hi; ++i) {
                 const int64_t row = (c * H + i) * W + j_lo;
                 if constexpr (has_lane_samples<Kind>::value) if (lanes) {
@@ -377,7 +388,8 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
                     const T py = T(i) + T(0.5);
                     walk.row_spans(i, py, j_lo, j_hi, spans);
                     composite_row_bwd_lanes<T, Kind>(walk, spans, j_lo, py, max_used, T_final + row, v_feats + 4 * row,
-                                                     v_alphas + row, last + row, G, o_f, grad);
+                                                     v_alphas + row, last + row, G, o_f, lane_acc.data(),
+                                                     touched.data());
                     continue;
                 }
                 int32_t max_used = 0;
@@ -426,6 +438,13 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
                     for (int q = 0; q < G; ++q) gk[q] += g[q];
                 }
             }
+            if (lanes)
+                for (int64_t k = 0; k < L; ++k)
+                    if (touched[k]) {
+                        const LaneV<T>* a = lane_acc.data() + int64_t(G) * k;
+                        T* gk = grad + int64_t(G) * k;
+                        for (int q = 0; q < G; ++q) gk[q] += lane_sum<T>(a[q]);
+                    }
         }
     }
 }
