@@ -84,7 +84,8 @@ def _baseline(tree: Path, args) -> list[dict]:
         out_json = Path(shim) / "rows.json"
         cmd = [sys.executable, "-m", "sparsesplat.benchmarks.train_profile", "--scenes", *args.scenes,
                "--seed", str(args.seed), "--rows-json", str(out_json)] + (["--iters", str(args.iters)] if args.iters else [])
-        env = {**os.environ, "PYTHONPATH": shim + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": shim + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               "SPARSESPLAT_DATA": str(data_root())}
         # run from the shim folder: from this checkout's root, ``python -m`` would import its sparsesplat/
         subprocess.run(cmd, env=env, check=True, cwd=shim)
         rows = json.loads(out_json.read_text())
