@@ -8,7 +8,7 @@ Each scene runs ``reconstruct()`` with the CLI's defaults (the fast schedule, 30
 ``StageTimer`` active (``rasterizer/profiling.py``): every stage of a training step (rendering split into
 projection, SH colours and rasterization; the backward split into the rasterizer's kernels and the rest;
 losses, densification, optimizer, ...) is charged its self time. The pipeline's own stages (loading,
-initial points, evaluation and export) are timed around ``reconstruct`` from its log lines.
+initial points, evaluation and export) are timed around ``reconstruct``, split where training starts.
 
 ``--baseline-tree PATH`` also runs the same scenes with another checkout of the project (e.g. a
 ``git worktree`` of the commit before a change), one after the other in this run, on the same threads, and
@@ -32,12 +32,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SCENES = {"fern": ("llff/fern", "llff3"), "lego": ("nerf_synthetic/lego", "blender8"), "dtu": ("dtu/scan37", "dtu3")}
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("SPARSESPLAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from .sparse_views import RESULTS, SCENES, data_root
 
 
 def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path) -> dict:
@@ -52,14 +47,13 @@ def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path) -> d
         train.iters = iters
     cfg = ReconstructConfig(data=data_root() / rel, out=out_root / f"{scene}_s{seed}", protocol=protocol,
                             overwrite=True, train=train, schedule="fast")
-    marks: list[tuple[str, float]] = []
+    started: list[float] = []
     t0 = time.perf_counter()
     with StageTimer(synchronize_cuda=torch.cuda.is_available()) as timer:
-        metrics = reconstruct(cfg, log=lambda *a: marks.append((str(a[0]) if a else "", time.perf_counter())),
-                              on_start=lambda: marks.append(("training starts", time.perf_counter())))
+        metrics = reconstruct(cfg, log=lambda *a: None, on_start=lambda: started.append(time.perf_counter()))
     wall = time.perf_counter() - t0
     train_s = metrics["train_seconds"]
-    start = next(t for m, t in marks if m == "training starts")
+    start = started[0]
     stages = dict(sorted(timer.seconds.items(), key=lambda kv: -kv[1]))
     steps = metrics["steps"]
     return {

@@ -44,6 +44,7 @@ def default_cache_root() -> Path:
     return Path.home() / ".cache" / "sparsesplat" / "torch_extensions" / torch.__version__
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_features() -> str:
     """The host CPU's model and instruction-set flags (Linux /proc/cpuinfo; elsewhere the platform's name)."""
     try:

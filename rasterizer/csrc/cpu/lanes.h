@@ -49,11 +49,6 @@ inline LaneV<T> lane_centres(int j_lo) {
     return v;
 }
 
-template <typename T>
-inline LaneV<T> lane_select(LaneM<T> m, LaneV<T> a, LaneV<T> b) {
-    return m ? a : b;
-}
-
 // Horizontal reductions by halving (log2(16) shuffles).
 template <typename T, typename Vec, typename Op>
 inline auto lane_reduce(Vec v, Op op) {
