@@ -75,7 +75,8 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy)
     for name, value in (("dropout", args.dropout), ("binocular_weight", args.binocular),
                         ("opacity_decay", args.opacity_decay), ("stereo_depth_weight", args.stereo_depth),
-                        ("background_alpha_weight", args.background_alpha)):
+                        ("background_alpha_weight", args.background_alpha),
+                        ("depth_smoothness_weight", args.depth_smoothness)):
         if value is not None:  # else the CLI's default
             setattr(train, name, value)
     if args.iters:
@@ -271,6 +272,8 @@ def main() -> None:
     ap.add_argument("--stereo-depth", type=float, default=None, help="stereo depth loss weight (default: the CLI's)")
     ap.add_argument("--background-alpha", type=float, default=None,
                     help="background transparency loss weight (default: the CLI's)")
+    ap.add_argument("--depth-smoothness", type=float, default=None,
+                    help="edge-aware depth smoothness weight (default: the CLI's)")
     ap.add_argument("--init", default="auto")
     ap.add_argument("--primitive", default="gaussian", help="gaussian, triangle or convex")
     ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians, triangles, convexes)")
@@ -317,6 +320,7 @@ def main() -> None:
                         f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, "
                         f"stereo_depth={_setting(args.stereo_depth, 'stereo_depth_weight')}, "
                         f"background_alpha={_setting(args.background_alpha, 'background_alpha_weight')}, "
+                        f"depth_smoothness={_setting(args.depth_smoothness, 'depth_smoothness_weight')}, "
                         f"init={args.init}, poses={args.poses}, "
                         f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"
                         + "".join(f", {item}" for item in steps)}

@@ -12,6 +12,10 @@
 - Background transparency: where a photo shows the render's background colour (a scan's black backdrop,
   Blender's white), the simplest explanation is no primitive at all; alpha there is pushed towards 0, so
   primitives painted over the backdrop for the training views do not hover over the object in other views.
+- Depth smoothness: the rendered depth of a training view should vary smoothly where the photo does (edge-aware
+  first-order smoothness, as in self-supervised monocular depth). Few views leave each primitive free to sit
+  anywhere along its training rays; the photos cannot tell, but every other viewpoint sees the scatter as a
+  shattered surface and as floaters.
 """
 
 from __future__ import annotations
@@ -80,3 +84,35 @@ def background_alpha_loss(alpha: torch.Tensor, photo: torch.Tensor, background: 
     diff = (photo - background.to(photo).view(1, 1, 3)).abs().amax(dim=-1, keepdim=True)
     weight = (1 - diff / tolerance).clamp_min(0)
     return (weight * alpha).mean()
+
+
+def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch.Tensor,
+                          edge_scale: float = 10.0, order: int = 1) -> torch.Tensor:
+    """Edge-aware smoothness of the expected depth (H,W,1), relative to the view's mean depth (so it is
+    scale-invariant): the mean absolute first (``order`` 1: flat surfaces cost nothing) or second difference
+    (``order`` 2: any plane costs nothing) along rows and columns, each weighted by exp(-edge_scale * the
+    largest photo step it spans) (photo (H,W,3) in [0, 1]) and by the smallest (detached) alpha it spans, so
+    depth may jump at image edges and where nothing is drawn."""
+    if order not in (1, 2):
+        raise ValueError(f"depth smoothness order must be 1 or 2, got {order}")
+    a = alpha.detach()[..., 0]
+    if not bool((a > 0.5).any()):
+        return depth.sum() * 0.0
+    # divided by the mean itself, not a detached copy: moving the whole view nearer must not lower the loss
+    d = depth[..., 0] / depth[..., 0][a > 0.5].mean().clamp_min(1e-6)
+    loss, weight = depth.new_zeros(()), depth.new_zeros(())
+    for dim in (0, 1):
+        n = d.shape[dim] - order
+        if n <= 0:
+            continue
+        at = lambda x, j: x.narrow(dim, j, n)  # noqa: E731 - the stencil's j-th pixel along dim
+        diff = at(d, 1) - at(d, 0) if order == 1 else at(d, 2) - 2 * at(d, 1) + at(d, 0)
+        steps = (photo.narrow(dim, 1, n + order - 1) - photo.narrow(dim, 0, n + order - 1)).abs().mean(-1)
+        edge = at(steps, 0) if order == 1 else torch.maximum(at(steps, 0), at(steps, 1))
+        cover = at(a, 0)
+        for j in range(1, order + 1):
+            cover = torch.minimum(cover, at(a, j))
+        w = torch.exp(-edge_scale * edge) * cover
+        loss = loss + (w * diff.abs()).sum()
+        weight = weight + w.sum()
+    return loss / weight.clamp_min(1.0)

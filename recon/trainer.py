@@ -24,7 +24,8 @@ from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
-from .regularizers import background_alpha_loss, drop_primitives, shifted_camera, stereo_depth_loss, warp_from_shifted
+from .regularizers import (background_alpha_loss, depth_smoothness_loss, drop_primitives, shifted_camera,
+                           stereo_depth_loss, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
 from .triangle_model import TriangleOptions
 
@@ -85,6 +86,14 @@ class TrainConfig:
     other views (0 disables)."""
     background_tolerance: float = 0.1
     """Largest per-channel difference from the background colour a photo pixel may have to count as background."""
+    depth_smoothness_weight: float = 0.0
+    """Weight of the edge-aware smoothness of each training view's rendered depth (relative to its mean depth;
+    depth may jump where the photo has an edge). Few views leave each primitive's depth along its training
+    rays free; the scatter shows from other viewpoints as a shattered surface (0 disables)."""
+    depth_smoothness_edge: float = 10.0
+    """How fast a photo edge frees the depth smoothness: weight exp(-edge * |colour difference|)."""
+    depth_smoothness_order: int = 1
+    """1: first differences (flat surfaces are free), 2: second differences (any plane is free)."""
     random_background: bool = False
     """Composite on a random colour each step (for scenes with masks / transparent backgrounds)."""
     backend: str = "auto"
@@ -191,7 +200,8 @@ class Trainer:
             binocular = self._binocular_active()
             cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
             stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
-            depth = binocular or stereo or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
+            smooth = cfg.depth_smoothness_weight > 0
+            depth = binocular or stereo or smooth or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
         with stage("render"):
             out = render(
                 prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,
@@ -211,6 +221,9 @@ class Trainer:
                     loss = loss + cfg.anisotropy_weight * shape
             if stereo:
                 loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
+            if smooth:
+                loss = loss + cfg.depth_smoothness_weight * depth_smoothness_loss(
+                    out.depths[0], out.alphas[0], gt, cfg.depth_smoothness_edge, cfg.depth_smoothness_order)
             if cfg.background_alpha_weight > 0 and not cfg.random_background:
                 loss = loss + cfg.background_alpha_weight * background_alpha_loss(
                     out.alphas[0], self.images[v], self.background, cfg.background_tolerance)

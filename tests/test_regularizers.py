@@ -92,3 +92,63 @@ def test_anisotropy_loss_costs_only_the_excess_ratio_of_gaussians_and_nothing_fo
     from sparsesplat.recon.primitive_model import PrimitiveModel
 
     assert PrimitiveModel.shape_regularization(model, 10.0) is None  # the default for kinds without scales
+
+
+def test_depth_smoothness_is_free_at_photo_edges_and_scale_invariant():
+    from sparsesplat.recon.regularizers import depth_smoothness_loss
+
+    H, W = 8, 10
+    alpha = torch.ones(H, W, 1)
+    step = torch.ones(H, W, 1)
+    step[:, W // 2:] = 3.0  # a depth jump between columns 4 and 5, relative size 2 / mean 2 = 1
+    flat_photo = torch.full((H, W, 3), 0.5)
+    edge_photo = flat_photo.clone()
+    edge_photo[:, W // 2:] = 0.9  # the photo has an edge where the depth jumps
+    assert float(depth_smoothness_loss(torch.full((H, W, 1), 2.0), alpha, flat_photo)) == 0.0
+    # flat photo: H jumps of relative size 1 over H*(W-1) + (H-1)*W neighbour pairs of weight 1
+    pairs = H * (W - 1) + (H - 1) * W
+    assert float(depth_smoothness_loss(step, alpha, flat_photo)) == pytest.approx(H / pairs)
+    w = np.exp(-10.0 * 0.4)
+    expected = H * w / (pairs - H + H * w)
+    assert float(depth_smoothness_loss(step, alpha, edge_photo)) == pytest.approx(expected, rel=1e-5)
+    assert float(depth_smoothness_loss(step * 7.0, alpha, flat_photo)) == pytest.approx(H / pairs)
+    # pixels where nothing is drawn do not count; an empty view costs nothing and keeps a gradient path
+    empty = torch.zeros(H, W, 1)
+    d = step.clone().requires_grad_(True)
+    loss = depth_smoothness_loss(d, empty, flat_photo)
+    assert float(loss) == 0.0
+    loss.backward()
+    assert d.grad is not None and float(d.grad.abs().sum()) == 0.0
+
+
+def test_depth_smoothness_gradient_matches_finite_differences():
+    from sparsesplat.recon.regularizers import depth_smoothness_loss
+
+    g = torch.Generator().manual_seed(0)
+    depth = (1.0 + torch.rand(5, 6, 1, generator=g, dtype=torch.float64)).requires_grad_(True)
+    alpha = 0.6 + 0.4 * torch.rand(5, 6, 1, generator=g, dtype=torch.float64)
+    photo = torch.rand(5, 6, 3, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda d: depth_smoothness_loss(d, alpha, photo), (depth,))
+
+
+def test_second_order_depth_smoothness_leaves_planes_free():
+    from sparsesplat.recon.regularizers import depth_smoothness_loss
+
+    H, W = 6, 9
+    rows, cols = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
+                                indexing="ij")
+    plane = (2.0 + 0.1 * cols + 0.05 * rows)[..., None]  # a tilted plane in front of the camera
+    alpha, photo = torch.ones(H, W, 1, dtype=torch.float64), torch.full((H, W, 3), 0.5, dtype=torch.float64)
+    assert float(depth_smoothness_loss(plane, alpha, photo, order=1)) > 0.01
+    assert float(depth_smoothness_loss(plane, alpha, photo, order=2)) == pytest.approx(0.0, abs=1e-12)
+    kink = plane.clone()
+    kink[:, 5:] += 0.3 * (cols[:, 5:, None] - 4)  # the slope changes along the columns: one kink per row
+    mean = float(kink.mean())
+    pairs = H * (W - 2) + (H - 2) * W
+    assert float(depth_smoothness_loss(kink, alpha, photo, order=2)) == pytest.approx(H * 0.3 / mean / pairs)
+    g = torch.Generator().manual_seed(1)
+    depth = (1.0 + torch.rand(5, 6, 1, generator=g, dtype=torch.float64)).requires_grad_(True)
+    photo = torch.rand(5, 6, 3, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda d: depth_smoothness_loss(d, alpha[:5, :6], photo, order=2), (depth,))
+    with pytest.raises(ValueError, match="order"):
+        depth_smoothness_loss(depth, alpha[:5, :6], photo, order=3)
