@@ -21,6 +21,7 @@ RANGES: dict[str, tuple] = {
     "points_per_convex": (3, 8, False, False),
     "seed": (0, 2**32 - 1, False, False),
     "diffusion_timestep": (0, 999, False, False),
+    "depth_smoothness_order": (1, 2, False, False),
     # divisors and sizes: 0 would divide by zero or build nothing
     "sh_every": (1, None, False, False),
     "max_anisotropy": (1, None, False, False),

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -105,13 +106,10 @@ def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch
         n = d.shape[dim] - order
         if n <= 0:
             continue
-        at = lambda x, j: x.narrow(dim, j, n)  # noqa: E731 - the stencil's j-th pixel along dim
-        diff = at(d, 1) - at(d, 0) if order == 1 else at(d, 2) - 2 * at(d, 1) + at(d, 0)
-        steps = (photo.narrow(dim, 1, n + order - 1) - photo.narrow(dim, 0, n + order - 1)).abs().mean(-1)
-        edge = at(steps, 0) if order == 1 else torch.maximum(at(steps, 0), at(steps, 1))
-        cover = at(a, 0)
-        for j in range(1, order + 1):
-            cover = torch.minimum(cover, at(a, j))
+        diff = torch.diff(d, n=order, dim=dim)
+        steps = torch.diff(photo, dim=dim).abs().mean(-1)
+        edge = functools.reduce(torch.maximum, (steps.narrow(dim, j, n) for j in range(order)))
+        cover = functools.reduce(torch.minimum, (a.narrow(dim, j, n) for j in range(order + 1)))
         w = torch.exp(-edge_scale * edge) * cover
         loss = loss + (w * diff.abs()).sum()
         weight = weight + w.sum()

@@ -152,3 +152,12 @@ def test_second_order_depth_smoothness_leaves_planes_free():
     assert torch.autograd.gradcheck(lambda d: depth_smoothness_loss(d, alpha[:5, :6], photo, order=2), (depth,))
     with pytest.raises(ValueError, match="order"):
         depth_smoothness_loss(depth, alpha[:5, :6], photo, order=3)
+
+
+def test_depth_smoothness_order_is_refused_before_training_when_out_of_range():
+    from sparsesplat.recon.options import OptionRangeError, check_ranges
+    from sparsesplat.recon.trainer import TrainConfig
+
+    check_ranges(TrainConfig(depth_smoothness_order=2))
+    with pytest.raises(OptionRangeError, match="--depth-smoothness-order must be in \\[1, 2\\]"):
+        check_ranges(TrainConfig(depth_smoothness_order=3))
