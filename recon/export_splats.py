@@ -79,6 +79,10 @@ def export_file(source: Path, out: Path, edit: SplatEdit = SplatEdit(), log: Cal
     ply = ply_bytes(n, raw.sh.shape[1])
     gone = ", ".join(f"{v:,} by {k}" for k, v in dropped.items() if v)
     sh = "no SH" if not fmt.keeps_sh else f"SH degree {int(raw.sh.shape[1] ** 0.5) - 1}"
+    from sparsesplat.rasterizer.splat_formats.checks import out_of_range
+
+    for note in out_of_range(raw, fmt.suffix):
+        log(f"note: {out.name}: {note}")
     log(f"wrote {out} ({fmt.describe}): {n:,} splats" + (f" of {n_in:,} (dropped {gone})" if gone else "")
         + f", {sh}, {_mb(size)}, {size / ply:.1%} of the standard PLY ({_mb(ply)})")
     return {"path": str(out), "format": fmt.suffix, "splats": n, "bytes": size, "ply_bytes": ply,

@@ -96,6 +96,8 @@ class TrainConfig:
     """How fast a photo edge frees the depth smoothness: weight exp(-edge * |colour difference|)."""
     depth_smoothness_order: int = 1
     """1: first differences (flat surfaces are free), 2: second differences (any plane is free)."""
+    depth_smoothness_until: float = 1.0
+    """Apply the depth smoothness for this fraction of the steps only (a coherent surface first, details after)."""
     random_background: bool = False
     """Composite on a random colour each step; with masks (DTU's mask/, Blender alpha) the photo outside its mask
     gets the same colour, so the scene learns to draw nothing there (trains on the masked object alone)."""
@@ -203,7 +205,7 @@ class Trainer:
             binocular = self._binocular_active()
             cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
             stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
-            smooth = cfg.depth_smoothness_weight > 0
+            smooth = cfg.depth_smoothness_weight > 0 and self.step < cfg.depth_smoothness_until * cfg.iters
             depth = binocular or stereo or smooth or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
         with stage("render"):
             out = render(

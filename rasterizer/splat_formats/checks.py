@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..ply import RawGaussians
+from ..sh import C0
 from .errors import SplatFormatError
 
 
@@ -38,3 +39,30 @@ def check_writable(path: Path, raw: RawGaussians) -> None:
     if not path.parent.is_dir():
         raise SplatFormatError(f"{path}: the folder {path.parent} does not exist; create it or choose another path")
     check_scene(raw, str(path))
+
+
+# Values a format cannot hold: (what, the values per splat, low, high). Such values are clamped when written.
+_DC_RGB = (lambda r: 0.5 + C0 * r.sh[:, 0, :])
+LIMITS = {
+    ".spz": [("colour (SH DC)", lambda r: r.sh[:, 0, :], -0.5 / 0.15, 0.5 / 0.15),
+             ("log-scale", lambda r: r.log_scales, -10.0, 15.0 / 16 + 5),
+             ("higher SH", lambda r: r.sh[:, 1:, :].reshape(len(r.means), -1), -1.0, 127 / 128)],
+    ".splat": [("colour", _DC_RGB, 0.0, 1.0)],
+    ".compressed.ply": [("log-scale", lambda r: r.log_scales, -20.0, 20.0),
+                        ("higher SH", lambda r: r.sh[:, 1:, :].reshape(len(r.means), -1), -4.0, 4.0)],
+}
+
+
+def out_of_range(raw: RawGaussians, suffix: str) -> list[str]:
+    """One phrase per kind of value outside what format ``suffix`` can hold (clamped on writing)."""
+    notes = []
+    n = raw.means.shape[0]
+    for what, values, lo, hi in LIMITS.get(suffix, []):
+        v = values(raw)
+        if v.numel() == 0:
+            continue
+        bad = int(((v < lo - 1e-6) | (v > hi + 1e-6)).reshape(n, -1).any(dim=1).sum())
+        if bad:
+            notes.append(f"{bad:,} splats ({bad / n:.1%}) have a {what} outside the format's range "
+                         f"[{lo:.3g}, {hi:.3g}] and are clamped")
+    return notes

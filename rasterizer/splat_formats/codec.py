@@ -1,6 +1,5 @@
-"""Pieces the quantized formats share: bounded byte reading, unit quaternions, logistic functions, Morton order
-and the "smallest three" quaternion packing (the three smallest components of a unit quaternion, the
-largest recovered from the norm)."""
+"""Pieces the quantized formats share: bounded byte reading, float64 arrays of a scene with unit quaternions,
+logistic functions and Morton order."""
 
 from __future__ import annotations
 
@@ -69,14 +68,6 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def sh_degree_of(k: int) -> int:
-    return {1: 0, 4: 1, 9: 2, 16: 3}[k]
-
-
-def coeffs_of_degree(degree: int) -> int:
-    return (degree + 1) ** 2
-
-
 def morton_order(points: np.ndarray) -> np.ndarray:
     """Indices sorting (N,3) points along a 3D Morton (Z-order) curve of 10 bits per axis in their bounding box."""
     lo, hi = points.min(axis=0), points.max(axis=0)
@@ -91,16 +82,3 @@ def morton_order(points: np.ndarray) -> np.ndarray:
 
     code = spread(q[:, 0]) | (spread(q[:, 1]) << 1) | (spread(q[:, 2]) << 2)
     return np.argsort(code, kind="stable")
-
-
-def quantize(x: np.ndarray, lo, hi, bits: int) -> np.ndarray:
-    """x in [lo, hi] (per row or scalar) -> integers 0..2^bits-1, rounded; a zero range maps to 0."""
-    top = (1 << bits) - 1
-    span = np.asarray(hi, np.float64) - np.asarray(lo, np.float64)
-    t = np.divide(x - lo, span, out=np.zeros_like(x, dtype=np.float64), where=span > 0)
-    return np.clip(np.round(t * top), 0, top).astype(np.uint32)
-
-
-def dequantize(q: np.ndarray, lo, hi, bits: int) -> np.ndarray:
-    top = (1 << bits) - 1
-    return lo + q.astype(np.float64) / top * (np.asarray(hi, np.float64) - np.asarray(lo, np.float64))
