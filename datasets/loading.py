@@ -193,4 +193,5 @@ def materialize(
         focal_is_guess=listing.focal_is_guess, poses_known=listing.poses_known,
         source_format=listing.source_format, source_ids=list(ids), protocol=protocol, path=listing.path,
         source_count=len(listing.views),
+        loss_masks=listing.source_format == "photos" and any(v.mask_path is not None for v in views),
     )

@@ -42,14 +42,29 @@ def exif_focal(path: Path, size: tuple[int, int]) -> float | None:
     return None
 
 
+MASK_FOLDER = "masks"
+
+
+def mask_for(photo: Path, masks: Path) -> Path | None:
+    """The mask of ``photo`` in ``masks/``, in any common naming: COLMAP's ``IMG_1.jpg.png``, the same stem
+    ``IMG_1.png``, or the same file name. White (or any value > 0.5) keeps a pixel, black leaves it out."""
+    for name in (photo.name + ".png", photo.stem + ".png", photo.name):
+        if (masks / name).is_file():
+            return masks / name
+    return None
+
+
 def list_scene(path: Path, downscale=1) -> SceneListing:
-    """List a folder of photos; identity poses, focal from EXIF (or a flagged default)."""
+    """List a folder of photos; identity poses, focal from EXIF (or a flagged default). Masks in a ``masks/``
+    folder beside the photos (``mask_for``) mark pixels to leave out of training (moving people, cars)."""
     views, guessed = [], False
+    masks = Path(path) / MASK_FOLDER
     for f in list_image_files(path, what="photos"):
         w, h = image_size(f)
         focal = exif_focal(f, (w, h))
         if focal is None:
             focal, guessed = DEFAULT_FOCAL * max(w, h), True
         K = np.array([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1]], dtype=np.float64)
-        views.append(ViewRecord(name=f.name, path=f, K=K, viewmat=np.eye(4), width=w, height=h))
+        views.append(ViewRecord(name=f.name, path=f, K=K, viewmat=np.eye(4), width=w, height=h,
+                                mask_path=mask_for(f, masks) if masks.is_dir() else None))
     return SceneListing(views=views, source_format="photos", path=path, poses_known=False, focal_is_guess=guessed)

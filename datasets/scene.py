@@ -72,6 +72,8 @@ class SceneData:
         source_format: "blender", "llff", "colmap", "dtu" or "photos".
         source_ids: index of each view in the full, unfiltered listing of the scene.
         source_count: how many views the scene folder holds (``len(self)`` is fewer under a protocol), or None.
+        loss_masks: ``masks`` mark pixels to leave out of training and evaluation (a photo folder's masks/:
+            people, cars, sky), rather than objects (DTU) or alpha (Blender).
         protocol: the protocol that chose the views, or None.
         path: the folder the scene was loaded from.
     """
@@ -95,6 +97,7 @@ class SceneData:
     protocol: str | None = None
     path: Path | None = None
     source_count: int | None = None
+    loss_masks: bool = False
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -89,10 +89,19 @@ def export_file(source: Path, out: Path, edit: SplatEdit = SplatEdit(), log: Cal
             "dropped": dropped}
 
 
-def export_run_formats(run: Path, suffixes: Sequence[str], log: Callable[[str], None] = print) -> list[dict]:
-    """Write ``run/scene<suffix>`` for each suffix (reconstruct --export), from the run's scene.ply."""
-    return [export_file(run, run / f"scene{normalize_suffix(s)}", log=log)
-            for s in suffixes if normalize_suffix(s) != ".ply"]
+def export_suffixes(names: Sequence[str]) -> list[str]:
+    """--export's values ('spz', 'sog' or 'spz,sog') as registered suffixes, in order, without repeats."""
+    out: list[str] = []
+    for name in (part for item in names for part in item.split(",") if part.strip()):
+        suffix = normalize_suffix(name)
+        if suffix not in out:
+            out.append(suffix)
+    return out
+
+
+def export_run_formats(run: Path, names: Sequence[str], log: Callable[[str], None] = print) -> list[dict]:
+    """Write ``run/scene<suffix>`` for each format (reconstruct --export), from the run's scene.ply."""
+    return [export_file(run, run / f"scene{s}", log=log) for s in export_suffixes(names) if s != ".ply"]
 
 
 @dataclass

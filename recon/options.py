@@ -23,6 +23,7 @@ RANGES: dict[str, tuple] = {
     "diffusion_timestep": (0, 999, False, False),
     "depth_smoothness_order": (1, 2, False, False),
     "depth_smoothness_until": (0, 1, True, False),
+    "transient_start": (*UNIT, False, False),
     # divisors and sizes: 0 would divide by zero or build nothing
     "sh_every": (1, None, False, False),
     "max_anisotropy": (1, None, False, False),

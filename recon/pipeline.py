@@ -83,7 +83,8 @@ class ReconstructConfig:
     """Replace an existing run folder."""
     export: tuple[str, ...] = ()
     """Also write the scene in these splat formats at the end (Gaussians only): spz, splat, compressed.ply,
-    sog (scene.spz, ... beside scene.ply; `sparsesplat export` does the same later, with more options)."""
+    sog, e.g. --export spz sog or --export spz,sog (scene.spz, ... beside scene.ply; `sparsesplat export` does the
+    same later, with more options)."""
     viewer: bool = False
     """Show training live in the web viewer (its address is printed)."""
     host: str = "127.0.0.1"
@@ -231,7 +232,10 @@ def load_scene(cfg: ReconstructConfig):
 
 
 @torch.no_grad()
-def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: Path, backend: str) -> dict:
+def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: Path, backend: str,
+             appearance_fit: bool = False) -> dict:
+    """Test-view metrics of the neutral render; ``appearance_fit`` adds the in-the-wild score (each view's
+    colour transform fitted on its left half, PSNR on its right half: ``psnr_appearance_fit``)."""
     from .export import save_side_by_side
     from .metrics import evaluate_views
 
@@ -244,10 +248,17 @@ def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: P
         renders.append(out.colors[0].clamp(0, 1).cpu())
     renders = torch.stack(renders)
     refs = scene.images[ids]
-    masks = scene.masks[ids] if (scene.masks is not None and scene.source_format == "dtu") else None
+    masks = scene.masks[ids] if (scene.masks is not None and (scene.source_format == "dtu" or scene.loss_masks)) \
+        else None
     for k, i in enumerate(ids):
         save_side_by_side(out_dir / f"{i:03d}_{Path(scene.names[i]).stem}.png", renders[k].numpy(), refs[k].numpy())
     result = evaluate_views(renders, refs, masks, names=[scene.names[i] for i in ids])
+    if appearance_fit:
+        from .appearance import half_image_psnr
+
+        for k, row in enumerate(result["views"]):
+            row["psnr_appearance_fit"] = half_image_psnr(renders[k], refs[k], None if masks is None else masks[k])
+        result["mean"]["psnr_appearance_fit"] = sum(r["psnr_appearance_fit"] for r in result["views"]) / len(ids)
     return {**result["mean"], "per_view": result["views"]}
 
 
@@ -258,10 +269,11 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None,
     schedule = apply_schedule(cfg)
     model_class(cfg.primitive)  # an unknown kind fails before anything is written
     if cfg.export:  # an unknown format, or a Gaussian-only one for another kind, fails before any work
-        from .export_splats import normalize_suffix, refuse_kind
+        from .export_splats import export_suffixes, refuse_kind
 
-        for name in cfg.export:
-            refuse_kind(cfg.primitive, f"--export {normalize_suffix(name).lstrip('.')}")
+        for suffix in export_suffixes(cfg.export):
+            if suffix != ".ply":  # scene.ply is written in every kind's own layout anyway
+                refuse_kind(cfg.primitive, f"--export {suffix.lstrip('.')}")
     started: list = []
     with _run_folder(cfg, started):
         return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()), scene,
@@ -302,11 +314,13 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
 
     model = model_cls.create(pts, init.colors, cfg.train, norm.scene_scale, device=device)
     images = scene.images[train_ids].to(device)
-    masks = scene.masks[train_ids].to(device) if scene.masks is not None else None
+    masks = scene.masks[train_ids].to(device) if scene.masks is not None and not scene.loss_masks else None
+    loss_masks = scene.masks[train_ids].to(device) if scene.masks is not None and scene.loss_masks else None
     hooks = build_prior_hooks(cfg, model_cls, pts, init.colors, norm.scene_scale, images, cams_norm[train_ids],
                               scene.background.to(device), device, out, log)
     trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks,
-                      extra_losses=hooks.losses, depth_targets=_depth_targets(init, norm, images.shape[1:3], device))
+                      extra_losses=hooks.losses, depth_targets=_depth_targets(init, norm, images.shape[1:3], device),
+                      loss_masks=loss_masks)
     trainer.camera_hook = pose_stage.make_refiner(cfg, posed, len(train_ids), device)
     ckpt_dir = out / "checkpoints"
     if cfg.resume:
@@ -347,10 +361,16 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
                            focal_is_guess=scene.focal_is_guess)
     cams_eval = pose_stage.evaluation_cameras(cfg, posed, model, scene, cams_norm if refined is None else refined,
                                              test_ids, log)
-    metrics = evaluate(model, scene, cams_eval, test_ids, out / "renders", cfg.train.backend)
+    if trainer.appearance is not None:
+        from .appearance import write_appearance_json
+
+        write_appearance_json(out / "appearance.json", [names[i] for i in train_ids], trainer.appearance.transforms())
+    metrics = evaluate(model, scene, cams_eval, test_ids, out / "renders", cfg.train.backend,
+                       appearance_fit=trainer.appearance is not None)
     summary = {
         "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"), "lpips": metrics.get("lpips"),
         "psnr_masked": metrics.get("psnr_masked"), "ssim_masked": metrics.get("ssim_masked"),
+        **({"psnr_appearance_fit": metrics["psnr_appearance_fit"]} if "psnr_appearance_fit" in metrics else {}),
         "train_seconds": train_seconds, "num_primitives": len(model), "steps": trainer.step,
         "peak_memory_mb": _peak_memory_mb(device), "init_points": len(init.points), "init_method": init.method_used,
         "test_views": [scene.names[i] for i in test_ids], "per_view": metrics.get("per_view"),

@@ -20,6 +20,7 @@ from sparsesplat.rasterizer import Cameras, render
 from sparsesplat.rasterizer.primitives import all_finite
 from sparsesplat.rasterizer.profiling import stage
 
+from .appearance import PhotoAppearance
 from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
@@ -27,6 +28,7 @@ from .metrics import psnr, ssim
 from .regularizers import (background_alpha_loss, depth_smoothness_loss, drop_primitives, shifted_camera,
                            stereo_depth_loss, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
+from .transients import transient_inliers
 from .triangle_model import TriangleOptions
 
 
@@ -98,6 +100,19 @@ class TrainConfig:
     """1: first differences (flat surfaces are free), 2: second differences (any plane is free)."""
     depth_smoothness_until: float = 1.0
     """Apply the depth smoothness for this fraction of the steps only (a coherent surface first, details after)."""
+    appearance: Literal["none", "affine"] = "none"
+    """Per-photo appearance (photos whose exposure or white balance differ): affine, a 3x3 colour matrix and
+    offset per training photo applied to its render before the loss, pulled towards the identity; exports,
+    the viewer and test views use the neutral look (recon/appearance.py)."""
+    appearance_weight: float = 0.01
+    """Weight of the pull of each photo's colour transform towards the identity."""
+    appearance_lr: float = 0.002
+    """Adam learning rate of the per-photo colour transforms."""
+    transients: Literal["none", "robust"] = "none"
+    """Things that move between photos (people, cars, shadows): robust leaves out of the loss the regions whose
+    error stands out from the rest of the photo (recon/transients.py)."""
+    transient_start: float = 0.2
+    """Start leaving transient regions out after this fraction of the steps (the error means nothing before)."""
     random_background: bool = False
     """Composite on a random colour each step; with masks (DTU's mask/, Blender alpha) the photo outside its mask
     gets the same colour, so the scene learns to draw nothing there (trains on the masked object alone)."""
@@ -154,14 +169,18 @@ class Trainer:
 
     def __init__(self, model: PrimitiveModel, images: torch.Tensor, cameras: Cameras, background: torch.Tensor,
                  cfg: TrainConfig, masks: Optional[torch.Tensor] = None, extra_losses: Sequence[ExtraLoss] = (),
-                 depth_targets: Optional[torch.Tensor] = None):
+                 depth_targets: Optional[torch.Tensor] = None, loss_masks: Optional[torch.Tensor] = None):
         """depth_targets: (V,H,W,1) depth per training view in the cameras' (normalized) units, 0 = unknown
-        (the stereo initializer's depth maps); used with ``cfg.stereo_depth_weight``."""
+        (the stereo initializer's depth maps); used with ``cfg.stereo_depth_weight``. loss_masks: (V,H,W,1),
+        0 where a photo's pixels are left out of the loss (a user's masks/ folder)."""
         self.model, self.images, self.cameras, self.cfg = model, images, cameras, cfg
         self.depth_targets = depth_targets if depth_targets is not None and bool((depth_targets > 0).any()) else None
         self.extra_losses = list(extra_losses)
         self.background = torch.as_tensor(background, dtype=torch.float32)
         self.masks = masks
+        self.loss_masks = loss_masks
+        self.appearance = (PhotoAppearance(len(images), cfg.appearance_lr, device=images.device)
+                           if cfg.appearance == "affine" else None)
         self.strategy = model.make_strategy(cfg)
         self.strategy_state = self.strategy.initialize_state(model)
         self.step = 0
@@ -185,12 +204,25 @@ class Trainer:
     def _binocular_active(self) -> bool:
         return self.cfg.binocular_weight > 0 and self.step >= self.cfg.binocular_start * self.cfg.iters
 
-    def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree) -> torch.Tensor:
+    def _loss_weights(self, img: torch.Tensor, gt: torch.Tensor, v: int) -> Optional[torch.Tensor]:
+        """(H,W,1) 0/1 weights of the photometric loss: the user's loss mask times the robust transient weights
+        (once they start); None when every pixel counts."""
+        keep = self.loss_masks[v] if self.loss_masks is not None else None
+        if self.cfg.transients == "robust" and self.step >= self.cfg.transient_start * self.cfg.iters:
+            inliers = transient_inliers(img.detach(), gt, keep)
+            keep = inliers if keep is None else keep * inliers
+        return keep
+
+    def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree, v: int) -> torch.Tensor:
         mag = (0.5 + 0.5 * torch.rand(1, generator=self.generator).item()) * self.cfg.binocular_baseline
         b = mag * self.model.scene_scale * (1 if torch.rand(1, generator=self.generator).item() < 0.5 else -1)
         other = render(prims, shifted_camera(cam, b), backend=self.cfg.backend, background=bg,
                        sh_degree=sh_degree, render_mode="RGB", rasterize_mode=self.cfg.rasterize_mode)
         warped, valid = warp_from_shifted(other.colors[0], depth, cam.Ks[0], b)
+        if self.appearance is not None:
+            warped = self.appearance.apply(warped, v)
+        if self.loss_masks is not None:
+            valid = valid * self.loss_masks[v]
         return ((warped - gt).abs() * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
 
     def train_step(self) -> StepStats:
@@ -215,9 +247,18 @@ class Trainer:
         img, gt = out.colors[0], self.images[v]
         if cfg.random_background and self.masks is not None:
             gt = gt * self.masks[v] + (1 - self.masks[v]) * bg
+        if self.appearance is not None:
+            img = self.appearance.apply(img, v)
         with stage("photometric loss"):
-            l1 = (img - gt).abs().mean()
-            loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
+            keep = self._loss_weights(img, gt, v)
+            if keep is None:
+                l1 = (img - gt).abs().mean()
+                loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
+            else:  # left-out pixels take the photo's value in the SSIM windows, so they neither pull nor count
+                l1 = ((img - gt).abs() * keep).sum() / (3 * keep.sum()).clamp_min(1.0)
+                loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img * keep + gt * (1 - keep), gt))
+            if self.appearance is not None:
+                loss = loss + cfg.appearance_weight * self.appearance.regularization(v)
         with stage("regularizers"):
             loss = loss + self.strategy.regularization(model)
             if cfg.anisotropy_weight > 0:
@@ -235,7 +276,7 @@ class Trainer:
         if binocular:
             with stage("binocular"):
                 loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg,
-                                                                          sh_degree)
+                                                                          sh_degree, v)
         if self.extra_losses:
             with stage("extra losses"):
                 ctx = StepContext(self, self.step, v, cam, prims, out, gt, bg, sh_degree)
@@ -255,6 +296,8 @@ class Trainer:
         with stage("optimizer"):
             model.step()
             model.zero_grad()
+            if self.appearance is not None:
+                self.appearance.step()
             if self.camera_hook is not None:
                 self.camera_hook.step()
         with stage("densification"):
@@ -278,7 +321,7 @@ class Trainer:
     def _finite(self, loss: torch.Tensor) -> bool:
         """Loss, gradients and parameters all finite (render() culls non-finite primitives, so a NaN
         parameter would otherwise linger unseen)."""
-        params = list(self.model.params.values())
+        params = list(self.model.params.values()) + ([self.appearance.params] if self.appearance is not None else [])
         return all_finite(loss, *params, *(p.grad for p in params))
 
     def _recover(self) -> None:
@@ -324,6 +367,7 @@ class Trainer:
             "lrs": self.model.lrs,
             # pose corrections (``camera_hook``), so a resumed run keeps the cameras it had refined
             "camera_hook": self.camera_hook.state_dict() if hasattr(self.camera_hook, "state_dict") else None,
+            "appearance": self.appearance.state_dict_full() if self.appearance is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -336,6 +380,8 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self._order = list(state["order"])
+        if self.appearance is not None and state.get("appearance") is not None:
+            self.appearance.load_state_dict_full(state["appearance"])
         hook_state = state.get("camera_hook")
         if hook_state is not None and hasattr(self.camera_hook, "load_state_dict"):
             self.camera_hook.load_state_dict(hook_state)

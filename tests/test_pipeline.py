@@ -85,7 +85,7 @@ def test_cli_reconstruct_and_its_errors(colmap_scene, tmp_path):
     data, _ = colmap_scene
     out = tmp_path / "cli_run"
     r = run_cli("reconstruct", data, "-o", out, "--protocol", "llff3", "--iters", "60", "--sh-degree", "0", "--init", "sfm",
-                "--export", "spz", "compressed.ply")
+                "--export", "spz,compressed.ply")
     assert r.returncode == 0, r.stderr
     assert "test PSNR" in r.stdout and (out / "scene.ply").is_file()
     from sparsesplat.rasterizer.splat_formats import read_splats
@@ -93,7 +93,7 @@ def test_cli_reconstruct_and_its_errors(colmap_scene, tmp_path):
     n = len(read_splats(out / "scene.ply").means)
     assert len(read_splats(out / "scene.spz").means) == len(read_splats(out / "scene.compressed.ply").means) == n
     assert "wrote" in r.stdout + r.stderr and "scene.spz" in r.stdout + r.stderr
-    r = run_cli("reconstruct", data, "-o", tmp_path / "c", "--primitive", "convex", "--export", "spz")
+    r = run_cli("reconstruct", data, "-o", tmp_path / "c", "--primitive", "convex", "--export", "ply", "spz")
     assert r.returncode == 1 and "convex scene cannot be written" in r.stderr and not (tmp_path / "c").exists()
     r = run_cli("reconstruct", data, "-o", tmp_path / "d", "--export", "glb")
     assert r.returncode == 1 and "--export glb: unknown format" in r.stderr and not (tmp_path / "d").exists()

@@ -36,6 +36,7 @@ VERSION = 2
 MAX_PALETTE = 65536
 PALETTE_ROW = 64
 KMEANS_ITERS = 6
+PCA_DIMS = 8
 
 
 # ----------------------------------------------------------------------------------------------- pieces
@@ -91,21 +92,28 @@ def _labels(values: np.ndarray, book: np.ndarray) -> np.ndarray:
 
 
 def _palette(rest: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(K, D) SH palette and (N,) labels: every splat its own entry up to 65,536, else k-means."""
+    """(K, D) SH palette and (N,) labels: every splat its own entry up to 65,536, else k-means.
+
+    The k-means assigns in the space of the data's leading principal components (a k-d tree there is fast;
+    in all 45 dimensions it is a brute-force search) and averages the full vectors."""
     n = len(rest)
     if n <= MAX_PALETTE:
         return rest, np.arange(n)
     from scipy.spatial import cKDTree
 
     rng = np.random.default_rng(seed)
+    mean = rest.mean(axis=0)
+    sample = rest[rng.choice(n, min(n, 20000), replace=False)] - mean
+    basis = np.linalg.svd(sample, full_matrices=False)[2][:PCA_DIMS].T
+    low = (rest - mean) @ basis
     centres = rest[rng.choice(n, MAX_PALETTE, replace=False)]
     for _ in range(KMEANS_ITERS):
-        labels = cKDTree(centres).query(rest, workers=-1)[1]
+        labels = cKDTree((centres - mean) @ basis).query(low, workers=-1)[1]
         counts = np.bincount(labels, minlength=MAX_PALETTE)
         sums = np.zeros_like(centres)
         np.add.at(sums, labels, rest)
         centres = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
-    return centres, cKDTree(centres).query(rest, workers=-1)[1]
+    return centres, cKDTree((centres - mean) @ basis).query(low, workers=-1)[1]
 
 
 def _webp(texels: np.ndarray, w: int, h: int) -> bytes:
