@@ -295,6 +295,11 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
     log(scene.summary())
     if schedule:
         log(schedule)
+    if cfg.train.appearance == "auto":
+        cfg.train.appearance = "affine" if scene.source_format == "photos" else "none"
+        if cfg.train.appearance == "affine":
+            log("appearance: a colour transform per photo (the default for a folder of photos: exposure and white "
+                "balance change from shot to shot); --appearance none turns it off")
     scene, posed = pose_stage.estimate_if_needed(cfg, scene, log)
     train_ids, test_ids = scene.train_ids, scene.test_ids
     init = initial_points(scene, train_ids, method=cfg.init, seed=cfg.train.seed,

@@ -100,17 +100,21 @@ class TrainConfig:
     """1: first differences (flat surfaces are free), 2: second differences (any plane is free)."""
     depth_smoothness_until: float = 1.0
     """Apply the depth smoothness for this fraction of the steps only (a coherent surface first, details after)."""
-    appearance: Literal["none", "affine"] = "none"
+    appearance: Literal["auto", "none", "affine"] = "auto"
     """Per-photo appearance (photos whose exposure or white balance differ): affine, a 3x3 colour matrix and
     offset per training photo applied to its render before the loss, pulled towards the identity; exports,
-    the viewer and test views use the neutral look (recon/appearance.py)."""
+    the viewer and test views use the neutral look (recon/appearance.py). auto: affine for a folder of photos,
+    none for the posed datasets (their photos share one look). Measured on a synthetic scene whose training
+    photos differ in exposure and white balance: held-out PSNR 22.9 -> 25.1 dB; unaltered: 26.0 -> 26.1 dB."""
     appearance_weight: float = 0.01
     """Weight of the pull of each photo's colour transform towards the identity."""
     appearance_lr: float = 0.002
     """Adam learning rate of the per-photo colour transforms."""
     transients: Literal["none", "robust"] = "none"
     """Things that move between photos (people, cars, shadows): robust leaves out of the loss the regions whose
-    error stands out from the rest of the photo (recon/transients.py)."""
+    error stands out from the rest of the photo (recon/transients.py). Off by default: on a synthetic scene
+    with a moving occluder in half the training photos it gains 0.9 dB (with appearance), on one without it
+    costs 0.3-0.5 dB."""
     transient_start: float = 0.2
     """Start leaving transient regions out after this fraction of the steps (the error means nothing before)."""
     random_background: bool = False

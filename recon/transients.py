@@ -4,9 +4,9 @@ A moving object is in one photo and not the others, so once the scene has formed
 far above the rest of the photo, over a blob rather than along edges. ``transient_inliers`` finds such
 regions per photo and step (in the spirit of RobustNeRF's trimmed, spatially smoothed loss): the per-pixel
 error, averaged over a 5x5 window, counts as an outlier where it exceeds the photo's median by more than
-``spread`` robust standard deviations (and an absolute floor); isolated outlier pixels (thin edges) are
-dropped by requiring most of a 9x9 window to agree, and the regions kept out are grown by 2 pixels to cover
-their borders.
+``spread`` robust standard deviations (and an absolute floor); outliers along thin lines (edges the scene has
+not resolved yet) are dropped by requiring 70% of a 9x9 window to agree, which also erodes a region by about 2
+pixels, and the regions kept out are then grown by 4 pixels, so they cover their borders.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 SMOOTH = 5
 REGION = 9
-GROW = 5
+REGION_FRACTION = 0.7
+GROW = 9
 SPREAD = 4.0
 FLOOR = 0.05
 
@@ -41,6 +42,6 @@ def transient_inliers(render: torch.Tensor, photo: torch.Tensor, keep: Optional[
         mad = (vals - med).abs().median()
         thresh = torch.maximum(med + spread * 1.4826 * mad, med.new_tensor(floor))
         out = (err > thresh).float()
-        out = (_box(out, REGION) > 0.5).float()  # regions, not edges
+        out = (_box(out, REGION) > REGION_FRACTION).float()  # regions, not edges
         out = (F.max_pool2d(out[None, None], GROW, stride=1, padding=GROW // 2)[0, 0] > 0).float()
         return (1.0 - out)[..., None]

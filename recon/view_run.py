@@ -113,6 +113,18 @@ def load_splat_file_for_viewer(path: Path) -> ViewerScene:
     return ViewerScene(get_primitives=lambda: prims, title=f"sparsesplat: {path.name}")
 
 
+def _looks(path: Path) -> dict:
+    """Each training photo's colour transform from a run's appearance.json ({} without one, or unreadable)."""
+    if not path.is_file():
+        return {}
+    from .appearance import read_appearance_json
+
+    try:
+        return {name: m.numpy() for name, m in read_appearance_json(path).items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def load_run_for_viewer(run) -> ViewerScene:
     """Read a run folder (or a single splat file) into a ``ViewerScene`` (everything in the user's frame, as
     the run stores it)."""
@@ -143,6 +155,7 @@ def load_run_for_viewer(run) -> ViewerScene:
     thumbs = _thumbnails(names, listing, prims, cams, background) if cams is not None else None
     return ViewerScene(get_primitives=lambda: prims, cameras=cams, names=names, thumbnails=thumbs,
                        test_names=test_names, points=points, point_colors=colors, background=background,
+                       looks=_looks(run / "appearance.json"),
                        title=f"sparsesplat: {run.name}")
 
 

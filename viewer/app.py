@@ -365,8 +365,13 @@ class ViewerApp:
             cmap = gui.add_dropdown("Colormap", tuple(COLORMAPS), initial_value=s0.colormap)
             near = gui.add_number("Depth near", initial_value=0.0, min=0.0, step=0.01, hint="0 and 0: automatic")
             far = gui.add_number("Depth far", initial_value=0.0, min=0.0, step=0.01)
+            looks = {"neutral": None, **{name: tuple(float(x) for x in np.asarray(m).reshape(-1))
+                                         for name, m in self.scene.looks.items()}}
+            look = gui.add_dropdown("Look", tuple(looks), initial_value="neutral", disabled=len(looks) == 1,
+                                    hint="Render with a training photo's exposure and white balance "
+                                         "(runs trained with --appearance affine)")
         self.controls = {"mode": mode, "resolution": res, "moving": moving, "background": bg, "fov": fov,
-                         "colormap": cmap, "near": near, "far": far}
+                         "colormap": cmap, "near": near, "far": far, "look": look}
 
         def changed(**kw):
             st.update(**kw)
@@ -379,6 +384,7 @@ class ViewerApp:
         cmap.on_update(lambda _: changed(colormap=cmap.value))
         near.on_update(lambda _: changed(near=float(near.value)))
         far.on_update(lambda _: changed(far=float(far.value)))
+        look.on_update(lambda _: changed(look=looks[look.value]))
 
         @fov.on_update
         def _(_):

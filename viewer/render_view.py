@@ -49,6 +49,9 @@ class RenderSettings:
     backend: str = "auto"
     sh_degree: Optional[int] = None
     options: dict = field(default_factory=dict)
+    look: Optional[tuple] = None
+    """A training photo's look: its colour transform [A | b] (12 numbers, row-major 3x4) applied to RGB frames;
+    None: the neutral look."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -122,7 +125,11 @@ def render_cameras(prims, cams: Cameras, settings: RenderSettings) -> Frame:
     depth = out.depths[0, ..., 0].float().cpu().numpy()
     occluding = np.where(alpha >= 0.5, depth, EMPTY_DEPTH).astype(np.float32)
     if settings.mode == "RGB":
-        return Frame(to_uint8(out.colors[0].float().cpu().numpy()), cams, depth=occluding)
+        rgb = out.colors[0].float().cpu().numpy()
+        if settings.look is not None:
+            m = np.asarray(settings.look, np.float32).reshape(3, 4)
+            rgb = rgb @ m[:, :3].T + m[:, 3]
+        return Frame(to_uint8(rgb), cams, depth=occluding)
     if settings.mode == "Alpha":
         return Frame(to_uint8(np.repeat(alpha[..., None], 3, axis=-1)), cams, depth=occluding)
     near, far = settings.near, settings.far

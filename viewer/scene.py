@@ -30,6 +30,8 @@ class ViewerScene:
     test_names: names of held-out views (their frusta are drawn in another colour).
     points, point_colors: (M,3) initial point cloud and (M,3) colours in [0,1], or None.
     background: (3,) RGB in [0,1] the scene was trained with.
+    looks: training photo name -> its colour transform [A | b] (3x4) when the run learned per-photo appearance;
+        the viewer offers each as a "Look".
     """
 
     get_primitives: Callable[[], object]
@@ -43,6 +45,7 @@ class ViewerScene:
     title: str = "sparsesplat"
     total_steps: Optional[int] = None
     extra: dict = field(default_factory=dict)
+    looks: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.cameras is not None:
