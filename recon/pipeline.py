@@ -186,6 +186,8 @@ def apply_full_schedule(cfg: ReconstructConfig) -> None:
     for name, value in (("refine_start_iter", 500), ("refine_stop_iter", t.iters // 2), ("refine_every", 100),
                         ("reset_every", 3000)):
         put(t.default, base.default, name, value)
+    for name, value in (("refine_start_iter", 500), ("refine_stop_iter", t.iters // 2)):  # 3DCS densifies half the run
+        put(t.convex.strategy, base.convex.strategy, name, value)
     for name, value in (("refine_start_iter", 500), ("refine_stop_iter", int(t.iters * 0.8))):
         put(t.mcmc, base.mcmc, name, value)
         put(t.triangle.strategy, base.triangle.strategy, name, value)

@@ -22,6 +22,9 @@ def test_cpu_default_is_fast_and_full_follows_the_protocol():
         cfg = _cfg(protocol=protocol, full=True)
         assert apply_schedule(cfg).startswith(f"schedule: full (--full), {iters} steps")
         assert cfg.train.default.refine_stop_iter == iters // 2 and cfg.train.mcmc.refine_stop_iter == int(iters * 0.8)
+        # every kind's densification follows the long schedule (convexes once stopped at the fast 2000 steps)
+        assert cfg.train.convex.strategy.refine_stop_iter == iters // 2
+        assert cfg.train.triangle.strategy.refine_stop_iter == int(iters * 0.8)
         assert cfg.train.default.reset_every == 3000 and cfg.train.sh_every == 1000
     assert resolve_schedule(_cfg(schedule="full")) == "full"
 
