@@ -132,7 +132,8 @@ def load_run_for_viewer(run) -> ViewerScene:
     if run.is_file():
         return load_splat_file_for_viewer(run)
     if not run.is_dir():
-        raise FileNotFoundError(f"run folder {run} does not exist; give the folder `sparsesplat reconstruct -o` wrote")
+        raise FileNotFoundError(f"{run} does not exist; give the run folder `sparsesplat reconstruct -o` wrote, or a "
+                                "splat file (.ply, .splat, .spz, .compressed.ply, .sog)")
     ply = run / "scene.ply"
     if not ply.is_file():
         raise ValueError(f"{run} has no scene.ply; is it a finished run folder? (an interrupted run can be "
