@@ -25,13 +25,10 @@ from sparsesplat.benchmarks.splat_transform import tools_dir
 from sparsesplat.rasterizer.ply import RawGaussians
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 from sparsesplat.rasterizer.splat_formats import write_splats
+from browser_helpers import headless_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "test-output" / "supersplat"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-         "--disable-background-networking", "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
-         "--mute-audio"]
 RED = (0.9, 0.15, 0.1)
 
 pytestmark = pytest.mark.slow
@@ -82,13 +79,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
+    yield from headless_chromium()
 
 
 @pytest.mark.parametrize("suffix", [".compressed.ply", ".sog", ".ply"])

@@ -11,7 +11,6 @@ Skips only when Playwright or Chromium is missing (CI installs both: .ci/run and
 from __future__ import annotations
 
 import math
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -29,13 +28,10 @@ from sparsesplat.viewer.app import ViewerApp, client_view
 from sparsesplat.viewer.camera import ViewCamera
 
 from viewer_helpers import make_run_folder
+from browser_helpers import headless_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "test-output" / "viewer"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-         "--disable-background-networking", "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
-         "--mute-audio"]
 VIEWPORT = {"width": 1100, "height": 700}
 
 pytestmark = pytest.mark.slow
@@ -43,13 +39,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
+    yield from headless_chromium()
 
 
 def wait_for(cond, timeout: float, what: str):
