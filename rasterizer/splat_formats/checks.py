@@ -11,6 +11,15 @@ from ..sh import C0
 from .errors import SplatFormatError
 
 
+def nonfinite_splats(raw: RawGaussians) -> torch.Tensor:
+    """(N,) bool: the splats holding a NaN or infinite value in any parameter."""
+    n = raw.means.shape[0]
+    bad = torch.zeros(n, dtype=torch.bool)
+    for t in (raw.means, raw.quats, raw.log_scales, raw.opacity_logits[:, None], raw.sh.reshape(n, -1)):
+        bad |= ~torch.isfinite(t).all(dim=1)
+    return bad
+
+
 def check_scene(raw: RawGaussians, where: str) -> None:
     """Shapes agree, the scene is not empty and every value is finite; else one clear line naming ``where``."""
     n = raw.means.shape[0]
@@ -23,9 +32,7 @@ def check_scene(raw: RawGaussians, where: str) -> None:
             raise SplatFormatError(f"{where}: {name} has shape {got}, expected {want}")
     if raw.sh.ndim != 3 or raw.sh.shape[0] != n or raw.sh.shape[2] != 3 or raw.sh.shape[1] not in (1, 4, 9, 16):
         raise SplatFormatError(f"{where}: sh has shape {tuple(raw.sh.shape)}, expected ({n}, K, 3), K in 1, 4, 9, 16")
-    bad = torch.zeros(n, dtype=torch.bool)
-    for t in (raw.means, raw.quats, raw.log_scales, raw.opacity_logits[:, None], raw.sh.reshape(n, -1)):
-        bad |= ~torch.isfinite(t).all(dim=1)
+    bad = nonfinite_splats(raw)
     if bad.any():
         raise SplatFormatError(f"{where}: {int(bad.sum())} of {n} splats hold NaN or infinite values "
                                f"(e.g. splat {int(bad.nonzero()[0])}); drop them first (sparsesplat export "

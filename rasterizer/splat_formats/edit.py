@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..ply import RawGaussians
+from .checks import nonfinite_splats
 from .errors import SplatFormatError
 
 
@@ -45,10 +46,7 @@ def edit_splats(raw: RawGaussians, edit: SplatEdit) -> tuple[RawGaussians, dict[
         keep = keep & ok
 
     if edit.drop_invalid:
-        finite = torch.ones(n, dtype=torch.bool)
-        for t in (raw.means, raw.quats, raw.log_scales, raw.opacity_logits[:, None], raw.sh.reshape(n, -1)):
-            finite &= torch.isfinite(t).all(dim=1)
-        rule("invalid", finite & (raw.quats.norm(dim=1) > 0))
+        rule("invalid", ~nonfinite_splats(raw) & (raw.quats.norm(dim=1) > 0))
     if edit.min_opacity > 0:
         rule("opacity", torch.sigmoid(raw.opacity_logits) >= edit.min_opacity)
     if edit.max_size is not None:
