@@ -150,20 +150,31 @@ def test_viewer_in_chromium(browser, tmp_path):
         assert view.aspect == pytest.approx(VIEWPORT["width"] / VIEWPORT["height"], abs=0.01)  # viser may scale the canvas
         assert view.fov_y == pytest.approx(math.radians(45), abs=1e-3)
 
-        rgb_shot = screenshot(page, "rgb")
         h, w = cv.frame.image.shape[:2]
-        shot = to_frame(rgb_shot, w, h)
         ref = direct_render(app, view, w, h)
         mask = free_region(w, h)
         bg = np.asarray(app.state.settings.background) * 255
         scene_px = (np.abs(ref - bg).max(-1) > 40) & mask
         assert scene_px.sum() > 0.1 * mask.sum(), "the test camera should see the ball"
+        # The page may still be settling (a fade-in, a notification, a late frame on a loaded machine):
+        # judge the settled page, taking a fresh screenshot for up to 30 s before calling it a failure.
+        deadline = time.time() + 30
+        while True:
+            rgb_shot = screenshot(page, "rgb")
+            shot = to_frame(rgb_shot, w, h)
+            seen = np.abs(shot - bg).max(-1) > 40
+            err = np.abs(shot - ref)[mask]
+            if ((seen == scene_px)[mask].mean() > 0.97 and err.mean() < 6.0) or time.time() > deadline:
+                break
+        if err.mean() >= 6.0:  # keep what is needed to tell a browser problem from a server one
+            Image.fromarray(ref.astype(np.uint8)).save(SHOTS / "rgb_reference.png")
+            Image.fromarray(cv.frame.image).save(SHOTS / "rgb_server_frame.png")
         # the scene is visible: where the render has the ball, the page differs from the background ...
-        seen = np.abs(shot - bg).max(-1) > 40
         assert (seen == scene_px)[mask].mean() > 0.97
         # ... and looks like the direct render of the same camera
-        err = np.abs(shot - ref)[mask]
-        assert err.mean() < 6.0, f"mean abs difference {err.mean():.1f}/255"
+        server_err = np.abs(cv.frame.image.astype(np.float64) - ref)[mask].mean()
+        assert err.mean() < 6.0, (f"mean abs difference {err.mean():.1f}/255 (the server's last frame differs from "
+                                  f"the direct render by {server_err:.1f}/255; images in {SHOTS})")
         assert np.corrcoef(shot[mask].ravel(), ref[mask].ravel())[0, 1] > 0.98
 
         # switch the render mode by clicking the GUI: the picture becomes the depth render
