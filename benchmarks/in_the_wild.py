@@ -32,17 +32,21 @@ SETTINGS = {"off": {}, "affine": {"appearance": "affine"},
 
 
 def alter_photos(scene, gain: tuple[float, float], white_balance: tuple[float, float], seed: int):
-    """A copy of ``scene`` whose training photos carry a random exposure and white balance each."""
+    """A copy of ``scene`` whose training photos carry a random exposure and white balance each; with the
+    factors drawn per photo and the share of its pixels that clipping changed (information no colour model can
+    bring back)."""
     rng = np.random.default_rng(seed)
     out = copy.copy(scene)
     images = scene.images.clone()
-    factors = {}
+    factors, clipped = {}, {}
     for i in scene.train_ids:
         f = rng.uniform(*gain) * rng.uniform(*white_balance, size=3)
-        images[i] = (images[i] * torch.tensor(f, dtype=torch.float32)).clamp(0, 1)
+        scaled = images[i] * torch.tensor(f, dtype=torch.float32)
+        clipped[scene.names[i]] = round(float((scaled > 1).any(-1).float().mean()), 4)
+        images[i] = scaled.clamp(0, 1)
         factors[scene.names[i]] = [round(float(x), 4) for x in f]
     out.images = images
-    return out, factors
+    return out, factors, clipped
 
 
 def run(setting: str, args, out_root: Path) -> dict:
@@ -55,18 +59,19 @@ def run(setting: str, args, out_root: Path) -> dict:
 
     family = protocol.rstrip("0123456789-").rstrip("-")
     scene = load(data_root() / rel, protocol=protocol, downscale=PROTOCOL_RESOLUTION.get((family, family), 1))
-    altered, factors = alter_photos(scene, tuple(args.gain), tuple(args.white_balance), args.seed)
+    altered, factors, clipped = alter_photos(scene, tuple(args.gain), tuple(args.white_balance), args.seed)
     train = TrainConfig(seed=args.seed, checkpoint_every=0, **SETTINGS[setting])
     if args.iters:
         train.iters = args.iters
-    cfg = ReconstructConfig(data=data_root() / rel, out=out_root / f"{args.scene}_{setting}_s{args.seed}",
+    cfg = ReconstructConfig(data=data_root() / rel, out=out_root / f"{args.out}_{args.scene}_{setting}_s{args.seed}",
                             protocol=protocol, overwrite=True, train=train, schedule="fast")
     t0 = time.time()
     m = reconstruct(cfg, log=lambda *_: None, scene=altered)
     print(f"{args.scene} {setting}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
           + (f", fitted-look PSNR {m['psnr_appearance_fit']:.2f}" if m.get("psnr_appearance_fit") else ""), flush=True)
     return {"setting": setting, "psnr": m["psnr"], "ssim": m["ssim"], "psnr_appearance_fit": m.get("psnr_appearance_fit"),
-            "train_seconds": m["train_seconds"], "wall_seconds": time.time() - t0, "factors": factors}
+            "train_seconds": m["train_seconds"], "wall_seconds": time.time() - t0, "factors": factors,
+            "clipped": clipped}
 
 
 def main(argv=None) -> int:
@@ -84,7 +89,8 @@ def main(argv=None) -> int:
     lines = [f"# In-the-wild photos: {args.scene} with a random exposure and white balance per training photo "
              f"({platform.machine()} CPU, {torch.get_num_threads()} threads)", "",
              f"Command: `python -m sparsesplat.benchmarks.in_the_wild --scene {args.scene} --settings "
-             f"{' '.join(args.settings)} --seed {args.seed} --out {args.out}`  ",
+             f"{' '.join(args.settings)} --seed {args.seed} --gain {args.gain[0]:g} {args.gain[1]:g} --white-balance "
+             f"{args.white_balance[0]:g} {args.white_balance[1]:g} --out {args.out}`  ",
              f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}; gain U{tuple(args.gain)} x white balance "
              f"U{tuple(args.white_balance)} per channel, fast schedule. PSNR: neutral render vs the unaltered test "
              "photos; fitted look: each test view's colour transform fitted on its left half, PSNR on the right.",
@@ -92,6 +98,9 @@ def main(argv=None) -> int:
     for r in rows:
         fit = "–" if r["psnr_appearance_fit"] is None else f"{r['psnr_appearance_fit']:.2f}"
         lines.append(f"| {r['setting']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {fit} | {r['train_seconds']:.0f} |")
+    clip = rows[0]["clipped"] if rows else {}
+    lines += ["", "Factors drawn (R, G, B) and the share of each training photo's pixels that clipping changed: "
+              + "; ".join(f"{n}: {rows[0]['factors'][n]}, {100 * c:.1f}% clipped" for n, c in clip.items()) + "."]
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
     print(f"wrote {RESULTS / (args.out + '.md')}")
