@@ -47,10 +47,7 @@ class TrainConfig:
     strategy: str = "default"
     """Densification: for Gaussians, default (3DGS adaptive density control) or mcmc (MCMC with a cap)."""
     default: DefaultStrategy = field(default_factory=lambda: DefaultStrategy(
-        grow_grad2d=0.0005, refine_start_iter=300, refine_stop_iter=2000, refine_every=100, reset_every=100_000))
-    """Gaussian densification. Densifies at a screen-space gradient of 0.0005 (CoR-GS's sparse-view setting;
-    3DGS: 0.0002), by measurement: half the Gaussians, DTU scan37 dtu3 masked PSNR 12.02 -> 12.74 (two seeds),
-    fern llff3 22.38 -> 22.50, lego blender8 24.44 -> 24.22 (two seeds) (benchmarks/results/dtu_levers.md)."""
+        refine_start_iter=300, refine_stop_iter=2000, refine_every=100, reset_every=100_000))
     mcmc: MCMCStrategy = field(default_factory=lambda: MCMCStrategy(
         cap_max=200_000, refine_start_iter=300, refine_stop_iter=2500, refine_every=100))
     lrs: LearningRates = field(default_factory=LearningRates)

@@ -15,8 +15,7 @@ class DefaultStrategy:
     prune_opa: float = 0.005
     """Prune Gaussians whose opacity falls below this."""
     grow_grad2d: float = 0.0002
-    """Densify where the mean screen-space gradient (NDC units) exceeds this (3DGS: 0.0002; reconstruct's
-    default is 0.0005, which densifies less: fewer primitives to scatter over a few views)."""
+    """Densify where the mean screen-space gradient (NDC units) exceeds this."""
     grow_scale3d: float = 0.01
     """Clone below this size (fraction of the scene scale), split above."""
     prune_scale3d: float = 0.1
