@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     for r in rows:
         fit = "–" if r["psnr_appearance_fit"] is None else f"{r['psnr_appearance_fit']:.2f}"
         lines.append(f"| {r['setting']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {fit} | {r['train_seconds']:.0f} |")
-    clip = rows[0]["clipped"] if rows else {}
+    clip = rows[0]["clipped"]  # every setting trains on the same altered photos
     lines += ["", "Factors drawn (R, G, B) and the share of each training photo's pixels that clipping changed: "
               + "; ".join(f"{n}: {rows[0]['factors'][n]}, {100 * c:.1f}% clipped" for n, c in clip.items()) + "."]
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
