@@ -24,6 +24,9 @@ RANGES: dict[str, tuple] = {
     "depth_smoothness_order": (1, 2, False, False),
     "depth_smoothness_until": (0, 1, True, False),
     "transient_start": (*UNIT, False, False),
+    "multiview_start": (*UNIT, False, False),
+    "multiview_window": (3, 31, False, False),
+    "multiview_sources": (1, None, False, False),
     # divisors and sizes: 0 would divide by zero or build nothing
     "sh_every": (1, None, False, False),
     "max_anisotropy": (1, None, False, False),

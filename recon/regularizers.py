@@ -16,6 +16,10 @@
   first-order smoothness, as in self-supervised monocular depth). Few views leave each primitive free to sit
   anywhere along its training rays; the photos cannot tell, but every other viewpoint sees the scatter as a
   shattered surface and as floaters.
+- Multi-view photo-consistency: the other training photos, warped into a training view through its rendered
+  depth, must match the view's photo patch by patch (NCC, the score multi-view stereo maximizes; PGSR and
+  MVS-regularized splatting train with it). Unlike smoothness it asks only what the photos can tell: where a
+  patch has texture, the depth the photos agree on; flat patches are left alone.
 """
 
 from __future__ import annotations
@@ -88,12 +92,13 @@ def background_alpha_loss(alpha: torch.Tensor, photo: torch.Tensor, background: 
 
 
 def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch.Tensor,
-                          edge_scale: float = 10.0, order: int = 1) -> torch.Tensor:
+                          edge_scale: float = 10.0, order: int = 1, free=None) -> torch.Tensor:
     """Edge-aware smoothness of the expected depth (H,W,1), relative to the view's mean depth (so it is
     scale-invariant): the mean absolute first (``order`` 1: flat surfaces cost nothing) or second difference
     (``order`` 2: any plane costs nothing) along rows and columns, each weighted by exp(-edge_scale * the
     largest photo step it spans) (photo (H,W,3) in [0, 1]) and by the smallest (detached) alpha it spans, so
-    depth may jump at image edges and where nothing is drawn."""
+    depth may jump at image edges and where nothing is drawn. ``free`` (H,W) in [0, 1], optional: how much each
+    pixel is smoothed (a step counts with the largest value of the pixels it spans)."""
     if order not in (1, 2):
         raise ValueError(f"depth smoothness order must be 1 or 2, got {order}")
     a = alpha.detach()[..., 0]
@@ -111,6 +116,100 @@ def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch
         edge = functools.reduce(torch.maximum, (steps.narrow(dim, j, n) for j in range(order)))
         cover = functools.reduce(torch.minimum, (a.narrow(dim, j, n) for j in range(order + 1)))
         w = torch.exp(-edge_scale * edge) * cover
+        if free is not None:
+            w = w * functools.reduce(torch.maximum, (free.narrow(dim, j, n) for j in range(order + 1)))
         loss = loss + (w * diff.abs()).sum()
         weight = weight + w.sum()
     return loss / weight.clamp_min(1.0)
+
+
+def _grey(img: torch.Tensor) -> torch.Tensor:
+    return 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
+
+
+def _box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of (H,W) ``x`` over a window x window patch around each pixel (only pixels inside the image; an even
+    window reaches one pixel further up and left)."""
+    H, W = x.shape
+    return F.avg_pool2d(x[None, None], window, stride=1, padding=window // 2, count_include_pad=False)[0, 0, :H, :W]
+
+
+def warp_by_depth(src_img: torch.Tensor, depth: torch.Tensor, K_ref: torch.Tensor, viewmat_ref: torch.Tensor,
+                  K_src: torch.Tensor, viewmat_src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source photo (H',W',C) resampled onto the reference view's pixels through the reference depth
+    (H,W,1) (z in the reference camera): pixel p sees the point K_ref^-1 p * z, which the source camera sees at
+    K_src (R_src X + t_src). Bilinear; differentiable in the depth. Returns (H,W,C) and (H,W) validity (depth
+    > 0, in front of the source camera, inside its image)."""
+    H, W = depth.shape[:2]
+    Hs, Ws = src_img.shape[:2]
+    dt = depth.dtype
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=dt, device=depth.device) + 0.5,
+                            torch.arange(W, dtype=dt, device=depth.device) + 0.5, indexing="ij")
+    rays = torch.stack([(xs - K_ref[0, 2]) / K_ref[0, 0], (ys - K_ref[1, 2]) / K_ref[1, 1], torch.ones_like(xs)], -1)
+    # source camera <- reference camera: X_s = R_s R_r^T (X_r - t_r) + t_s
+    R = viewmat_src[:3, :3] @ viewmat_ref[:3, :3].T
+    t = viewmat_src[:3, 3] - R @ viewmat_ref[:3, 3]
+    X = (rays * depth) @ R.T.to(dt) + t.to(dt)
+    z = X[..., 2]
+    zs = torch.where(z > 1e-6, z, torch.ones_like(z))
+    u = K_src[0, 0] * X[..., 0] / zs + K_src[0, 2]
+    v = K_src[1, 1] * X[..., 1] / zs + K_src[1, 2]
+    valid = (depth[..., 0] > 0) & (z > 1e-6) & (u >= 0) & (u <= Ws) & (v >= 0) & (v <= Hs)
+    grid = torch.stack([u / Ws * 2 - 1, v / Hs * 2 - 1], -1)[None]
+    warped = F.grid_sample(src_img.permute(2, 0, 1)[None].to(dt), grid, mode="bilinear", padding_mode="border",
+                           align_corners=False)[0].permute(1, 2, 0)
+    return warped, valid
+
+
+def patch_ncc(a: torch.Tensor, b: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-mean normalized cross-correlation of (H,W) ``a`` and ``b`` over window x window patches, and the
+    standard deviation of ``a``'s patches (its texture)."""
+    mu_a, mu_b = _box_mean(a, window), _box_mean(b, window)
+    var_a = (_box_mean(a * a, window) - mu_a * mu_a).clamp_min(0)
+    var_b = (_box_mean(b * b, window) - mu_b * mu_b).clamp_min(0)
+    cov = _box_mean(a * b, window) - mu_a * mu_b
+    return cov / (var_a * var_b + 1e-8).sqrt(), var_a.sqrt()
+
+
+def multiview_cost(depth: torch.Tensor, photo: torch.Tensor, sources, window: int = 7,
+                   min_texture: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel (H,W): how badly the other training photos agree with a view's depth, (1 - NCC) / 2 of the best
+    source in [0, 1], and where that is known (the patch is textured, grey std > ``min_texture``: a flat
+    patch cannot tell depths apart; and some source sees the point).
+
+    depth (H,W,1): the view's expected depth (render mode ED); photo (H,W,3); sources: sequence of
+    (src_photo (H',W',3), K_ref, viewmat_ref, K_src, viewmat_src). Each source photo is warped into the view
+    through the depth and compared by patch NCC (so exposure and a little shading do not matter); the best
+    source counts (the others may be occluded there). Differentiable in the depth only."""
+    ref = _grey(photo)
+    best = None
+    for src, K_ref, V_ref, K_src, V_src in sources:
+        warped, valid = warp_by_depth(src, depth, K_ref, V_ref, K_src, V_src)
+        ncc, texture = patch_ncc(ref, _grey(warped), window)
+        cost = torch.where(valid & (texture > min_texture), (1 - ncc.clamp(-1, 1)) / 2, torch.full_like(ncc, 2.0))
+        best = cost if best is None else torch.minimum(best, cost)
+    if best is None:
+        return depth.new_ones(depth.shape[:2]), torch.zeros(depth.shape[:2], dtype=torch.bool, device=depth.device)
+    known = best < 2.0
+    return torch.where(known, best, torch.ones_like(best)), known
+
+
+def inconsistency(depth: torch.Tensor, photo: torch.Tensor, sources, window: int = 7) -> torch.Tensor:
+    """(H,W) in [0, 1]: 0 where the other photos confirm the view's depth (NCC 1), 1 where they contradict it
+    (NCC <= 0) or cannot tell (flat patch, no source sees it); no gradient."""
+    with torch.no_grad():
+        cost, _ = multiview_cost(depth.detach(), photo, sources, window)
+        return (2 * cost).clamp(0, 1)
+
+
+def multiview_photo_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch.Tensor, sources, window: int = 7,
+                         min_texture: float = 0.01) -> torch.Tensor:
+    """Photo-consistency of a training view's rendered depth with the other training photos (as multi-view
+    stereo scores a depth, and PGSR / MVS-regularized splatting train one): the mean ``multiview_cost`` over
+    the pixels where it is known and that are drawn (alpha (H,W,1) > 0.5). The photos are constants: only the
+    depth gets a gradient."""
+    cost, known = multiview_cost(depth, photo, sources, window, min_texture)
+    use = known & (alpha.detach()[..., 0] > 0.5)
+    if not bool(use.any()):
+        return depth.sum() * 0.0
+    return cost[use].mean()

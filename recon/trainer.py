@@ -25,8 +25,8 @@ from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
-from .regularizers import (background_alpha_loss, depth_smoothness_loss, drop_primitives, shifted_camera,
-                           stereo_depth_loss, warp_from_shifted)
+from .regularizers import (background_alpha_loss, depth_smoothness_loss, drop_primitives, inconsistency,
+                           multiview_photo_loss, shifted_camera, stereo_depth_loss, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
 from .transients import transient_inliers
 from .triangle_model import TriangleOptions
@@ -94,10 +94,23 @@ class TrainConfig:
     rays free; the scatter shows from other viewpoints as a shattered surface (0 disables). Off by default:
     measured at 20 (3000 steps, seed 0), DTU scan37 dtu3 masked PSNR 12.19 -> 15.48, but fern llff3 22.38 -> 20.55
     and lego blender8 24.39 -> 22.13 (benchmarks/results/dtu_depth_smoothness.md)."""
+    multiview_weight: float = 0.0
+    """Weight of the photo-consistency of each training view's rendered depth with the other training photos
+    (each nearby photo warped in through the depth, compared by patch NCC, best photo per pixel; textured
+    pixels only): the multi-view stereo score of the depth, so primitives sit where the photos agree (0 disables)."""
+    multiview_start: float = 0.2
+    """Start the multi-view photo-consistency after this fraction of the steps."""
+    multiview_sources: int = 2
+    """Nearby training photos (optical axes within 60 degrees, nearest first) compared with each view."""
+    multiview_window: int = 7
+    """Side of the NCC patch, pixels (odd)."""
     depth_smoothness_edge: float = 10.0
     """How fast a photo edge frees the depth smoothness: weight exp(-edge * |colour difference|)."""
     depth_smoothness_order: int = 1
     """1: first differences (flat surfaces are free), 2: second differences (any plane is free)."""
+    depth_smoothness_gate: Literal["edges", "photos"] = "edges"
+    """edges: smooth wherever the photo has no edge; photos: also only as far as the other training photos
+    contradict the depth or cannot tell it (the multi-view NCC of ``multiview_*``: 0 where they confirm it)."""
     depth_smoothness_until: float = 1.0
     """Apply the depth smoothness for this fraction of the steps only (a coherent surface first, details after)."""
     appearance: Literal["auto", "none", "affine"] = "auto"
@@ -194,6 +207,8 @@ class Trainer:
         self.nonfinite_events = 0
         # optional pose refinement (recon.poses.refine.PoseRefiner): camera(cams, v) -> corrected view, step()
         self.camera_hook = None
+        self._mv_sources = (self._multiview_sources()
+                            if cfg.multiview_weight > 0 or cfg.depth_smoothness_gate == "photos" else None)
 
     # -- one step -----------------------------------------------------------------------------------------
 
@@ -216,6 +231,24 @@ class Trainer:
             inliers = transient_inliers(img.detach(), gt, keep)
             keep = inliers if keep is None else keep * inliers
         return keep
+
+    def _multiview_sources(self) -> list[list[int]]:
+        from .init_mvs import MVSConfig, choose_sources
+
+        V = self.cameras.viewmats.detach().cpu().double().numpy()
+        pick = MVSConfig(sources=self.cfg.multiview_sources)
+        return [choose_sources(V, v, pick) for v in range(len(self.images))]
+
+    def _multiview_loss(self, cam, depth, alpha, gt, v: int) -> torch.Tensor:
+        return multiview_photo_loss(depth, alpha, gt, self._sources_of(cam, v), self.cfg.multiview_window)
+
+    def _sources_of(self, cam, v: int) -> list:
+        sources = []
+        for s in self._mv_sources[v]:
+            other = self.cameras[s] if self.camera_hook is None else self.camera_hook.camera(self.cameras, s)
+            sources.append((self.images[s], cam.Ks[0], cam.viewmats[0], other.Ks[0].detach(),
+                            other.viewmats[0].detach()))
+        return sources
 
     def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree, v: int) -> torch.Tensor:
         mag = (0.5 + 0.5 * torch.rand(1, generator=self.generator).item()) * self.cfg.binocular_baseline
@@ -242,7 +275,8 @@ class Trainer:
             cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
             stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
             smooth = cfg.depth_smoothness_weight > 0 and self.step < cfg.depth_smoothness_until * cfg.iters
-            depth = binocular or stereo or smooth or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
+            multiview = cfg.multiview_weight > 0 and self.step >= cfg.multiview_start * cfg.iters
+            depth = binocular or stereo or smooth or multiview or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
         with stage("render"):
             out = render(
                 prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,
@@ -272,8 +306,10 @@ class Trainer:
             if stereo:
                 loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
             if smooth:
+                free = (inconsistency(out.depths[0], gt, self._sources_of(cam, v), cfg.multiview_window)
+                        if cfg.depth_smoothness_gate == "photos" else None)
                 loss = loss + cfg.depth_smoothness_weight * depth_smoothness_loss(
-                    out.depths[0], out.alphas[0], gt, cfg.depth_smoothness_edge, cfg.depth_smoothness_order)
+                    out.depths[0], out.alphas[0], gt, cfg.depth_smoothness_edge, cfg.depth_smoothness_order, free)
             if cfg.background_alpha_weight > 0 and not cfg.random_background:
                 loss = loss + cfg.background_alpha_weight * background_alpha_loss(
                     out.alphas[0], self.images[v], self.background, cfg.background_tolerance)
@@ -281,6 +317,9 @@ class Trainer:
             with stage("binocular"):
                 loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg,
                                                                           sh_degree, v)
+        if multiview:
+            with stage("multi-view photo"):
+                loss = loss + cfg.multiview_weight * self._multiview_loss(cam, out.depths[0], out.alphas[0], gt, v)
         if self.extra_losses:
             with stage("extra losses"):
                 ctx = StepContext(self, self.step, v, cam, prims, out, gt, bg, sh_degree)

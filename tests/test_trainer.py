@@ -3,7 +3,6 @@ improves held-out views, NaN recovery, exact resume."""
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from sparsesplat.datasets.synthetic import make_scene
-from sparsesplat.rasterizer import Cameras, render
+from sparsesplat.rasterizer import render
 from sparsesplat.recon.gaussian_model import GaussianModel, LearningRates
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import psnr
@@ -117,7 +116,9 @@ def test_mcmc_relocates_dead_and_respects_the_cap():
     assert int((torch.sigmoid(m.params["opacities"]) <= strat.min_opacity).sum()) == 0
 
 
-@pytest.mark.parametrize("extra", [{}, {"binocular_weight": 0.5, "binocular_start": 0.1}], ids=["plain", "binocular"])
+@pytest.mark.parametrize("extra", [{}, {"binocular_weight": 0.5, "binocular_start": 0.1},
+                                   {"multiview_weight": 0.1, "depth_smoothness_weight": 1.0,
+                                    "depth_smoothness_gate": "photos"}], ids=["plain", "binocular", "multiview"])
 def test_training_improves_held_out_views(tiny_scene, extra):
     cfg = TrainConfig(iters=400, sh_every=100, checkpoint_every=0, **extra)
     cfg.default.refine_start_iter, cfg.default.refine_stop_iter = 100, 300
@@ -130,6 +131,35 @@ def test_training_improves_held_out_views(tiny_scene, extra):
     assert after > before + 4.0, (before, after)
     assert train_after > after  # it fits what it sees best
     assert len(tr.model) > 1500  # densification grew the scene
+
+
+def test_multiview_terms_compare_each_view_with_its_nearest_training_photos(tiny_scene, monkeypatch):
+    import sparsesplat.recon.trainer as trainer_module
+
+    cfg = TrainConfig(iters=10, sh_every=100, checkpoint_every=0, multiview_weight=0.5, multiview_start=0.0,
+                      depth_smoothness_weight=2.0, depth_smoothness_gate="photos")
+    tr, _, cams = _setup(tiny_scene, [0, 2, 4, 6], cfg)
+    centres = cams[[0, 2, 4, 6]].centers
+    for v, sources in enumerate(tr._mv_sources):
+        dist = (centres - centres[v]).norm(dim=-1)
+        dist[v] = float("inf")
+        assert sources == dist.argsort()[:2].tolist()  # the two nearest (the rig looks one way)
+    seen = []
+    for name in ("multiview_photo_loss", "inconsistency"):
+        real = getattr(trainer_module, name)
+
+        def spy(depth, *args, _real=real, _name=name):
+            seen.append((_name, args[-2]))  # the sources, second to last in both signatures
+            return _real(depth, *args)
+
+        monkeypatch.setattr(trainer_module, name, spy)
+    tr.train_step()
+    assert [n for n, _ in seen] == ["inconsistency", "multiview_photo_loss"]
+    for _, sources in seen:  # (photo, K_ref, viewmat_ref, K_src, viewmat_src) of the view's two sources
+        v = next(i for i in range(len(tr.images)) if torch.equal(sources[0][2], tr.cameras.viewmats[i]))
+        assert len(sources) == 2
+        for (photo, _, _, _, viewmat), j in zip(sources, tr._mv_sources[v]):
+            assert torch.equal(photo, tr.images[j]) and torch.equal(viewmat, tr.cameras.viewmats[j])
 
 
 def test_nan_is_rolled_back_with_a_warning(tiny_scene):
