@@ -21,7 +21,7 @@ near the cameras. Plane sweeping scores every pixel at every depth instead of on
    project back within ``reproj_px`` pixels. Points are then voxel-averaged to at most ``max_points``.
 
 Runs on torch (CPU or CUDA); 3 views at 400x300 with 128 planes take a few seconds on two CPU cores.
-Imports: ``sparsesplat.rasterizer`` (Cameras), numpy, torch.
+Imports: ``sparsesplat.rasterizer`` (Cameras), ``.patches``, numpy, torch.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsesplat.rasterizer import Cameras
+
+from .patches import box_mean, grey as grey_of
 
 
 @dataclass
@@ -62,15 +64,6 @@ class MVSResult:
     colors: np.ndarray
     depths: list[np.ndarray] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
-
-
-def _grey(img: torch.Tensor) -> torch.Tensor:
-    return (0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]).contiguous()
-
-
-def _box(x: torch.Tensor, w: int) -> torch.Tensor:
-    """Mean over a w x w window, same size (replicate-free: averages only the pixels inside the image)."""
-    return F.avg_pool2d(x[None, None], w, stride=1, padding=w // 2, count_include_pad=False)[0, 0]
 
 
 def _downscaled(images: np.ndarray, cams: Cameras, max_side: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -142,8 +135,8 @@ def sweep_view(ref: int, srcs: list[int], grey: torch.Tensor, V: torch.Tensor, K
     _, H, W = grey.shape
     w = cfg.window
     ref_img = grey[ref]
-    mu_r = _box(ref_img, w)
-    var_r = (_box(ref_img * ref_img, w) - mu_r * mu_r).clamp_min(0)
+    mu_r = box_mean(ref_img, w)
+    var_r = (box_mean(ref_img * ref_img, w) - mu_r * mu_r).clamp_min(0)
     std_r = var_r.sqrt()
     ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float64) + 0.5,
                             torch.arange(W, device=dev, dtype=torch.float64) + 0.5, indexing="ij")
@@ -173,9 +166,9 @@ def sweep_view(ref: int, srcs: list[int], grey: torch.Tensor, V: torch.Tensor, K
             grid = torch.stack([gx, gy], -1).reshape(1, H, W, 2)
             warped = F.grid_sample(grey[s][None, None], grid, mode="bilinear", padding_mode="border",
                                    align_corners=False)[0, 0]
-            mu_s = _box(warped, w)
-            var_s = (_box(warped * warped, w) - mu_s * mu_s).clamp_min(0)
-            cov = _box(warped * ref_img, w) - mu_s * mu_r
+            mu_s = box_mean(warped, w)
+            var_s = (box_mean(warped * warped, w) - mu_s * mu_s).clamp_min(0)
+            cov = box_mean(warped * ref_img, w) - mu_s * mu_r
             ncc = cov / (var_s * var_r).sqrt().clamp_min(1e-8)
             ncc = torch.where(valid.reshape(H, W) & (var_s > cfg.min_texture ** 2), ncc, torch.full_like(ncc, -1.0))
             nccs.append(ncc)
@@ -258,7 +251,7 @@ def plane_sweep_points(images: np.ndarray, cams: Cameras, sparse: np.ndarray | N
     imgs, K, factor = _downscaled(images, cams, cfg.max_side)
     V = cams.viewmats.detach().cpu().double()
     n, H, W = imgs.shape[:3]
-    grey = _grey(imgs)
+    grey = grey_of(imgs).contiguous()
     Vn, Kn = V.numpy(), K.numpy()
     sp = None if sparse is None else np.asarray(sparse, np.float64).reshape(-1, 3)
     depths, per_view = [], []

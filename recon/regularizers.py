@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 from sparsesplat.rasterizer import Cameras
 
+from .patches import grey, patch_ncc
+
 
 def drop_primitives(prims, rate: float, generator: torch.Generator):
     """DropGaussian for any primitive kind: zero the opacity of a random ``rate`` fraction and rescale the
@@ -123,17 +125,6 @@ def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch
     return loss / weight.clamp_min(1.0)
 
 
-def _grey(img: torch.Tensor) -> torch.Tensor:
-    return 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
-
-
-def _box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean of (H,W) ``x`` over a window x window patch around each pixel (only pixels inside the image; an even
-    window reaches one pixel further up and left)."""
-    H, W = x.shape
-    return F.avg_pool2d(x[None, None], window, stride=1, padding=window // 2, count_include_pad=False)[0, 0, :H, :W]
-
-
 def warp_by_depth(src_img: torch.Tensor, depth: torch.Tensor, K_ref: torch.Tensor, viewmat_ref: torch.Tensor,
                   K_src: torch.Tensor, viewmat_src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The source photo (H',W',C) resampled onto the reference view's pixels through the reference depth
@@ -161,16 +152,6 @@ def warp_by_depth(src_img: torch.Tensor, depth: torch.Tensor, K_ref: torch.Tenso
     return warped, valid
 
 
-def patch_ncc(a: torch.Tensor, b: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-mean normalized cross-correlation of (H,W) ``a`` and ``b`` over window x window patches, and the
-    standard deviation of ``a``'s patches (its texture)."""
-    mu_a, mu_b = _box_mean(a, window), _box_mean(b, window)
-    var_a = (_box_mean(a * a, window) - mu_a * mu_a).clamp_min(0)
-    var_b = (_box_mean(b * b, window) - mu_b * mu_b).clamp_min(0)
-    cov = _box_mean(a * b, window) - mu_a * mu_b
-    return cov / (var_a * var_b + 1e-8).sqrt(), var_a.sqrt()
-
-
 def multiview_cost(depth: torch.Tensor, photo: torch.Tensor, sources, window: int = 7,
                    min_texture: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """Per pixel (H,W): how badly the other training photos agree with a view's depth, (1 - NCC) / 2 of the best
@@ -181,11 +162,11 @@ def multiview_cost(depth: torch.Tensor, photo: torch.Tensor, sources, window: in
     (src_photo (H',W',3), K_ref, viewmat_ref, K_src, viewmat_src). Each source photo is warped into the view
     through the depth and compared by patch NCC (so exposure and a little shading do not matter); the best
     source counts (the others may be occluded there). Differentiable in the depth only."""
-    ref = _grey(photo)
+    ref = grey(photo)
     best = None
     for src, K_ref, V_ref, K_src, V_src in sources:
         warped, valid = warp_by_depth(src, depth, K_ref, V_ref, K_src, V_src)
-        ncc, texture = patch_ncc(ref, _grey(warped), window)
+        ncc, texture = patch_ncc(ref, grey(warped), window)
         cost = torch.where(valid & (texture > min_texture), (1 - ncc.clamp(-1, 1)) / 2, torch.full_like(ncc, 2.0))
         best = cost if best is None else torch.minimum(best, cost)
     if best is None:

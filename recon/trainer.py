@@ -280,7 +280,8 @@ class Trainer:
             stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
             smooth = cfg.depth_smoothness_weight > 0 and self.step < cfg.depth_smoothness_until * cfg.iters
             multiview = cfg.multiview_weight > 0 and self.step >= cfg.multiview_start * cfg.iters
-            depth = binocular or stereo or smooth or multiview or any(getattr(f, "needs_depth", False) for f in self.extra_losses)
+            depth = (binocular or stereo or smooth or multiview
+                     or any(getattr(f, "needs_depth", False) for f in self.extra_losses))
         with stage("render"):
             out = render(
                 prims, cam, backend=cfg.backend, background=bg, sh_degree=sh_degree,

@@ -1,0 +1,32 @@
+"""Patch statistics of images, shared by the plane-sweep stereo (``init_mvs``) and the multi-view
+photo-consistency regularizer (``regularizers``): grey level, box-filtered means, zero-mean NCC.
+
+Imports: torch only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def grey(img: torch.Tensor) -> torch.Tensor:
+    """Luma (Rec. 601 weights) of (..., 3) colours: (...)."""
+    return 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
+
+
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of (H,W) ``x`` over a window x window patch around each pixel, same size (only pixels inside the
+    image count; an even window reaches one pixel further up and left)."""
+    H, W = x.shape
+    return F.avg_pool2d(x[None, None], window, stride=1, padding=window // 2, count_include_pad=False)[0, 0, :H, :W]
+
+
+def patch_ncc(a: torch.Tensor, b: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-mean normalized cross-correlation of (H,W) ``a`` and ``b`` over window x window patches, and the
+    standard deviation of ``a``'s patches (its texture)."""
+    mu_a, mu_b = box_mean(a, window), box_mean(b, window)
+    var_a = (box_mean(a * a, window) - mu_a * mu_a).clamp_min(0)
+    var_b = (box_mean(b * b, window) - mu_b * mu_b).clamp_min(0)
+    cov = box_mean(a * b, window) - mu_a * mu_b
+    return cov / (var_a * var_b + 1e-8).sqrt(), var_a.sqrt()
