@@ -25,6 +25,7 @@ RANGES: dict[str, tuple] = {
     "depth_smoothness_until": (0, 1, True, False),
     "transient_start": (*UNIT, False, False),
     "multiview_start": (*UNIT, False, False),
+    "coreg_start": (*UNIT, False, False),
     "multiview_window": (3, 31, False, False),
     "multiview_sources": (1, None, False, False),
     # divisors and sizes: 0 would divide by zero or build nothing

@@ -26,6 +26,7 @@ from sparsesplat.rasterizer import render
 from .primitive_model import PrimitiveModel, model_class
 from .io import atomic_path, write_json
 from .prior_hooks import PriorSettings, build_prior_hooks
+from .cotraining import CoTrainer, second_field_config
 from .trainer import NonFiniteError, Trainer, TrainConfig, load_checkpoint, save_checkpoint
 
 
@@ -321,13 +322,21 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
 
     model = model_cls.create(pts, init.colors, cfg.train, norm.scene_scale, device=device)
     images = scene.images[train_ids].to(device)
-    masks = scene.masks[train_ids].to(device) if scene.masks is not None and not scene.loss_masks else None
+    # a DTU scan's masks are the protocol's evaluation masks, never training input
+    trains_on_masks = scene.masks is not None and not scene.loss_masks and scene.source_format != "dtu"
+    masks = scene.masks[train_ids].to(device) if trains_on_masks else None
     loss_masks = scene.masks[train_ids].to(device) if scene.masks is not None and scene.loss_masks else None
     hooks = build_prior_hooks(cfg, model_cls, pts, init.colors, norm.scene_scale, images, cams_norm[train_ids],
                               scene.background.to(device), device, out, log)
+    depth_targets = _depth_targets(init, norm, images.shape[1:3], device)
     trainer = Trainer(model, images, cams_norm[train_ids], scene.background.to(device), cfg.train, masks,
-                      extra_losses=hooks.losses, depth_targets=_depth_targets(init, norm, images.shape[1:3], device),
-                      loss_masks=loss_masks)
+                      extra_losses=hooks.losses, depth_targets=depth_targets, loss_masks=loss_masks)
+    if cfg.train.fields == 2:
+        second = Trainer(model_cls.create(pts, init.colors, cfg.train, norm.scene_scale, device=device), images,
+                         cams_norm[train_ids], scene.background.to(device), second_field_config(cfg.train), masks,
+                         depth_targets=depth_targets, loss_masks=loss_masks)
+        trainer = CoTrainer([trainer, second], cfg.train)
+        log("two fields (CoR-GS co-pruning and co-regularization); the first is the result")
     trainer.camera_hook = pose_stage.make_refiner(cfg, posed, len(train_ids), device)
     ckpt_dir = out / "checkpoints"
     if cfg.resume:

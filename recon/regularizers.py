@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -91,6 +92,21 @@ def background_alpha_loss(alpha: torch.Tensor, photo: torch.Tensor, background: 
     diff = (photo - background.to(photo).view(1, 1, 3)).abs().amax(dim=-1, keepdim=True)
     weight = (1 - diff / tolerance).clamp_min(0)
     return (weight * alpha).mean()
+
+
+def backdrop_weights(photo: torch.Tensor, background: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Which pixels of a photo (H,W,3) are backdrop, (H,W,1) 0/1: those within ``tolerance`` (per channel) of
+    the background colour, in regions of such pixels that reach the photo's border (a scan's black backdrop,
+    Blender's white surround). A dark handle or a white label inside the object is not taken for backdrop,
+    however close its colour."""
+    from scipy import ndimage
+
+    diff = (photo - background.to(photo).view(1, 1, 3)).abs().amax(dim=-1)
+    near = (diff < tolerance).cpu().numpy()
+    labels, _ = ndimage.label(near)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    reaches_border = torch.from_numpy(np.isin(labels, edge[edge > 0])).to(photo.device)
+    return reaches_border.to(photo.dtype)[..., None]
 
 
 def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch.Tensor,

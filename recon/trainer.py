@@ -25,8 +25,8 @@ from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
-from .regularizers import (background_alpha_loss, depth_smoothness_loss, drop_primitives, inconsistency,
-                           multiview_photo_loss, shifted_camera, stereo_depth_loss, warp_from_shifted)
+from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss, drop_primitives,
+                           inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
 from .transients import transient_inliers
 from .triangle_model import TriangleOptions
@@ -134,9 +134,23 @@ class TrainConfig:
     costs 0.3-0.5 dB."""
     transient_start: float = 0.2
     """Start leaving transient regions out after this fraction of the steps (the error means nothing before)."""
+    fields: Literal[1, 2] = 1
+    """Train two fields side by side, each judged by the other (CoR-GS): primitives the other field does not
+    confirm are pruned, and renders of random nearby views are pulled together. About 2.5x the time per step."""
+    coprune_every: int = 500
+    """With two fields: prune each field's unconfirmed primitives every this many steps (0: never)."""
+    coprune_distance: float = 0.1
+    """With two fields: a primitive is confirmed by one of the other field within this distance (a fraction of
+    the scene scale)."""
+    coreg_weight: float = 1.0
+    """With two fields: weight of the agreement of their renders of a random view near the training cameras."""
+    coreg_start: float = 0.2
+    """With two fields: start the render agreement after this fraction of the steps."""
     random_background: bool = False
-    """Composite on a random colour each step; with masks (DTU's mask/, Blender alpha) the photo outside its mask
-    gets the same colour, so the scene learns to draw nothing there (trains on the masked object alone)."""
+    """Composite on a random colour each step, so every pixel the photo shows must be drawn opaque: a faint
+    primitive over the background colour can no longer pass for a dark pixel. With masks (Blender alpha) the photo
+    outside its mask gets the same colour, so the scene learns to draw nothing there; without, the backdrop does
+    (pixels within ``background_tolerance`` of the background colour, in regions that reach the photo's border)."""
     backend: str = "auto"
     """Rasterizer: auto (cuda on a GPU, else the compiled cpu one, else torch), cpu, cuda, torch or gsplat."""
     rasterize_mode: Literal["classic", "antialiased"] = "classic"
@@ -182,6 +196,18 @@ class NonFiniteError(RuntimeError):
     """Training kept producing NaN/Inf even after rolling back and lowering the learning rates."""
 
 
+def run_steps(driver, on_step, on_checkpoint, should_stop) -> None:
+    """The training loop of a ``Trainer`` or ``CoTrainer``: steps until ``cfg.iters``, calling ``on_step``
+    after each and ``on_checkpoint`` every ``checkpoint_every`` steps."""
+    while driver.step < driver.cfg.iters and not should_stop():
+        stats = driver.train_step()
+        if on_step:
+            on_step(stats)
+        every = driver.cfg.checkpoint_every
+        if on_checkpoint and every and driver.step % every == 0 and driver.step < driver.cfg.iters:
+            on_checkpoint(driver)
+
+
 class Trainer:
     """Optimizes a ``PrimitiveModel`` (any primitive kind) on posed training images.
 
@@ -211,6 +237,8 @@ class Trainer:
         self.nonfinite_events = 0
         # optional pose refinement (recon.poses.refine.PoseRefiner): camera(cams, v) -> corrected view, step()
         self.camera_hook = None
+        self._backdrop = (torch.stack([backdrop_weights(im, self.background, cfg.background_tolerance) for im in images])
+                          if cfg.random_background and masks is None else None)
         self._mv_sources = (self._multiview_sources()
                             if cfg.multiview_weight > 0 or cfg.depth_smoothness_gate == "photos" else None)
 
@@ -290,6 +318,8 @@ class Trainer:
         img, gt = out.colors[0], self.images[v]
         if cfg.random_background and self.masks is not None:
             gt = gt * self.masks[v] + (1 - self.masks[v]) * bg
+        elif self._backdrop is not None:
+            gt = gt + self._backdrop[v] * (bg - gt)
         if self.appearance is not None:
             img = self.appearance.apply(img, v)
         with stage("photometric loss"):
@@ -394,13 +424,16 @@ class Trainer:
               on_checkpoint: Optional[Callable[["Trainer"], None]] = None,
               should_stop: Callable[[], bool] = lambda: False) -> None:
         """Run until ``cfg.iters`` steps; calls ``on_checkpoint`` every ``checkpoint_every`` steps."""
-        while self.step < self.cfg.iters and not should_stop():
-            stats = self.train_step()
-            if on_step:
-                on_step(stats)
-            every = self.cfg.checkpoint_every
-            if on_checkpoint and every and self.step % every == 0 and self.step < self.cfg.iters:
-                on_checkpoint(self)
+        run_steps(self, on_step, on_checkpoint, should_stop)
+
+    def remove_primitives(self, mask: torch.Tensor) -> None:
+        """Remove the primitives where ``mask`` (N,) is True, with their optimizer moments and the strategy's
+        per-primitive statistics."""
+        n = len(self.model)
+        self.model.remove(mask)
+        keep = ~mask
+        self.strategy_state = {k: v[keep] if torch.is_tensor(v) and v.dim() and len(v) == n else v
+                               for k, v in self.strategy_state.items()}
 
     # -- checkpoints ----------------------------------------------------------------------------------------
 
@@ -419,6 +452,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if "fields" in state:
+            raise ValueError("this checkpoint holds two fields; resume it with --fields 2")
         self.step = state["step"]
         restored = type(self.model).from_state_dict(state["model"], state["lrs"], device=self.model.device)
         self.model.params, self.model.optimizers, self.model.lrs = restored.params, restored.optimizers, restored.lrs

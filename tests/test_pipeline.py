@@ -145,6 +145,30 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(colmap_scene, tmp_pat
     assert m["steps"] == 80 and (out / "scene.ply").is_file()
 
 
+def test_two_fields_train_interrupt_and_resume_only_as_two_fields(colmap_scene, tmp_path):
+    data, _ = colmap_scene
+    out = tmp_path / "run"
+
+    def two(iters, **kw):
+        cfg = _cfg(data, out, iters=iters, **kw)
+        cfg.train.fields, cfg.train.coprune_every = 2, 50
+        return cfg
+
+    def interrupt_at_60(stats):
+        if stats.step == 60:
+            raise KeyboardInterrupt
+
+    logs = []
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        reconstruct(two(120), progress=interrupt_at_60, log=logs.append)
+    assert any("two fields" in str(line) for line in logs)
+    with pytest.raises(ValueError, match="--fields 2"):
+        reconstruct(_cfg(data, out, iters=120, resume=True), log=lambda *_: None)
+    m = reconstruct(two(120, resume=True), log=lambda *_: None)
+    assert m["steps"] == 120 and m["psnr"] > 18.0
+    assert m["num_primitives"] == len(load_gaussians_ply(out / "scene.ply"))
+
+
 def test_disk_full_leaves_no_partial_scene(colmap_scene, tmp_path, monkeypatch):
     import builtins
     import errno

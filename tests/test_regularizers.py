@@ -123,6 +123,27 @@ def test_background_alpha_loss_weighs_pixels_by_their_closeness_to_the_backgroun
     assert float(white) == pytest.approx(1.0)
 
 
+def test_backdrop_is_the_background_coloured_region_that_reaches_the_border():
+    from sparsesplat.recon.regularizers import backdrop_weights
+
+    photo = torch.full((8, 10, 3), 0.5)
+    photo[:2] = 0.04  # a dark backdrop along the top edge, within tolerance 0.1
+    photo[0, 9] = 0.2  # one backdrop pixel too bright to count
+    photo[4:6, 3:6] = 0.0  # a black handle inside the object: exactly the colour, but enclosed
+    photo[2, 0] = 0.09  # a dark pixel joined to the backdrop: part of it
+    w = backdrop_weights(photo, torch.zeros(3), tolerance=0.1)
+    expected = torch.zeros(8, 10)
+    expected[:2] = 1
+    expected[0, 9] = 0
+    expected[2, 0] = 1
+    assert w.shape == (8, 10, 1)
+    assert torch.equal(w[..., 0], expected)
+    white = torch.ones(8, 10, 3)
+    white[3:5, 3:5] = 0.3  # Blender's white surround around an object: all of it backdrop but the object
+    w = backdrop_weights(white, torch.ones(3), tolerance=0.1)
+    assert int(w.sum()) == 80 - 4 and float(w[3:5, 3:5].sum()) == 0.0
+
+
 def test_anisotropy_loss_costs_only_the_excess_ratio_of_gaussians_and_nothing_for_other_kinds():
     from sparsesplat.recon.gaussian_model import GaussianModel, LearningRates
 

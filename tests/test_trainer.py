@@ -162,6 +162,33 @@ def test_multiview_terms_compare_each_view_with_its_nearest_training_photos(tiny
             assert torch.equal(photo, tr.images[j]) and torch.equal(viewmat, tr.cameras.viewmats[j])
 
 
+def test_random_background_asks_for_the_random_colour_on_the_backdrop_only(tiny_scene):
+    cfg = TrainConfig(iters=5, sh_every=100, checkpoint_every=0, random_background=True)
+    cams = tiny_scene.cameras.to(dtype=torch.float32)[[0, 2, 4]]
+    norm = normalize_scene(cams, tiny_scene.points)
+    model = GaussianModel.from_points(norm.apply_points(tiny_scene.points), tiny_scene.point_colors, 1, cfg.lrs,
+                                      norm.scene_scale)
+    images = torch.from_numpy(tiny_scene.images[[0, 2, 4]]).clone()
+    images[:, :6] = 0.02  # a black backdrop along the top edge
+    images[:, 20:24, 30:34] = 0.0  # and a black patch inside the picture, which must be drawn
+    seen = []
+
+    def spy(ctx):
+        seen.append((ctx.view, ctx.gt.clone(), ctx.background.clone()))
+
+    tr = Trainer(model, images, norm.apply_cameras(cams), torch.zeros(3), cfg, extra_losses=[spy])
+    for _ in range(3):
+        tr.train_step()
+    backgrounds = set()
+    for v, gt, bg in seen:
+        backdrop = torch.zeros(gt.shape[:2], dtype=torch.bool)
+        backdrop[:6] = True
+        assert torch.allclose(gt[backdrop], bg.expand(int(backdrop.sum()), 3))
+        assert torch.equal(gt[~backdrop], images[v][~backdrop])
+        backgrounds.add(tuple(bg.tolist()))
+    assert len(backgrounds) == 3  # a new colour each step
+
+
 def test_nan_is_rolled_back_with_a_warning(tiny_scene):
     cfg = TrainConfig(iters=230, checkpoint_every=0)
     tr, images, cams = _setup(tiny_scene, [0, 3, 6], cfg, n_points=400)
