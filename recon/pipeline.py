@@ -392,6 +392,7 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
         "test_views": [scene.names[i] for i in test_ids], "per_view": metrics.get("per_view"),
         "poses": None if posed is None else posed.summary(),
         "prior": [p for p in cfg.prior if p != "none"], **prior_summary,
+        **({"coprune_removed": list(trainer.pruned)} if isinstance(trainer, CoTrainer) else {}),
     }
     write_json(summary, out / "metrics.json")
     if cfg.export:

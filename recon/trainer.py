@@ -320,8 +320,9 @@ class Trainer:
             gt = gt * self.masks[v] + (1 - self.masks[v]) * bg
         elif self._backdrop is not None:
             gt = gt + self._backdrop[v] * (bg - gt)
-        if self.appearance is not None:
-            img = self.appearance.apply(img, v)
+        if self.appearance is not None:  # the photo's look applies to what the camera saw, not to the backdrop
+            behind = (1 - out.alphas[0]) * bg.to(img)
+            img = self.appearance.apply(img - behind, v) + behind
         with stage("photometric loss"):
             keep = self._loss_weights(img, gt, v)
             if keep is None:

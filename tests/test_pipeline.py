@@ -166,6 +166,7 @@ def test_two_fields_train_interrupt_and_resume_only_as_two_fields(colmap_scene, 
         reconstruct(_cfg(data, out, iters=120, resume=True), log=lambda *_: None)
     m = reconstruct(two(120, resume=True), log=lambda *_: None)
     assert m["steps"] == 120 and m["psnr"] > 18.0
+    assert len(m["coprune_removed"]) == 2 and min(m["coprune_removed"]) >= 0
     assert m["num_primitives"] == len(load_gaussians_ply(out / "scene.ply"))
 
 
