@@ -163,7 +163,7 @@ def test_multiview_terms_compare_each_view_with_its_nearest_training_photos(tiny
 
 
 def test_random_background_asks_for_the_random_colour_on_the_backdrop_only(tiny_scene):
-    cfg = TrainConfig(iters=5, sh_every=100, checkpoint_every=0, random_background=True)
+    cfg = TrainConfig(iters=5, sh_every=100, checkpoint_every=0, random_background="on")
     cams = tiny_scene.cameras.to(dtype=torch.float32)[[0, 2, 4]]
     norm = normalize_scene(cams, tiny_scene.points)
     model = GaussianModel.from_points(norm.apply_points(tiny_scene.points), tiny_scene.point_colors, 1, cfg.lrs,
