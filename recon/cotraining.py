@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sparsesplat.rasterizer import Cameras, render
+from sparsesplat.rasterizer.cameras import look_at
 
 from .metrics import ssim
 from .trainer import StepContext, StepStats, Trainer, TrainConfig, run_steps
@@ -47,13 +48,7 @@ def random_pseudo_camera(cams: Cameras, focus_depth: float, generator: torch.Gen
     extent = local.abs().amax(0)
     u = torch.rand(3, generator=generator, dtype=torch.float64) * 2 - 1
     position = centre + R @ (extent * u)
-    forward = torch.nn.functional.normalize(centre + focus_depth * R[:, 2] - position, dim=0)
-    down = R[:, 1] - (R[:, 1] @ forward) * forward
-    down = torch.nn.functional.normalize(down, dim=0)
-    rot = torch.stack([torch.linalg.cross(down, forward), down, forward], dim=1)  # camera -> world
-    viewmat = torch.eye(4, dtype=torch.float64)
-    viewmat[:3, :3] = rot.T
-    viewmat[:3, 3] = -rot.T @ position
+    viewmat = look_at(position, centre + focus_depth * R[:, 2], up=-R[:, 1])
     return Cameras(viewmat[None].to(cams.viewmats.dtype), cams.Ks[:1].detach().clone(), cams.width, cams.height)
 
 

@@ -85,12 +85,16 @@ def stereo_depth_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return ((rendered[known] - t).abs() / t).mean()
 
 
+def _distance_to_background(photo: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Largest per-channel difference (H,W,1) between a photo (H,W,3) and the background colour (3,)."""
+    return (photo - background.to(photo).view(1, 1, 3)).abs().amax(dim=-1, keepdim=True)
+
+
 def background_alpha_loss(alpha: torch.Tensor, photo: torch.Tensor, background: torch.Tensor,
                           tolerance: float) -> torch.Tensor:
     """Mean of alpha (H,W,1) weighted by how close the photo (H,W,3) is to the background colour (3,): weight
     1 at the colour itself, falling linearly to 0 at a per-channel difference of ``tolerance``."""
-    diff = (photo - background.to(photo).view(1, 1, 3)).abs().amax(dim=-1, keepdim=True)
-    weight = (1 - diff / tolerance).clamp_min(0)
+    weight = (1 - _distance_to_background(photo, background) / tolerance).clamp_min(0)
     return (weight * alpha).mean()
 
 
@@ -101,8 +105,7 @@ def backdrop_weights(photo: torch.Tensor, background: torch.Tensor, tolerance: f
     however close its colour."""
     from scipy import ndimage
 
-    diff = (photo - background.to(photo).view(1, 1, 3)).abs().amax(dim=-1)
-    near = (diff < tolerance).cpu().numpy()
+    near = (_distance_to_background(photo, background)[..., 0] < tolerance).cpu().numpy()
     labels, _ = ndimage.label(near)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     reaches_border = torch.from_numpy(np.isin(labels, edge[edge > 0])).to(photo.device)

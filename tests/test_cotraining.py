@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sparsesplat.datasets.synthetic import make_scene
-from sparsesplat.rasterizer import Cameras, render
+from sparsesplat.rasterizer import Cameras
+from sparsesplat.rasterizer.cameras import look_at
 from sparsesplat.recon.cotraining import (CoTrainer, focus_depth, mean_pose, random_pseudo_camera,
                                           second_field_config, unmatched)
 from sparsesplat.recon.gaussian_model import GaussianModel
@@ -38,22 +39,12 @@ def _cotrainer(scene, cfg, train=(0, 2, 4, 6)):
     return CoTrainer([field(cfg), field(second_field_config(cfg))], cfg)
 
 
-def _look_at(centre, target, down_hint):
-    forward = (target - centre) / np.linalg.norm(target - centre)
-    down = down_hint - down_hint @ forward * forward
-    down /= np.linalg.norm(down)
-    rot = np.stack([np.cross(down, forward), down, forward], 1)
-    V = np.eye(4)
-    V[:3, :3], V[:3, 3] = rot.T, -rot.T @ centre
-    return V
-
-
 def test_pseudo_cameras_stay_in_the_rigs_box_and_look_at_the_focus():
     target = np.array([0.0, 0.0, 5.0])
     centres = [np.array([x, y, 0.0]) for x, y in [(-1, -0.5), (1, -0.5), (0.2, 0.5)]]
-    V = np.stack([_look_at(c, target, np.array([0.0, 1.0, 0.0])) for c in centres])
+    V = torch.stack([look_at(c, target, up=(0.0, -1.0, 0.0)) for c in centres])  # image down is world +y
     K = torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]]).repeat(3, 1, 1)
-    cams = Cameras(torch.from_numpy(V).float(), K, 64, 48)
+    cams = Cameras(V.float(), K, 64, 48)
     centre, R = mean_pose(cams)
     assert torch.allclose(centre, torch.tensor([0.2 / 3, -0.5 / 3, 0.0], dtype=torch.float64), atol=1e-6)
     assert float(R[:, 2] @ torch.tensor([0.0, 0, 1], dtype=torch.float64)) > 0.99
