@@ -2,14 +2,21 @@
 seeds, beside published numbers.
 
     python -m sparsesplat.benchmarks.sparse_views                      # fern llff3, lego blender8, DTU dtu3; 2 seeds
-    python -m sparsesplat.benchmarks.sparse_views --seeds 0 1 2 --jobs 2 --out quality --plot   # quality.md/.json/.png
+    python -m sparsesplat.benchmarks.sparse_views --seeds 0 1 2 --workers 2 --out quality --plot   # on Ray, 2 at a time
+    python -m sparsesplat.benchmarks.sparse_views --workers 16 --gpus-per-run 1 --ray-address HEAD:6379   # a cluster
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --seeds 0 1 2 --iters 3000
     python -m sparsesplat.benchmarks.sparse_views --full               # the papers' schedules (GPU)
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior none repair   # each prior vs none
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior repair --repair-steps 0   # pseudo views alone
 
-Scenes are looked up in ../shared/data (or $SPARSESPLAT_DATA). Results: benchmarks/results/<stem>.md/.json;
-run folders under benchmarks/results/runs/ (not committed).
+Scenes are looked up in ../shared/data (or $SPARSESPLAT_DATA); ``example`` is the bundled example (a smoke test of
+a sweep or a cluster). Results: benchmarks/results/<stem>.md/.json (or --results DIR); run folders under
+<results>/runs/ (not committed).
+
+With ``--workers N`` (or ``--ray-address``) the grid runs as Ray tasks (benchmarks/sweep.py), N at a time, each asking
+for ``--threads-per-run`` CPU threads or ``--gpus-per-run`` GPUs; a run that fails or whose worker dies is retried
+``--retries`` times, then reported by name, and the tables are written from the runs that finished, the missing
+ones listed. Runs finished before with the same settings are taken as they are with ``--reuse``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -32,6 +40,7 @@ SCENES = {  # name -> (path under the data folder, protocol)
     "fern": ("llff/fern", "llff3"),
     "lego": ("nerf_synthetic/lego", "blender8"),
     "dtu": ("dtu/scan37", "dtu3"),
+    "example": (str(REPO / "examples" / "synthetic_forward"), "llff6"),  # bundled: absolute, not under the data folder
 }
 
 # Published PSNR averaged over ALL scenes of each benchmark (LLFF: 8 scenes, Blender: 8 scenes), so a single
@@ -61,17 +70,23 @@ PUBLISHED = {
 }
 
 
+def results_dir(args) -> Path:
+    """Where the tables and run folders go: --results, else benchmarks/results."""
+    return Path(args.results) if getattr(args, "results", None) else RESULTS
+
+
 def data_root() -> Path:
     return Path(os.environ.get("SPARSESPLAT_DATA", REPO.parent / "shared" / "data"))
 
 
-def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
-    from sparsesplat.recon.pipeline import ReconstructConfig, reconstruct
+def run_config(scene: str, seed: int, args, prior: str = "none"):
+    """The ``ReconstructConfig`` of one run of the grid (its folder: <results>/runs/<stem>_<scene>_s<seed>[_prior])."""
+    from sparsesplat.recon.pipeline import ReconstructConfig
     from sparsesplat.recon.trainer import TrainConfig
 
     rel, protocol = SCENES[scene]
-    out = RESULTS / "runs" / f"{args.out}_{scene}_s{seed}" if prior == "none" else \
-        RESULTS / "runs" / f"{args.out}_{scene}_s{seed}_{prior}"
+    runs = results_dir(args) / "runs"
+    out = runs / f"{args.out}_{scene}_s{seed}" if prior == "none" else runs / f"{args.out}_{scene}_s{seed}_{prior}"
     train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy)
     for name, value in (("dropout", args.dropout), ("binocular_weight", args.binocular),
                         ("opacity_decay", args.opacity_decay), ("stereo_depth_weight", args.stereo_depth),
@@ -95,18 +110,37 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     if args.repair_steps is not None:
         cfg.priors.repair.steps = args.repair_steps
     cfg.schedule = "full" if args.full else "fast"  # named, not left to the device
-    if getattr(args, "reuse", False) and _finished_with(out, cfg):
-        m = json.loads((out / "metrics.json").read_text())
-        m.pop("per_view", None)
-        m.pop("prior", None)
-        print(f"reusing the finished run {out}", flush=True)
-        return {"scene": scene, "protocol": protocol, "seed": seed, "prior": prior, **m}
+    return cfg
+
+
+def reused(scene: str, seed: int, args, prior: str = "none") -> Optional[dict]:
+    """With --reuse, the row of a finished run folder made with the same settings; else None."""
+    if not getattr(args, "reuse", False):
+        return None
+    cfg = run_config(scene, seed, args, prior)
+    if not _finished_with(cfg.out, cfg):
+        return None
+    print(f"reusing the finished run {cfg.out}", flush=True)
+    return _row(scene, seed, prior, json.loads((cfg.out / "metrics.json").read_text()))
+
+
+def _row(scene: str, seed: int, prior: str, metrics: dict) -> dict:
+    metrics.pop("per_view", None)
+    metrics.pop("prior", None)
+    return {"scene": scene, "protocol": SCENES[scene][1], "seed": seed, "prior": prior, **metrics}
+
+
+def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
+    """Train and evaluate one run of the grid (or take it as it is, with --reuse) and return its table row."""
+    from sparsesplat.recon.pipeline import reconstruct
+
+    row = reused(scene, seed, args, prior)
+    if row is not None:
+        return row
     t0 = time.time()
-    m = reconstruct(cfg, log=lambda *_: None)
+    m = reconstruct(run_config(scene, seed, args, prior), log=lambda *_: None)
     m["wall_seconds"] = time.time() - t0
-    m.pop("per_view", None)
-    m.pop("prior", None)
-    return {"scene": scene, "protocol": protocol, "seed": seed, "prior": prior, **m}
+    return _row(scene, seed, prior, m)
 
 
 def _finished_with(out: Path, cfg) -> bool:
@@ -131,7 +165,8 @@ def _finished_with(out: Path, cfg) -> bool:
 
 def _same_run(saved: dict, now: dict, default: dict) -> bool:
     """saved == now, except that an option the saved config does not have (added to the code since) counts as
-    equal when ``now`` leaves it at its default: the run did the same work."""
+    equal when ``now`` leaves it at its default, and an ``auto`` now matches what the run resolved it to (the
+    pipeline writes the resolved value, e.g. ``appearance: none`` for a posed dataset): the run did the same work."""
     for k in set(saved) | set(now):
         if k not in saved:
             if now[k] != default.get(k):
@@ -141,7 +176,7 @@ def _same_run(saved: dict, now: dict, default: dict) -> bool:
         elif isinstance(saved[k], dict) and isinstance(now[k], dict):
             if not _same_run(saved[k], now[k], default.get(k) or {}):
                 return False
-        elif saved[k] != now[k]:
+        elif saved[k] != now[k] and now[k] != "auto":
             return False
     return True
 
@@ -153,11 +188,6 @@ def _setting(value, field: str):
     return value if value is not None else getattr(TrainConfig(), field)
 
 
-def _limit_threads(n: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    torch.set_num_threads(n)
-
-
 def _prior_steps(args) -> list[str]:
     """The prior schedule options given on the command line ("repair_steps=0", ...); none at their defaults."""
     return [f"{k}={v}" for k, v in (("loo_steps", args.loo_steps), ("repair_steps", args.repair_steps)) if v is not None]
@@ -165,11 +195,48 @@ def _prior_steps(args) -> list[str]:
 
 def _run_job(job) -> dict:
     (scene, seed, prior), args = job
-    r = run_one(scene, seed, args, prior)
+    return run_one(scene, seed, args, prior)
+
+
+def _job_name(job) -> str:
+    scene, seed, prior = job
+    return f"{scene} seed {seed}" + ("" if prior == "none" else f" prior {prior}")
+
+
+def _print_row(r: dict) -> None:
     print(json.dumps({k: r.get(k) for k in ("scene", "seed", "prior", "psnr", "ssim", "psnr_masked", "train_seconds",
-                                            "num_primitives")}),
-          flush=True)
-    return r
+                                            "num_primitives")}), flush=True)
+
+
+def run_grid(jobs: list, args) -> tuple[list[dict], dict]:
+    """Every (scene, seed, prior) of ``jobs``: one by one here, or as Ray tasks with --workers / --ray-address.
+    Returns the rows of the runs that finished and ``{name: error}`` of those that did not."""
+    rows, failed, todo = [], {}, {}
+    for scene, seed, prior in jobs:  # finished runs are taken here, never sent to a worker
+        job = (scene, seed, prior)
+        row = reused(scene, seed, args, prior)
+        if row is not None:
+            rows.append(row)
+        else:
+            todo[_job_name(job)] = (job, args)
+    if not (args.workers > 1 or args.ray_address):
+        for name, payload in todo.items():
+            row = _run_job(payload)
+            _print_row(row)
+            rows.append(row)
+        return rows, failed
+    from .sweep import SweepError, run_sweep
+
+    try:
+        outcome = run_sweep(todo, _run_job, workers=args.workers, address=args.ray_address,
+                            cpus_per_task=args.threads_per_run, gpus_per_task=args.gpus_per_run,
+                            retries=args.retries, on_result=lambda _name, row: _print_row(row))
+    except SweepError as e:
+        sys.exit(str(e))
+    retried = {n: k - 1 for n, k in outcome.attempts.items() if k > 1}
+    if retried:
+        print("retried: " + ", ".join(f"{n} ({k}x)" for n, k in retried.items()), flush=True)
+    return rows + list(outcome.results.values()), outcome.failed
 
 
 def _ms(values, digits: int = 2) -> str:
@@ -187,9 +254,10 @@ def _settings(text: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in text.split(", ") if "=" in part)
 
 
-def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+def write_tables(rows: list[dict], meta: dict, stem: str, results: Optional[Path] = None) -> None:
+    results = results or RESULTS
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = [f"# Sparse-view quality ({meta['machine']})", "", f"Command: `{meta['command']}`  ",
              f"torch {meta['torch']}, {meta['date']}; settings: {meta['settings']}", ""]
     for scene in dict.fromkeys(r["scene"] for r in rows):
@@ -224,10 +292,13 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
         lines += ["Rows taken from earlier runs (their own tables give their commands; a row whose settings differ "
                   "from this run's is labelled with the difference): "
                   + ", ".join(f"`{f}`" for f in meta["included"]) + ".", ""]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    if meta.get("missing"):
+        lines += ["Missing runs (failed every attempt; the rows above are from the runs that finished): "
+                  + "; ".join(f"{name}: {error}" for name, error in meta["missing"].items()) + ".", ""]
+    (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(rows: list[dict], stem: str) -> None:
+def plot(rows: list[dict], stem: str, results: Optional[Path] = None) -> None:
     """Bar chart beside the table: held-out PSNR (object-masked for DTU) per scene, each seed a dot, and the
     published methods' all-scene means as lines."""
     try:
@@ -256,7 +327,7 @@ def plot(rows: list[dict], stem: str) -> None:
         ax.set_ylabel("masked PSNR (dB)" if key == "psnr_masked" else "PSNR (dB)")
         ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{stem}.png", dpi=110)
+    fig.savefig((results or RESULTS) / f"{stem}.png", dpi=110)
     plt.close(fig)
 
 
@@ -288,7 +359,16 @@ def main() -> None:
     ap.add_argument("--repair-steps", type=int, default=None,
                     help="--prior repair: training steps of the repair network (0: it stays the identity, which "
                          "isolates what the pseudo views alone do)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (threads split between them)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="runs at once as Ray tasks (1 and no --ray-address: one by one in this process)")
+    ap.add_argument("--ray-address", default=None,
+                    help="join this Ray cluster (e.g. HEAD:6379 or ray://HEAD:10001) instead of starting Ray here")
+    ap.add_argument("--threads-per-run", type=int, default=None,
+                    help="CPU threads each Ray task asks for (default: the cores divided by --workers)")
+    ap.add_argument("--gpus-per-run", type=float, default=0, help="GPUs each Ray task asks for (e.g. 1)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="Ray: start a failed run (an error, or a worker that died) again this many times")
+    ap.add_argument("--results", default=None, help="folder of the tables and run folders (default: benchmarks/results)")
     ap.add_argument("--out", default="sparse_views", help="results file stem")
     ap.add_argument("--plot", action="store_true", help="also write benchmarks/results/<stem>.png (needs matplotlib)")
     ap.add_argument("--reuse", action="store_true",
@@ -297,22 +377,16 @@ def main() -> None:
                     help="earlier result stems (benchmarks/results/<stem>.json) whose rows join this table, e.g. "
                          "seeds run before with the same settings")
     args = ap.parse_args()
-    if not data_root().is_dir():
+    if any(s != "example" for s in args.scenes) and not data_root().is_dir():
         sys.exit(f"scenes not found in {data_root()}; set SPARSESPLAT_DATA to the folder holding llff/ and nerf_synthetic/")
+    if args.threads_per_run is None:
+        args.threads_per_run = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    results = results_dir(args)
     jobs = [(scene, seed, prior) for scene in args.scenes for seed in args.seeds for prior in args.prior]
-    if args.jobs > 1:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_limit_threads,
-                                    initargs=(threads,)) as pool:
-            rows = list(pool.map(_run_job, [(j, args) for j in jobs]))
-    else:
-        rows = [_run_job((j, args)) for j in jobs]
+    rows, failed = run_grid(jobs, args)
     steps = _prior_steps(args)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
-    meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+    meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "missing": failed,
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
             "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, "
                         f"dropout={_setting(args.dropout, 'dropout')}, "
@@ -328,17 +402,19 @@ def main() -> None:
         rows = [{**r, "variant": ", ".join(steps)} if r.get("prior", "none") != "none" else r for r in rows]
     ours = _settings(meta["settings"])
     for stem in args.include:
-        earlier = json.loads((RESULTS / f"{stem}.json").read_text())
+        earlier = json.loads((results / f"{stem}.json").read_text())
         theirs = _settings(earlier["meta"]["settings"])
         variant = ", ".join(f"{k}={v}" for k, v in theirs.items() if k != "priors" and ours.get(k) != v)
         rows += [{**r, "variant": r.get("variant") or variant} for r in earlier["rows"] if r["scene"] in args.scenes]
         meta.setdefault("included", []).append(f"{stem}.json ({earlier['meta']['settings']})")
     rows.sort(key=lambda r: (list(SCENES).index(r["scene"]), r.get("prior", "none") != "none", r.get("variant", ""),
                              r["seed"]))
-    write_tables(rows, meta, args.out)
-    if args.plot:
-        plot(rows, args.out)
-    print(f"wrote {RESULTS / (args.out + '.md')}")
+    write_tables(rows, meta, args.out, results)
+    if args.plot and rows:
+        plot(rows, args.out, results)
+    print(f"wrote {results / (args.out + '.md')}")
+    if failed:
+        sys.exit(f"{len(failed)} of {len(jobs)} runs failed: " + "; ".join(f"{n}: {e}" for n, e in failed.items()))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ LINES_PER_RUN = 20
 """Off a terminal: about this many progress lines per run (one every 5% of the steps, and the last step)."""
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -77,7 +77,7 @@ class TrainingProgress:
         elapsed = time.monotonic() - self._t0
         eta = ""
         if self.total and step:
-            eta = f", ETA {_clock(elapsed / step * max(0, self.total - step))}"
+            eta = f", ETA {clock(elapsed / step * max(0, self.total - step))}"
         total = f"/{self.total}" if self.total else ""
         return (f"training {step}{total}  loss {loss:.4f}  PSNR {self._ema or 0.0:.2f}  "
-                f"N {n}  {_clock(elapsed)} elapsed{eta}")
+                f"N {n}  {clock(elapsed)} elapsed{eta}")

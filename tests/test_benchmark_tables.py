@@ -13,6 +13,10 @@ def test_a_saved_run_without_a_later_option_is_the_same_run_only_at_that_options
     assert not sv._same_run(saved, {**default, "train": {"iters": 3000, "new_flag": 0.5}}, default)
     assert not sv._same_run(saved, {**default, "poses": "estimate"}, default)
     assert not sv._same_run({**saved, "gone": 1}, dict(default), default)  # an option the code no longer has
+    # the pipeline writes what auto resolved to; the same auto asked again is the same run, another choice is not
+    resolved = {"train": {"iters": 3000, "appearance": "none"}}
+    assert sv._same_run(resolved, {"train": {"iters": 3000, "appearance": "auto"}}, {})
+    assert not sv._same_run(resolved, {"train": {"iters": 3000, "appearance": "affine"}}, {})
 
 
 def test_rows_from_other_settings_get_their_own_labelled_row(tmp_path, monkeypatch):
