@@ -80,6 +80,11 @@ class ReconstructConfig:
     """Where to train: auto (cuda when available), cpu or cuda."""
     resume: bool = False
     """Continue from the newest checkpoint in the run folder."""
+    nproc: int = 1
+    """Processes that train together on this machine (data-parallel on torch.distributed: gloo on the CPU, NCCL
+    with one GPU each): every step's --views-per-step views (default: one per process) are split between
+    them and their gradients summed. Pays with many views or high resolution, not with 3 views (README). Under
+    torchrun, leave it at 1: the processes are torchrun's."""
     overwrite: bool = False
     """Replace an existing run folder."""
     export: tuple[str, ...] = ()
@@ -268,7 +273,41 @@ def evaluate(model: PrimitiveModel, scene, cams_norm, ids: list[int], out_dir: P
 def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None, scene=None) -> dict:
     """Run the whole pipeline; returns the metrics written to metrics.json. ``on_start()`` is called when
     training begins (after loading, pose estimation and initialization). ``scene``: a ``SceneData`` already
-    in memory (its own train/test split) instead of loading ``cfg.data``."""
+    in memory (its own train/test split) instead of loading ``cfg.data``.
+
+    Data-parallel (``cfg.nproc`` > 1, or under torchrun): this process is rank 0 and does everything above; the
+    others only train in step with it and return {}."""
+    from . import distributed
+
+    joined = distributed.from_environment()  # torchrun
+    world = joined.world_size if joined is not None else cfg.nproc
+    if world > 1:
+        _check_data_parallel(cfg, world)
+        distributed.threads_per_process(world)
+    if joined is not None and not joined.is_main:
+        distributed.follow(joined)
+        return {}
+    if joined is None and cfg.nproc > 1:
+        with distributed.launch(cfg.nproc, distributed.follow) as dp:
+            return _reconstruct_main(cfg, progress, log, on_start, scene, dp)
+    return _reconstruct_main(cfg, progress, log, on_start, scene, joined)
+
+
+def _check_data_parallel(cfg: ReconstructConfig, world: int) -> None:
+    """What data-parallel training does not cover says so before any work; views per step default to one per
+    process."""
+    for flag, on in (("--fields 2", cfg.train.fields == 2), ("--prior", any(p != "none" for p in cfg.prior)),
+                     ("--viewer", cfg.viewer)):
+        if on:
+            raise ValueError(f"{flag} does not run data-parallel yet: leave out --nproc (or torchrun) or {flag}")
+    if cfg.train.views_per_step == 1:
+        cfg.train.views_per_step = world
+    elif cfg.train.views_per_step % world:
+        raise ValueError(f"--views-per-step {cfg.train.views_per_step} does not split evenly over {world} "
+                         "processes: make it a multiple of the process count")
+
+
+def _reconstruct_main(cfg: ReconstructConfig, progress, log, on_start, scene, dp) -> dict:
     schedule = apply_schedule(cfg)
     model_class(cfg.primitive)  # an unknown kind fails before anything is written
     if cfg.export:  # an unknown format, or a Gaussian-only one for another kind, fails before any work
@@ -280,10 +319,10 @@ def reconstruct(cfg: ReconstructConfig, progress=None, log=print, on_start=None,
     started: list = []
     with _run_folder(cfg, started):
         return _reconstruct(cfg, progress, log, lambda: (started.append(True), on_start and on_start()), scene,
-                            schedule)
+                            schedule, dp)
 
 
-def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, schedule: str = "") -> dict:
+def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, schedule: str = "", dp=None) -> dict:
     from .export import write_cameras_json, write_colmap_text, write_transforms_json
     from .init import initial_points, normalize_scene
     from .poses import stage as pose_stage
@@ -346,6 +385,11 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
             log(f"resumed from {ckpts[-1]} at step {trainer.step}")
         else:
             log(f"no checkpoint in {ckpt_dir}: starting from the beginning")
+    if dp is not None:
+        from .distributed import share
+
+        share(dp, trainer)
+        log(f"data-parallel: {dp.world_size} processes, {cfg.train.views_per_step} views per step")
 
     def checkpoint(tr: Trainer) -> None:
         save_checkpoint(tr, ckpt_dir / f"step_{tr.step:06d}.pt")

@@ -37,7 +37,10 @@ class TrainConfig:
     """How a scene is optimized. Defaults suit a CPU run of a few thousand steps on a sparse-view scene."""
 
     iters: int = 3000
-    """Training steps (one view each)."""
+    """Training steps."""
+    views_per_step: int = 1
+    """Training views rendered each step; their losses are averaged into one step (with --nproc N, split over the
+    N processes: a multiple of N)."""
     sh_degree: int = 3
     """Highest spherical-harmonics degree; raised one degree every ``sh_every`` steps."""
     sh_every: int = 500
@@ -204,6 +207,32 @@ class NonFiniteError(RuntimeError):
     """Training kept producing NaN/Inf even after rolling back and lowering the learning rates."""
 
 
+def merge_metas(metas: list, data_parallel=None):
+    """One ``RenderMeta`` of a step's views (C = all of them, in view-slot order), as a batched render gives the
+    densification strategies; with data-parallel training, every process's views gathered. Each view's
+    ``means2d.grad`` is that of its share (1/C) of the step's mean loss, as in a batched render."""
+    from sparsesplat.rasterizer.render import RenderMeta
+
+    def cat(name: str, grad: bool = False) -> Optional[torch.Tensor]:
+        parts = [(m.means2d.grad if m.means2d.grad is not None else torch.zeros_like(m.means2d)) if grad
+                 else getattr(m, name) for m in metas]
+        if parts[0] is None:
+            return None
+        t = torch.cat([p.detach() for p in parts])
+        if data_parallel is not None:
+            t = data_parallel.gather(t.to(torch.uint8) if t.dtype == torch.bool else t)
+            t = t.bool() if parts[0].dtype == torch.bool else t
+        return t
+
+    first = metas[0]
+    means2d = cat("means2d")
+    has_grad = data_parallel is not None or any(m.means2d.grad is not None for m in metas)  # every rank gathers
+    means2d.grad = cat("means2d", grad=True) if has_grad else None
+    return RenderMeta(means2d=means2d, radii=cat("radii"), visibility=cat("visibility"), max_weight=cat("max_weight"),
+                      depths=cat("depths"), width=first.width, height=first.height, backend=first.backend,
+                      normals=cat("normals"))
+
+
 def run_steps(driver, on_step, on_checkpoint, should_stop) -> None:
     """The training loop of a ``Trainer`` or ``CoTrainer``: steps until ``cfg.iters``, calling ``on_step``
     after each and ``on_checkpoint`` every ``checkpoint_every`` steps."""
@@ -245,6 +274,8 @@ class Trainer:
         self.nonfinite_events = 0
         # optional pose refinement (recon.poses.refine.PoseRefiner): camera(cams, v) -> corrected view, step()
         self.camera_hook = None
+        # data-parallel training (recon.distributed.DataParallel): this process renders its share of each step
+        self.data_parallel = None
         self.random_bg = cfg.uses_random_background()
         tolerance = cfg.background_tolerance
         self._backdrop = (torch.stack([backdrop_weights(im, self.background, tolerance) for im in images])
@@ -292,9 +323,9 @@ class Trainer:
                             other.viewmats[0].detach()))
         return sources
 
-    def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree, v: int) -> torch.Tensor:
-        mag = (0.5 + 0.5 * torch.rand(1, generator=self.generator).item()) * self.cfg.binocular_baseline
-        b = mag * self.model.scene_scale * (1 if torch.rand(1, generator=self.generator).item() < 0.5 else -1)
+    def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree, v: int, generator: torch.Generator) -> torch.Tensor:
+        mag = (0.5 + 0.5 * torch.rand(1, generator=generator).item()) * self.cfg.binocular_baseline
+        b = mag * self.model.scene_scale * (1 if torch.rand(1, generator=generator).item() < 0.5 else -1)
         other = render(prims, shifted_camera(cam, b), backend=self.cfg.backend, background=bg,
                        sh_degree=sh_degree, render_mode="RGB", rasterize_mode=self.cfg.rasterize_mode)
         warped, valid = warp_from_shifted(other.colors[0], depth, cam.Ks[0], b)
@@ -307,12 +338,67 @@ class Trainer:
     def train_step(self) -> StepStats:
         t0 = time.perf_counter()
         cfg, model = self.cfg, self.model
-        v = self._next_view()
+        B = max(1, cfg.views_per_step)
+        views = [self._next_view() for _ in range(B)]
+        # one view: the trainer's own stream, as always; several: one stream per view slot, drawn here, so a view's
+        # background, dropout and binocular shift are the same whichever process renders it
+        gens = [self.generator] if B == 1 else [
+            torch.Generator().manual_seed(int(seed)) for seed in torch.randint(0, 2**62, (B,), generator=self.generator)]
+        dp = self.data_parallel
+        slots = dp.share(B) if dp is not None else range(B)
         with stage("setup"):
             model.set_position_lr(self.step, cfg.iters)
-            bg = torch.rand(3, generator=self.generator) if self.random_bg else self.background
-            prims = drop_primitives(model.activated(), self._dropout_rate(), self.generator)
             sh_degree = min(self.step // max(cfg.sh_every, 1), model.sh_degree)
+        total, psnr_sum, metas = 0.0, 0.0, []
+        for slot in slots:
+            loss, out, img, gt = self._view_loss(views[slot], gens[slot], sh_degree)
+            with stage("backward"):
+                (loss / B).backward()
+            total += loss.detach() / B
+            metas.append(out.meta)
+            with torch.no_grad():
+                psnr_sum += float(psnr(img.detach().clamp(0, 1), gt))
+        if dp is not None:
+            with stage("all-reduce"):
+                dp.sum_gradients(self._trainable())
+                total_sum, psnr_sum = dp.sum_scalars([float(total), psnr_sum])
+                total = torch.tensor(total_sum)
+        with stage("finite check"):
+            finite = self._finite(total)
+        if not finite:
+            self._recover()
+            return StepStats(self.step, float("nan"), float("nan"), len(model), time.perf_counter() - t0)
+        with stage("densification"):
+            meta = metas[0] if B == 1 else merge_metas(metas, dp)
+            self.strategy.step_post_backward(model, self.strategy_state, self.step, meta)
+        with stage("optimizer"):
+            model.step()
+            model.zero_grad()
+            if self.appearance is not None:
+                self.appearance.step()
+            if self.camera_hook is not None:
+                self.camera_hook.step()
+        with stage("densification"):
+            self.strategy.step_post_optimizer(model, self.strategy_state, self.step)
+        with stage("opacity decay"):
+            if cfg.opacity_decay > 0 and self.step < getattr(self.strategy, "refine_stop_iter", 0):
+                with torch.no_grad():
+                    p = model.params["opacities"]
+                    p.copy_(torch.logit(torch.sigmoid(p) * (1 - cfg.opacity_decay), eps=1e-6))
+        with stage("rollback snapshot"):
+            if self.step % 100 == 0:
+                self._good = {"model": copy.deepcopy(model.state_dict()),
+                              "state": copy.deepcopy(self.strategy_state)}
+        self.step += 1
+        return StepStats(self.step, float(total), psnr_sum / B, len(model), time.perf_counter() - t0)
+
+    def _view_loss(self, v: int, generator: torch.Generator, sh_degree: int):
+        """The loss of training view ``v`` this step (photometric, regularizers, extra losses), its render, the
+        (appearance-adjusted) image and the target; ``generator`` draws its background, dropout and shift."""
+        cfg, model = self.cfg, self.model
+        with stage("setup"):
+            bg = torch.rand(3, generator=generator) if self.random_bg else self.background
+            prims = drop_primitives(model.activated(), self._dropout_rate(), generator)
             binocular = self._binocular_active()
             cam = self.cameras[v] if self.camera_hook is None else self.camera_hook.camera(self.cameras, v)
             stereo = self.depth_targets is not None and cfg.stereo_depth_weight > 0
@@ -362,7 +448,7 @@ class Trainer:
         if binocular:
             with stage("binocular"):
                 loss = loss + cfg.binocular_weight * self._binocular_loss(prims, cam, out.depths[0], gt, bg,
-                                                                          sh_degree, v)
+                                                                          sh_degree, v, generator)
         if multiview:
             with stage("multi-view photo"):
                 loss = loss + cfg.multiview_weight * self._multiview_loss(cam, out.depths[0], out.alphas[0], gt, v)
@@ -373,45 +459,22 @@ class Trainer:
                     extra = extra_loss(ctx)
                     if extra is not None:
                         loss = loss + extra
-        with stage("backward"):
-            loss.backward()
-        with stage("finite check"):
-            finite = self._finite(loss)
-        if not finite:
-            self._recover()
-            return StepStats(self.step, float("nan"), float("nan"), len(model), time.perf_counter() - t0)
-        with stage("densification"):
-            self.strategy.step_post_backward(model, self.strategy_state, self.step, out.meta)
-        with stage("optimizer"):
-            model.step()
-            model.zero_grad()
-            if self.appearance is not None:
-                self.appearance.step()
-            if self.camera_hook is not None:
-                self.camera_hook.step()
-        with stage("densification"):
-            self.strategy.step_post_optimizer(model, self.strategy_state, self.step)
-        with stage("opacity decay"):
-            if cfg.opacity_decay > 0 and self.step < getattr(self.strategy, "refine_stop_iter", 0):
-                with torch.no_grad():
-                    p = model.params["opacities"]
-                    p.copy_(torch.logit(torch.sigmoid(p) * (1 - cfg.opacity_decay), eps=1e-6))
-        with stage("rollback snapshot"):
-            if self.step % 100 == 0:
-                self._good = {"model": copy.deepcopy(model.state_dict()),
-                              "state": copy.deepcopy(self.strategy_state)}
-        self.step += 1
-        with stage("step stats"):
-            with torch.no_grad():
-                p = float(psnr(img.detach().clamp(0, 1), gt))
-            stats = StepStats(self.step, loss.item(), p, len(model), time.perf_counter() - t0)
-        return stats
+        return loss, out, img, gt
+
+    def _trainable(self) -> list[torch.Tensor]:
+        """Every tensor the step's optimizers update: the model's, the per-photo looks', the pose corrections'."""
+        tensors = list(self.model.params.values())
+        if self.appearance is not None:
+            tensors.append(self.appearance.params)
+        if self.camera_hook is not None and hasattr(self.camera_hook, "parameters"):
+            tensors += list(self.camera_hook.parameters())
+        return tensors
 
     def _finite(self, loss: torch.Tensor) -> bool:
         """Loss, gradients and parameters all finite (render() culls non-finite primitives, so a NaN
         parameter would otherwise linger unseen)."""
         params = list(self.model.params.values()) + ([self.appearance.params] if self.appearance is not None else [])
-        return all_finite(loss, *params, *(p.grad for p in params))
+        return all_finite(loss, *params, *(p.grad for p in params if p.grad is not None))
 
     def _recover(self) -> None:
         """Roll back to the last good state and halve the learning rates."""

@@ -75,6 +75,10 @@ class PoseRefiner:
             return cam
         return corrected(cam, self.delta[v : v + 1])
 
+    def parameters(self) -> list[torch.Tensor]:
+        """The tensors its optimizer updates (rotation and translation corrections)."""
+        return [self.rot, self.trans]
+
     def step(self) -> None:
         self.steps += 1
         if self.rot.grad is not None or self.trans.grad is not None:
