@@ -93,6 +93,8 @@ class Reconstruct(ReconstructConfig):
         apply_schedule(self)  # the bar needs the step count; reconstruct() applies it again (a no-op) and says which
         with TrainingProgress(self.train.iters) as bar:
             metrics = reconstruct(self, progress=bar.update, log=bar.log, on_start=bar.start)
+        if not metrics:  # a data-parallel follower (torchrun rank > 0): rank 0 reports
+            return 0
         psnr = metrics.get("psnr")
         tail = f", test PSNR {psnr:.2f} dB, SSIM {metrics['ssim']:.3f}" if psnr is not None else ""
         print(f"done: {metrics['num_primitives']} {self.primitive} primitives in {metrics['train_seconds']:.0f} s{tail}")

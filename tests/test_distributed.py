@@ -122,16 +122,21 @@ def test_a_port_in_use_is_refused_with_what_to_do(monkeypatch):
                 pass
 
 
-def _cli(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "sparsesplat.recon.cli", "reconstruct", str(REPO / "examples" / "synthetic_forward"),
+def _cli(out: Path, *extra: str, launcher: tuple = (sys.executable,)) -> subprocess.CompletedProcess:
+    cmd = [*launcher, "-m", "sparsesplat.recon.cli", "reconstruct", str(REPO / "examples" / "synthetic_forward"),
            "--protocol", "llff6", "-o", str(out), "--iters", "8", "--init", "random", "--overwrite", *extra]
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
 
 
-def test_the_cli_with_nproc_2_writes_the_run_of_one_process_with_two_views_per_step(tmp_path):
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2")
+
+
+@pytest.mark.parametrize("launch", ["--nproc 2", "torchrun"])
+def test_the_cli_data_parallel_writes_the_run_of_one_process_with_two_views_per_step(tmp_path, launch):
     from plyfile import PlyData
 
-    two = _cli(tmp_path / "two", "--nproc", "2")
+    two = (_cli(tmp_path / "two", "--nproc", "2") if launch == "--nproc 2"
+           else _cli(tmp_path / "two", launcher=TORCHRUN))
     assert two.returncode == 0, two.stderr[-2000:]
     assert "data-parallel: 2 processes, 2 views per step" in two.stdout + two.stderr
     one = _cli(tmp_path / "one", "--views-per-step", "2")

@@ -1,0 +1,113 @@
+"""Beyond one process: a benchmark sweep on Ray with 1 and with N workers, and data-parallel training with 1 and
+with N processes, on this machine, as ratios measured in the same run.
+
+    python -m sparsesplat.benchmarks.scale                       # the bundled example -> benchmarks/results/scale.md
+    python -m sparsesplat.benchmarks.scale --scene ../shared/data/nerf_synthetic/lego --protocol blender8
+
+Sweep: ``sparse_views --scenes example`` over ``--seeds`` short runs, once one by one with every core, once on Ray
+with ``--workers`` tasks of cores/workers threads each: the wall time of the whole sweep. Training: ``sparsesplat
+reconstruct`` with ``--views-per-step N`` in one process (every core) against ``--nproc N`` (cores/N threads each):
+seconds per step from metrics.json; both compute the same steps (tests/test_distributed.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], env: dict) -> float:
+    t0 = time.time()
+    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
+    return time.time() - t0
+
+
+def sweep_times(seeds: int, iters: int, workers: int, cores: int, tmp: Path) -> dict:
+    base = [sys.executable, "-m", "sparsesplat.benchmarks.sparse_views", "--scenes", "example", "--seeds",
+            *map(str, range(seeds)), "--iters", str(iters), "--init", "random", "--out", "sweep"]
+    one = _run(base + ["--results", str(tmp / "one")], {"OMP_NUM_THREADS": str(cores)})
+    many = _run(base + ["--results", str(tmp / "ray"), "--workers", str(workers), "--threads-per-run",
+                        str(max(1, cores // workers))], {})
+    same = _rows(tmp / "one" / "sweep.json") == _rows(tmp / "ray" / "sweep.json")
+    return {"runs": seeds, "iters": iters, "workers": workers, "one_by_one_s": one, "ray_s": many,
+            "speedup": one / many, "same_table": same}
+
+
+def _rows(path: Path) -> list:
+    return sorted((r["seed"], round(r["psnr"], 6), r["num_primitives"]) for r in json.loads(path.read_text())["rows"])
+
+
+def training_times(scene: str, protocol: str, nproc: int, iters: int, cores: int, init: str, tmp: Path) -> dict:
+    base = ["sparsesplat", "reconstruct", scene, "--protocol", protocol, "--iters", str(iters), "--init", init,
+            "--overwrite", "--checkpoint-every", "0"]
+    _run(base + ["-o", str(tmp / "p1"), "--views-per-step", str(nproc)], {"OMP_NUM_THREADS": str(cores)})
+    env = {"OMP_NUM_THREADS": str(max(1, cores // nproc))}
+    _run(base + ["-o", str(tmp / "pn"), "--nproc", str(nproc)], env)
+    m1 = json.loads((tmp / "p1" / "metrics.json").read_text())
+    mn = json.loads((tmp / "pn" / "metrics.json").read_text())
+    return {"scene": Path(scene).name, "protocol": protocol, "nproc": nproc, "views_per_step": nproc, "iters": iters,
+            "one_process_s_per_step": m1["train_seconds"] / iters, "nproc_s_per_step": mn["train_seconds"] / iters,
+            "speedup": m1["train_seconds"] / mn["train_seconds"], "psnr_one": m1["psnr"], "psnr_nproc": mn["psnr"],
+            "primitives": mn["num_primitives"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=4, help="runs in the sweep")
+    ap.add_argument("--sweep-iters", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scene", default=str(REPO / "examples" / "synthetic_forward"))
+    ap.add_argument("--protocol", default="llff6")
+    ap.add_argument("--init", default="random")
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--train-iters", type=int, default=200)
+    ap.add_argument("--note", default="", help="a line about the machine (e.g. other work sharing its cores)")
+    ap.add_argument("--out", default="scale")
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sweep = sweep_times(args.seeds, args.sweep_iters, args.workers, cores, tmp)
+        train = training_times(args.scene, args.protocol, args.nproc, args.train_iters, cores, args.init, tmp)
+    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {cores} cores"
+    meta = {"machine": machine, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "note": args.note,
+            "command": "python -m sparsesplat.benchmarks.scale " + " ".join(sys.argv[1:])}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "sweep": sweep, "training": train}, indent=2)
+                                              + "\n")
+    lines = [f"# Beyond one process ({machine})", "", f"`{meta['command']}` on {meta['date']}, torch {meta['torch']}."
+             + (f" {args.note}" if args.note else ""), "",
+             "## A benchmark sweep on Ray", "",
+             "| runs | steps each | one by one, all cores (s) | Ray, workers x threads (s) | speed-up | same table |",
+             "|---|---|---|---|---|---|",
+             f"| {sweep['runs']} | {sweep['iters']} | {sweep['one_by_one_s']:.1f} | {sweep['ray_s']:.1f} "
+             f"({sweep['workers']} x {max(1, cores // sweep['workers'])}) | {sweep['speedup']:.2f}x | "
+             f"{'yes' if sweep['same_table'] else 'no'} |", "",
+             "## Data-parallel training", "",
+             "| scene | views per step | steps | 1 process, all cores (s/step) | processes x threads (s/step) | "
+             "speed-up | PSNR 1 / N | primitives |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| {train['scene']} ({train['protocol']}) | {train['views_per_step']} | {train['iters']} | "
+             f"{train['one_process_s_per_step']:.3f} | {train['nproc_s_per_step']:.3f} ({train['nproc']} x "
+             f"{max(1, cores // train['nproc'])}) | {train['speedup']:.2f}x | {train['psnr_one']:.2f} / "
+             f"{train['psnr_nproc']:.2f} | {train['primitives']} |", ""]
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
