@@ -61,8 +61,12 @@ def start_ray(workers: int, address: Optional[str], cpus_per_task: int, gpus_per
                      log_to_driver=False)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise SweepError(f"could not start or join {where}: {e}. Check the address (ray status on the head node) "
-                         "or leave --ray-address out to run Ray on this machine") from e
+        cause = [line for line in str(e.__cause__ or "").splitlines() if line.strip()]
+        why = f" ({cause[-1].strip()[:300]})" if cause else ""
+        hint = (" A cluster started with token authentication (Ray's default) is joined with RAY_AUTH_MODE=token and"
+                " its token (~/.ray/auth_token or RAY_AUTH_TOKEN)." if "auth" in why.lower() else "")
+        raise SweepError(f"could not start or join {where}: {e}{why}.{hint} Check the address (ray status on the "
+                         "head node) or leave --ray-address out to run Ray on this machine") from e
     return ray
 
 

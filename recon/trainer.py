@@ -474,7 +474,7 @@ class Trainer:
         """Loss, gradients and parameters all finite (render() culls non-finite primitives, so a NaN
         parameter would otherwise linger unseen)."""
         params = list(self.model.params.values()) + ([self.appearance.params] if self.appearance is not None else [])
-        return all_finite(loss, *params, *(p.grad for p in params if p.grad is not None))
+        return all_finite(loss, *params, *(p.grad for p in params))
 
     def _recover(self) -> None:
         """Roll back to the last good state and halve the learning rates."""
