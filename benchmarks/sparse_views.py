@@ -146,18 +146,19 @@ def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
 def _finished_with(out: Path, cfg) -> bool:
     """Whether ``out`` holds a finished run made with the same settings as ``cfg`` (its output folder and
     overwrite flag aside): then ``--reuse`` takes its metrics instead of training again."""
-    import yaml
-
-    from sparsesplat.recon.pipeline import ReconstructConfig, _config_dict
+    from sparsesplat.recon.pipeline import ReconstructConfig
+    from sparsesplat.recon.run_config import RunConfigError, config_dict, read_run_config
 
     if not ((out / "metrics.json").is_file() and (out / "config.yaml").is_file()):
         return False
-
-    def plain(c):
-        return yaml.safe_load(yaml.safe_dump(_config_dict(c), sort_keys=False))
-
-    saved = yaml.safe_load((out / "config.yaml").read_text())
-    now, default = plain(cfg), plain(ReconstructConfig(data=cfg.data, out=cfg.out))
+    try:  # read back into this version's settings: what the run predates takes today's defaults
+        run = read_run_config(out)
+    except RunConfigError:
+        return False
+    if run.unknown_settings:  # options this version no longer has: not the same work
+        return False
+    saved, now = config_dict(run), config_dict(cfg)
+    default = config_dict(ReconstructConfig(data=cfg.data, out=cfg.out))
     for d in (saved, now):
         d.pop("out", None), d.pop("overwrite", None)
     return _same_run(saved, now, default)

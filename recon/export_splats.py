@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional, Sequence
 
 import tyro
-import yaml
 
 from sparsesplat.rasterizer.ply import gaussian_property_names
 from sparsesplat.rasterizer.splat_formats import FORMATS, SplatFormatError, format_of, read_splats, write_splats
@@ -25,11 +24,14 @@ GAUSSIAN_ONLY = ("triangle", "convex")
 
 def run_primitive(run: Path) -> str:
     """The primitive kind a run folder holds (config.yaml's ``primitive``; Gaussian when it does not say)."""
+    from .run_config import RunConfigError, read_run_config
+
+    if not (run / "config.yaml").is_file():
+        return "gaussian"
     try:
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    except (OSError, yaml.YAMLError):
-        cfg = {}
-    return cfg.get("primitive", "gaussian") if isinstance(cfg, dict) else "gaussian"
+        return read_run_config(run).primitive
+    except RunConfigError:
+        return "gaussian"
 
 
 def refuse_kind(kind: str, target: str) -> None:

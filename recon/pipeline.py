@@ -8,7 +8,6 @@ Every file is written atomically; a run folder that exists is refused unless --r
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import time
@@ -19,11 +18,11 @@ from typing import Annotated, Literal, Optional
 import numpy as np
 import torch
 import tyro
-import yaml
 
 from sparsesplat.rasterizer import render
 
 from .primitive_model import PrimitiveModel, model_class
+from . import run_config
 from .io import atomic_path, write_json
 from .prior_hooks import PriorSettings, build_prior_hooks
 from .cotraining import CoTrainer, second_field_config
@@ -161,15 +160,6 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU here")
     return torch.device(name)
-
-
-def _config_dict(cfg) -> dict:
-    def conv(v):
-        if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        return str(v) if isinstance(v, Path) else v
-
-    return conv(cfg)
 
 
 FAST_SCHEDULE = "fast"
@@ -352,7 +342,7 @@ def _reconstruct(cfg: ReconstructConfig, progress, log, on_start, scene=None, sc
     pts = norm.apply_points(init.points)
 
     with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(_config_dict(cfg), sort_keys=False))
+        tmp.write_text(run_config.dump(cfg))
     names = scene.names
     write_cameras_json(out / "cameras.json", names, scene.cameras, refined=None, transform=None,
                        focal_is_guess=scene.focal_is_guess)

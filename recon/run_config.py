@@ -1,0 +1,102 @@
+"""A run's settings: config.yaml is written from the ``ReconstructConfig`` dataclasses and read back into them, so
+the export, the viewer and the benchmarks see the settings a run used as the CLI's own types, with the
+defaults of this version for settings the run predates."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class RunConfigError(ValueError):
+    """A config.yaml that cannot be read as this version's settings."""
+
+
+def config_dict(cfg) -> dict:
+    """A (nested) settings dataclass as plain YAML-able data (paths as strings, tuples as lists)."""
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return str(v) if isinstance(v, Path) else v
+
+    return conv(cfg)
+
+
+def dump(cfg) -> str:
+    return yaml.safe_dump(config_dict(cfg), sort_keys=False)
+
+
+def read_run_config(run: Path, cls=None):
+    """The settings of run folder ``run`` (its config.yaml) as ``cls`` (default: ``ReconstructConfig``).
+
+    Settings the file lacks (added since) take this version's defaults; settings this version does not know
+    (removed since) are left out and listed in the returned object's ``unknown_settings`` attribute."""
+    if cls is None:
+        from .pipeline import ReconstructConfig as cls
+    path = Path(run) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise RunConfigError(f"{path} could not be read ({e})") from e
+    if not isinstance(data, dict):
+        raise RunConfigError(f"{path} does not hold a settings mapping")
+    unknown: list[str] = []
+    cfg = from_dict(cls, data, unknown, path)
+    object.__setattr__(cfg, "unknown_settings", unknown)
+    return cfg
+
+
+def from_dict(cls, data: dict, unknown: list, where: Any = "", prefix: str = ""):
+    """``cls`` built from ``data`` (as written by ``config_dict``), converting each value to its field's type."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            unknown.append(prefix + key)
+            continue
+        try:
+            kwargs[key] = _convert(hints[key], value, unknown, where, f"{prefix}{key}.")
+        except (TypeError, ValueError) as e:
+            raise RunConfigError(f"{where}: setting {prefix}{key} = {value!r} is not a valid {hints[key]} ({e})") from e
+    missing = [n for n, f in names.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RunConfigError(f"{where}: required setting(s) {', '.join(prefix + m for m in missing)} missing")
+    return cls(**kwargs)
+
+
+def _convert(tp, value, unknown: list, where, prefix: str):
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _convert(typing.get_args(tp)[0], value, unknown, where, prefix)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, unknown, where, prefix) if len(args) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError("expected a mapping")
+        return from_dict(tp, value, unknown, where, prefix)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner = args[0] if args and (len(args) == 2 and args[1] is Ellipsis or len(set(args)) == 1) else None
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_convert(inner, v, unknown, where, prefix) if inner is not None else v for v in items)
+    if tp is Path:
+        return Path(value)
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"one of {typing.get_args(tp)}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
