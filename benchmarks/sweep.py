@@ -57,7 +57,8 @@ def start_ray(workers: int, address: Optional[str], cpus_per_task: int, gpus_per
             import torch
 
             gpus = torch.cuda.device_count() if gpus_per_task > 0 else 0
-            ray.init(num_cpus=workers * cpus_per_task, num_gpus=gpus, include_dashboard=False,
+            # "local": a Ray of this sweep's own size, even where `ray start` left a cluster running here
+            ray.init(address="local", num_cpus=workers * cpus_per_task, num_gpus=gpus, include_dashboard=False,
                      log_to_driver=False)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
