@@ -19,19 +19,9 @@ from sparsesplat.rasterizer.ply import gaussian_property_names
 from sparsesplat.rasterizer.splat_formats import FORMATS, SplatFormatError, format_of, read_splats, write_splats
 from sparsesplat.rasterizer.splat_formats.edit import SplatEdit, edit_splats
 
+from .run_config import run_primitive
+
 GAUSSIAN_ONLY = ("triangle", "convex")
-
-
-def run_primitive(run: Path) -> str:
-    """The primitive kind a run folder holds (config.yaml's ``primitive``; Gaussian when it does not say)."""
-    from .run_config import RunConfigError, read_run_config
-
-    if not (run / "config.yaml").is_file():
-        return "gaussian"
-    try:
-        return read_run_config(run).primitive
-    except RunConfigError:
-        return "gaussian"
 
 
 def refuse_kind(kind: str, target: str) -> None:

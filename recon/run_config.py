@@ -37,7 +37,8 @@ def read_run_config(run: Path, cls=None):
     """The settings of run folder ``run`` (its config.yaml) as ``cls`` (default: ``ReconstructConfig``).
 
     Settings the file lacks (added since) take this version's defaults; settings this version does not know
-    (removed since) are left out and listed in the returned object's ``unknown_settings`` attribute."""
+    (removed since) are left out and listed in the returned object's ``unknown_settings`` attribute. ``out`` is
+    ``run`` (a run folder may have been moved since it was written)."""
     if cls is None:
         from .pipeline import ReconstructConfig as cls
     path = Path(run) / "config.yaml"
@@ -48,9 +49,26 @@ def read_run_config(run: Path, cls=None):
     if not isinstance(data, dict):
         raise RunConfigError(f"{path} does not hold a settings mapping")
     unknown: list[str] = []
+    data = {**data, "out": str(run)}  # the run folder is where it is now, wherever it was written
     cfg = from_dict(cls, data, unknown, path)
     object.__setattr__(cfg, "unknown_settings", unknown)
     return cfg
+
+
+def run_primitive(run: Path) -> str:
+    """The primitive kind run folder ``run`` holds: its settings' ``primitive``, read back; from a config.yaml that
+    does not read back whole (hand-written, damaged), its ``primitive`` line; Gaussian when nothing says."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        return "gaussian"
+    try:
+        return read_run_config(run).primitive
+    except RunConfigError:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            return "gaussian"
+        return str(data.get("primitive", "gaussian")) if isinstance(data, dict) else "gaussian"
 
 
 def from_dict(cls, data: dict, unknown: list, where: Any = "", prefix: str = ""):

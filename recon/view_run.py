@@ -14,7 +14,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
 from sparsesplat.rasterizer import Cameras
@@ -62,22 +61,22 @@ def read_colmap_points(model: Path) -> tuple[Optional[np.ndarray], Optional[np.n
     return None, None
 
 
-def _scene_source(run: Path) -> tuple[dict, Optional[object]]:
-    """config.yaml (or {}) and the listing of the scene folder it names, when that folder still exists."""
-    cfg_path = run / "config.yaml"
+def _scene_source(run: Path) -> tuple[Optional[object], Optional[object]]:
+    """The run's settings (config.yaml read back; None when it cannot be) and the listing of the scene folder
+    they name, when that folder still exists."""
+    from .run_config import RunConfigError, read_run_config
+
     try:
-        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
-    except (OSError, yaml.YAMLError):  # only decoration and the primitive kind come from it
-        cfg = {}
-    data = Path(cfg.get("data", "")) if isinstance(cfg, dict) and cfg.get("data") else None
-    if data is None or not data.is_dir():
-        return cfg or {}, None
+        cfg = read_run_config(run) if (run / "config.yaml").is_file() else None
+    except RunConfigError:  # only decoration and the primitive kind come from it
+        cfg = None
+    if cfg is None or not Path(cfg.data).is_dir():
+        return cfg, None
     try:
         from sparsesplat.datasets.loading import LISTERS, detect_format
 
-        fmt = cfg.get("format", "auto")
-        fmt = detect_format(data, cfg.get("protocol")) if fmt == "auto" else fmt
-        return cfg, LISTERS[fmt](data)
+        fmt = detect_format(cfg.data, cfg.protocol) if cfg.format == "auto" else cfg.format
+        return cfg, LISTERS[fmt](cfg.data)
     except Exception:  # the photos are only decoration: a moved or changed scene folder is not an error
         return cfg, None
 
@@ -139,7 +138,9 @@ def load_run_for_viewer(run) -> ViewerScene:
         raise ValueError(f"{run} has no scene.ply; is it a finished run folder? (an interrupted run can be "
                          "finished with `sparsesplat reconstruct ... --resume`)")
     cfg, listing = _scene_source(run)
-    kind = cfg.get("primitive", "gaussian") if isinstance(cfg, dict) else "gaussian"
+    from .run_config import run_primitive
+
+    kind = run_primitive(run)
     if kind not in SCENE_READERS:
         raise ValueError(f"{ply} holds {kind} primitives, which `sparsesplat view` cannot read yet "
                          f"(it reads {', '.join(SCENE_READERS)})")
