@@ -132,11 +132,14 @@ def _row(scene: str, seed: int, prior: str, metrics: dict) -> dict:
 
 def run_one(scene: str, seed: int, args, prior: str = "none") -> dict:
     """Train and evaluate one run of the grid (or take it as it is, with --reuse) and return its table row."""
+    row = reused(scene, seed, args, prior)
+    return row if row is not None else _train_one(scene, seed, args, prior)
+
+
+def _train_one(scene: str, seed: int, args, prior: str) -> dict:
+    """Train and evaluate one run of the grid (no --reuse check: the caller has made it)."""
     from sparsesplat.recon.pipeline import reconstruct
 
-    row = reused(scene, seed, args, prior)
-    if row is not None:
-        return row
     t0 = time.time()
     m = reconstruct(run_config(scene, seed, args, prior), log=lambda *_: None)
     m["wall_seconds"] = time.time() - t0
@@ -195,8 +198,9 @@ def _prior_steps(args) -> list[str]:
 
 
 def _run_job(job) -> dict:
+    """A run of ``run_grid``'s to-do list (its --reuse check already made in the driver)."""
     (scene, seed, prior), args = job
-    return run_one(scene, seed, args, prior)
+    return _train_one(scene, seed, args, prior)
 
 
 def _job_name(job) -> str:

@@ -42,9 +42,7 @@ class DataParallel:
 
     def share(self, views_per_step: int) -> range:
         """The step's view slots this rank renders (contiguous, equal shares)."""
-        if views_per_step % self.world_size:
-            raise ValueError(f"--views-per-step {views_per_step} does not split evenly over --nproc "
-                             f"{self.world_size}: make it a multiple of the process count")
+        check_split(views_per_step, self.world_size)
         per = views_per_step // self.world_size
         return range(self.rank * per, (self.rank + 1) * per)
 
@@ -79,6 +77,13 @@ class DataParallel:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def check_split(views_per_step: int, world: int) -> None:
+    """Each process renders an equal share of a step's views."""
+    if views_per_step % world:
+        raise ValueError(f"--views-per-step {views_per_step} does not split evenly over {world} processes: make it "
+                         "a multiple of the process count")
 
 
 def from_environment() -> Optional[DataParallel]:

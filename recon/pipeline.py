@@ -292,9 +292,9 @@ def _check_data_parallel(cfg: ReconstructConfig, world: int) -> None:
             raise ValueError(f"{flag} does not run data-parallel yet: leave out --nproc (or torchrun) or {flag}")
     if cfg.train.views_per_step == 1:
         cfg.train.views_per_step = world
-    elif cfg.train.views_per_step % world:
-        raise ValueError(f"--views-per-step {cfg.train.views_per_step} does not split evenly over {world} "
-                         "processes: make it a multiple of the process count")
+    from .distributed import check_split
+
+    check_split(cfg.train.views_per_step, world)
 
 
 def _reconstruct_main(cfg: ReconstructConfig, progress, log, on_start, scene, dp) -> dict:
