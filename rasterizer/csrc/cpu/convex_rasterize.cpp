@@ -116,7 +116,7 @@ struct ConvexKind {
         int64_t L = 0, cam_off = 0;
 
         explicit Walker(const ConvexKind& k) : kind(k) {}
-        void begin_tile(const int32_t* ids_, int64_t L_, int64_t cam_off_, int, int) {
+        void begin_tile(const int32_t* ids_, int64_t L_, int64_t cam_off_, int, int, int, int) {
             ids = ids_, L = L_, cam_off = cam_off_;
         }
         // The entries of the tile's list that reach pixel row i, front to back, with their column spans.

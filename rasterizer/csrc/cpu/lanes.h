@@ -1,16 +1,28 @@
-// Sixteen pixels of a tile row as one value: GCC/Clang vector extensions, which the compiler lowers to the
-// widest vector unit the build targets (one AVX-512 register, two AVX2 registers, four SSE/NEON registers,
-// or scalar code), so one source serves every instruction set; the build picks it with -march=native
-// (rasterizer/build.py). Used by the lane paths of the compositing loops in tiles.h.
+// A run of pixels of a tile row as one value, as wide as one register of the vector unit the build targets
+// (-march=native, rasterizer/build.py): 16 floats with AVX-512, 8 with AVX2, 4 with SSE or NEON. GCC/Clang
+// vector extensions keep one source for every instruction set. The width must be the register's: a wider
+// vector type is lowered piece by piece, and its masks and conversions lane by lane (measured: 16 lanes on
+// AVX2 ran the compositing 5x slower than 8, and 2x slower than the per-pixel loop). The lane paths of the
+// compositing loops in tiles.h take a row of a default 16-pixel tile in 16 / kLanes such runs.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
 
+#if defined(__AVX2__) || defined(__AVX512F__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace sparsesplat {
 
-constexpr int kLanes = 16;  // pixels per lane vector: one row of a default 16x16 tile
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;  // pixels per lane vector
+#elif defined(__AVX2__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
+#endif
 
 template <typename T>
 struct LaneTypes;
@@ -70,14 +82,70 @@ inline T lane_max(LaneV<T> v) {
     return lane_reduce<T>(v, [](LaneV<T> a, LaneV<T> b) { return a > b ? a : b; });
 }
 
+// One bit per lane of a mask (bit l set where lane l is true). float lanes use the vector unit's mask move
+// where the build has one (AVX-512: a test into a mask register; AVX2, SSE: a sign-bit move), a few cycles
+// where a reduction by shuffles is a chain that the loops' branches wait on; elsewhere, and for double
+// lanes (the gradient-check path), lane by lane.
+template <typename T>
+inline uint32_t lane_bits(LaneM<T> m) {
+    uint32_t bits = 0;
+    for (int l = 0; l < kLanes; ++l) bits |= uint32_t(m[l] != 0) << l;
+    return bits;
+}
+
+#if defined(__AVX512F__)
+template <>
+inline uint32_t lane_bits<float>(LaneM<float> m) {
+    const __m512i v = (__m512i)m;
+    return _mm512_test_epi32_mask(v, v);
+}
+#elif defined(__AVX2__)
+template <>
+inline uint32_t lane_bits<float>(LaneM<float> m) {
+    return uint32_t(_mm256_movemask_ps((__m256)m));
+}
+#elif defined(__SSE2__)
+template <>
+inline uint32_t lane_bits<float>(LaneM<float> m) {
+    return uint32_t(_mm_movemask_ps((__m128)m));
+}
+#endif
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)
+constexpr bool kLaneBits = true;  // lane_bits<float> is the mask move
+#else
+constexpr bool kLaneBits = false;
+#endif
+
 template <typename T>
 inline bool lane_all(LaneM<T> m) {
+    if constexpr (kLaneBits && std::is_same_v<T, float>) return lane_bits<T>(m) == (1u << kLanes) - 1;
     return lane_reduce<T>(m, [](LaneM<T> a, LaneM<T> b) { return a & b; }) != 0;
 }
 
 template <typename T>
 inline bool lane_any(LaneM<T> m) {
+    if constexpr (kLaneBits && std::is_same_v<T, float>) return lane_bits<T>(m) != 0;
     return lane_reduce<T>(m, [](LaneM<T> a, LaneM<T> b) { return a | b; }) != 0;
+}
+
+// sqrt on all lanes (of non-negative values): the vector square root where the build has one, else per lane.
+inline LaneV<float> lane_sqrt(LaneV<float> x) {
+#if defined(__AVX512F__)
+    return (LaneV<float>)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX2__)
+    return (LaneV<float>)_mm256_sqrt_ps((__m256)x);
+#elif defined(__SSE2__)
+    return (LaneV<float>)_mm_sqrt_ps((__m128)x);
+#else
+    for (int l = 0; l < kLanes; ++l) x[l] = std::sqrt(x[l]);
+    return x;
+#endif
+}
+
+inline LaneV<double> lane_sqrt(LaneV<double> x) {
+    for (int l = 0; l < kLanes; ++l) x[l] = std::sqrt(x[l]);
+    return x;
 }
 
 // exp on all lanes. float: Cody-Waite range reduction and a degree-5 minimax polynomial (the classic

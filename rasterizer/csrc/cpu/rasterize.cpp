@@ -76,15 +76,50 @@ std::vector<Item<T>> make_items(int64_t CN, const T* m2, const T* con, const T* 
     return items;
 }
 
-// Gathers a tile's list and buckets its entries by the tile rows they can meet (each row's bucket stays
-// in list order).
+// The rows of a tile (n_rows <= 32 from i_lo; columns j_lo .. j_lo + width - 1) where the Gaussian's row
+// span (RowSpanner::span) holds a column of the tile: the same test on kLanes rows at once, one bit per row.
+// Spans are only conservative (each lane sample decides its pixel), so this is too.
 template <typename T>
-void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo, int i_hi,
-                 std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
+uint32_t row_mask_lanes(const RowSpanner<T>& s, int i_lo, int n_rows, int j_lo, int width) {
+    using V = LaneV<T>;
+    using M = LaneM<T>;
+    if (!(s.thr >= T(0))) return 0;
+    const V zero = lane_splat(T(0));
+    const V jmin = lane_splat(T(j_lo)), jmax = lane_splat(T(j_lo + width - 1));
+    uint32_t bits = 0;
+    for (int r = 0; r < n_rows; r += kLanes) {
+        const V dy = lane_centres<T>(i_lo + r) - s.my;
+        const V q = s.thr - s.half_curv * dy * dy;
+        const M meets = q >= zero;
+        const V shift = s.b_over_a * dy;
+        const V half = lane_sqrt(meets ? T(2) * q * s.inv_a : zero);
+        const V margin = T(0.01) + T(1e-5) * (s.mag + (shift < zero ? -shift : shift) + half);
+        V lo = s.mx - shift - half - margin - T(0.5), hi = s.mx - shift + half + margin - T(0.5);
+        lo = lo > jmin ? lo : jmin;
+        hi = hi < jmax ? hi : jmax;
+        M rows;
+        for (int l = 0; l < kLanes; ++l) rows[l] = r + l < n_rows ? -1 : 0;
+        // an integer column in [lo, hi]: where lo <= hi both lie in the tile's columns (>= 0), so truncation
+        // is floor
+        const M lo_t = __builtin_convertvector(lo, M), hi_t = __builtin_convertvector(hi, M);
+        const M lo_ceil = lo_t - (__builtin_convertvector(lo_t, V) < lo);  // a true comparison is -1
+        bits |= lane_bits<T>(rows & meets & (lo <= hi) & (lo_ceil <= hi_t)) << r;
+    }
+    return bits;
+}
+
+// Gathers a tile's list and buckets its entries by the tile rows they can meet (each row's bucket stays
+// in list order). A tile of the lane paths (full: width a multiple of kLanes, at most 32 rows) buckets by
+// row_mask_lanes, which also settles the column test; any other by RowSpanner::rows, leaving the columns to
+// RowSpanner::span.
+template <typename T>
+void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo, int i_hi, int j_lo,
+                 int width, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
                  std::vector<std::vector<int32_t>>& rows) {
     out.resize(L);
     spanners.resize(L);
-    if (int(rows.size()) < i_hi - i_lo + 1) rows.resize(i_hi - i_lo + 1);
+    const int n_rows = i_hi - i_lo + 1;
+    if (int(rows.size()) < n_rows) rows.resize(n_rows);
     for (auto& r : rows) r.clear();
     constexpr int64_t kAhead = 8;  // the list is in depth order: items are scattered in memory
     for (int64_t k = 0; k < L; ++k) {
@@ -96,6 +131,11 @@ void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* 
         const Item<T>& it = items[cam_off + ids[k]];
         out[k] = it.p;
         spanners[k] = it.span;
+        if (full) {
+            for (uint32_t m = row_mask_lanes(it.span, i_lo, n_rows, j_lo, width); m; m &= m - 1)
+                rows[__builtin_ctz(m)].push_back(int32_t(k));
+            continue;
+        }
         int i0, i1;
         if (it.span.rows(i_lo, i_hi, i0, i1))
             for (int i = i0; i <= i1; ++i) rows[i - i_lo].push_back(int32_t(k));
@@ -169,14 +209,21 @@ struct GaussianKind {
         std::vector<RowSpanner<T>> spanners;
         std::vector<std::vector<int32_t>> rows;
         int i_lo = 0;
+        bool full = false;  // a tile of the lane paths: the row buckets hold exactly each row's entries
 
         explicit Walker(const GaussianKind& k) : kind(k) {}
-        void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi) {
+        void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi, int j_lo, int j_hi) {
             i_lo = lo;
-            gather_tile(ids, L, cam_off, kind.items, lo, hi, pk, spanners, rows);
+            const int width = j_hi - j_lo + 1;
+            full = width % kLanes == 0 && hi - lo + 1 <= 32;
+            gather_tile(ids, L, cam_off, kind.items, lo, hi, j_lo, width, full, pk, spanners, rows);
         }
         void row_spans(int i, T py, int j_lo, int j_hi, std::vector<Span>& spans) const {
             spans.clear();
+            if (full) {
+                for (const int32_t k : rows[i - i_lo]) spans.push_back({k, int32_t(j_lo), int32_t(j_hi)});
+                return;
+            }
             for (const int32_t k : rows[i - i_lo]) {
                 int j0, j1;
                 if (spanners[k].span(py, j_lo, j_hi, j0, j1)) spans.push_back({k, int32_t(j0), int32_t(j1)});

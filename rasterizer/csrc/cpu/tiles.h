@@ -136,7 +136,8 @@ struct Span {
 
 // The per-tile compositing loops below are shared by every kind. A kind supplies:
 //   Kind::Walker w(kind)                    per-thread state, built inside the parallel region;
-//   w.begin_tile(ids, L, cam_off, i_lo, i_hi)   a tile's list (ids[0..L), camera offset cam_off);
+//   w.begin_tile(ids, L, cam_off, i_lo, i_hi, j_lo, j_hi)   a tile's list (ids[0..L), camera offset
+//                                           cam_off) and its pixel rows and columns;
 //   w.row_spans(i, py, j_lo, j_hi, spans)   the entries that can meet pixel row i (py = i + 0.5), in list
 //                                           order, with their column spans;
 //   w.at(k, py)                              a view of list entry k on that row, with
@@ -149,13 +150,13 @@ struct Span {
 
 // Lane paths. A kind whose entries can be sampled on a whole tile row at once declares
 // ``static constexpr bool kLaneSamples = true`` and gives its view
-//   view.sample_lanes(px, alpha, hit, ls)   alpha and hit mask on the 16 pixel centres px of the row (alpha of
-//                                           a lane that is not hit is unspecified), keeping in ls
+//   view.sample_lanes(px, alpha, hit, ls)   alpha and hit mask on the kLanes pixel centres px of a run of the
+//                                           row (alpha of a lane that is not hit is unspecified), keeping in ls
 //                                           (Kind::LaneSample) what the backward needs;
 //   view.vjp_lanes(v_alpha, ok, ls, g)      the samples' backward on the lanes of mask ok, added lane-wise to
 //                                           the gradient slot vectors g[0 .. n_grad()).
-// Its rows of full width (16 pixels, the default tile) then composite as lane vectors, the per-row state in
-// registers across the row's entries. The lane sample must reject every pixel outside the entry's row span
+// Its rows whose width is a multiple of kLanes (those of a default 16-pixel tile) then composite as lane
+// vectors, run by run of kLanes pixels (lanes.h), the run's state in registers across the row's entries. The lane sample must reject every pixel outside the entry's row span
 // (spans are only conservative), so the lanes give exactly the per-pixel loop's decisions; only the
 // float rounding of the exp and of sums over lanes differs.
 template <typename K, typename = void>
@@ -163,8 +164,9 @@ struct has_lane_samples : std::false_type {};
 template <typename K>
 struct has_lane_samples<K, std::void_t<decltype(K::kLaneSamples)>> : std::integral_constant<bool, K::kLaneSamples> {};
 
-// Forward of one full row (pixels j_lo .. j_lo + 15): the spans front to back on all lanes. Writes the
-// row's transmittance, accumulated features (AoS, 4 per pixel) and last-used counts; updates tile_maxw.
+// Forward of one run of a row (pixels j_lo .. j_lo + kLanes - 1): the spans front to back on all lanes.
+// Writes the run's transmittance, accumulated features (AoS, 4 per pixel) and last-used counts; updates
+// maxw_lanes.
 template <typename T, typename Kind>
 void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vector<Span>& spans, int j_lo, T py,
                              LaneV<T>* maxw_lanes, T* Tr_out, T* acc_out, int32_t* n_used_out) {
@@ -204,7 +206,7 @@ void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vecto
     }
 }
 
-// Backward of one full row: the spans back to front on all lanes, from T_final; adds each span's gradient
+// Backward of one run of a row: the spans back to front on all lanes, from T_final; adds each span's gradient
 // slots lane-wise to its entry's block of G lane vectors in acc (zeroed on the entry's first use in the
 // tile, marked in touched); the caller sums each block over the lanes once per tile.
 template <typename T, typename Kind>
@@ -279,19 +281,20 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
             const int32_t* ids = b.ids.data() + b.offsets[t];
             const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
             const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
-            walk.begin_tile(ids, L, c * N, i_lo, i_hi);
+            walk.begin_tile(ids, L, c * N, i_lo, i_hi, j_lo, j_hi);
             const int width = j_hi - j_lo + 1;
             tile_maxw.assign(L, T(0));
-            const bool lanes = has_lane_samples<Kind>::value && width == kLanes;
+            const bool lanes = has_lane_samples<Kind>::value && width % kLanes == 0;
             if (lanes) maxw_lanes.assign(L, lane_splat(T(0)));
             for (int i = i_lo; i <= i_hi; ++i) {
                 const T py = T(i) + T(0.5);
                 walk.row_spans(i, py, j_lo, j_hi, spans);
                 if constexpr (has_lane_samples<Kind>::value) if (lanes) {
-                    composite_row_fwd_lanes<T, Kind>(walk, spans, j_lo, py, maxw_lanes.data(), Tr.data(), acc.data(),
-                                                     n_used.data());
+                    for (int r = 0; r < width; r += kLanes)
+                        composite_row_fwd_lanes<T, Kind>(walk, spans, j_lo + r, py, maxw_lanes.data(), Tr.data() + r,
+                                                         acc.data() + 4 * r, n_used.data() + r);
                     const int64_t pix0 = (c * H + i) * W + j_lo;
-                    for (int jj = 0; jj < kLanes; ++jj) {
+                    for (int jj = 0; jj < width; ++jj) {
                         for (int f = 0; f < 4; ++f) feats[4 * (pix0 + jj) + f] = acc[4 * jj + f];
                         alphas[pix0 + jj] = T(1) - Tr[jj];
                         T_final[pix0 + jj] = Tr[jj];
@@ -371,10 +374,10 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
             if (L == 0) continue;
             const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
             const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
-            walk.begin_tile(all_ids + offsets[t], L, c * N, i_lo, i_hi);
+            walk.begin_tile(all_ids + offsets[t], L, c * N, i_lo, i_hi, j_lo, j_hi);
             T* grad = pair_grad + int64_t(G) * offsets[t];
             const int width = j_hi - j_lo + 1;
-            const bool lanes = has_lane_samples<Kind>::value && width == kLanes;
+            const bool lanes = has_lane_samples<Kind>::value && width % kLanes == 0;
             if (lanes) {
                 if (int64_t(lane_acc.size()) < L * G) lane_acc.resize(L * G);
                 touched.assign(L, 0);
@@ -383,13 +386,18 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
                 const int64_t row = (c * H + i) * W + j_lo;
                 if constexpr (has_lane_samples<Kind>::value) if (lanes) {
                     int32_t max_used = 0;
-                    for (int jj = 0; jj < kLanes; ++jj) max_used = std::max(max_used, last[row + jj]);
+                    for (int jj = 0; jj < width; ++jj) max_used = std::max(max_used, last[row + jj]);
                     if (max_used == 0) continue;
                     const T py = T(i) + T(0.5);
                     walk.row_spans(i, py, j_lo, j_hi, spans);
-                    composite_row_bwd_lanes<T, Kind>(walk, spans, j_lo, py, max_used, T_final + row, v_feats + 4 * row,
-                                                     v_alphas + row, last + row, G, o_f, lane_acc.data(),
-                                                     touched.data());
+                    for (int r = 0; r < width; r += kLanes) {
+                        int32_t run_used = 0;
+                        for (int jj = r; jj < r + kLanes; ++jj) run_used = std::max(run_used, last[row + jj]);
+                        if (run_used == 0) continue;
+                        composite_row_bwd_lanes<T, Kind>(walk, spans, j_lo + r, py, run_used, T_final + row + r,
+                                                         v_feats + 4 * (row + r), v_alphas + row + r, last + row + r,
+                                                         G, o_f, lane_acc.data(), touched.data());
+                    }
                     continue;
                 }
                 int32_t max_used = 0;

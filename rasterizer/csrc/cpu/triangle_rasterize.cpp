@@ -130,7 +130,7 @@ struct TriangleKind {
         int i_lo = 0;
 
         explicit Walker(const TriangleKind& k) : kind(k) {}
-        void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi) {
+        void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi, int, int) {
             i_lo = lo;
             gather_tri_tile(ids, L, cam_off, kind.items, lo, hi, pk, rows);
         }
