@@ -53,15 +53,21 @@ inline LaneM<T> lane_splat_m(int64_t x) {
     return LaneM<T>{} + E(x);
 }
 
-// Pixel centres j_lo + 0.5, ..., j_lo + 15.5.
+// The lane indices 0, 1, ..., kLanes - 1 (a constant).
 template <typename T>
-inline LaneV<T> lane_centres(int j_lo) {
-    LaneV<T> v;
-    for (int l = 0; l < kLanes; ++l) v[l] = T(j_lo + l) + T(0.5);
-    return v;
+inline LaneM<T> lane_index_m() {
+    LaneM<T> m;
+    for (int l = 0; l < kLanes; ++l) m[l] = l;
+    return m;
 }
 
-// Horizontal reductions by halving (log2(16) shuffles).
+// Pixel centres j_lo + 0.5, ..., j_lo + kLanes - 0.5 (one vector add and conversion, exact).
+template <typename T>
+inline LaneV<T> lane_centres(int j_lo) {
+    return __builtin_convertvector(lane_index_m<T>() + lane_splat_m<T>(j_lo), LaneV<T>) + T(0.5);
+}
+
+// Horizontal reductions by halving (log2(kLanes) shuffles).
 template <typename T, typename Vec, typename Op>
 inline auto lane_reduce(Vec v, Op op) {
     LaneM<T> idx;

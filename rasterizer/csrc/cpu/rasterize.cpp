@@ -52,12 +52,14 @@ Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2,
         [dep](int64_t idx) { return dep[idx]; });
 }
 
-// Everything the compositing loops read about one (camera, Gaussian), packed into one record so that
-// gathering a tile's list costs about one cache miss per entry; built once, not once per tile.
+// Everything the compositing loops read about one (camera, Gaussian) in one record, 64 bytes for float
+// (one cache line), so that gathering a tile's list costs one miss per entry; built once, not once per tile.
+// The row spanner is kept without the mean, which the packed entry holds.
 template <typename T>
-struct Item {
+struct alignas(16 * sizeof(T)) Item {
     Packed<T> p;
-    RowSpanner<T> span;
+    T b_over_a, inv_a, half_curv, thr, mag, reach;
+    RowSpanner<T> span() const { return {p.mx, p.my, b_over_a, inv_a, half_curv, thr, mag, reach}; }
 };
 
 template <typename T>
@@ -65,13 +67,17 @@ std::vector<Item<T>> make_items(int64_t CN, const T* m2, const T* con, const T* 
     std::vector<Item<T>> items(CN);
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < CN; ++g) {
-        Packed<T>& e = items[g].p;
+        Item<T>& it = items[g];
+        Packed<T>& e = it.p;
         e.mx = m2[2 * g], e.my = m2[2 * g + 1];
         e.ca = con[3 * g], e.cb = con[3 * g + 1], e.cc = con[3 * g + 2];
         e.opac = opac[g];
         e.feat[0] = col[3 * g], e.feat[1] = col[3 * g + 1], e.feat[2] = col[3 * g + 2];
         e.feat[3] = dep[g];
-        items[g].span.init(e.mx, e.my, e.ca, e.cb, e.cc, e.opac);
+        RowSpanner<T> s;
+        s.init(e.mx, e.my, e.ca, e.cb, e.cc, e.opac);
+        it.b_over_a = s.b_over_a, it.inv_a = s.inv_a, it.half_curv = s.half_curv;
+        it.thr = s.thr, it.mag = s.mag, it.reach = s.reach;
     }
     return items;
 }
@@ -97,8 +103,7 @@ uint32_t row_mask_lanes(const RowSpanner<T>& s, int i_lo, int n_rows, int j_lo, 
         V lo = s.mx - shift - half - margin - T(0.5), hi = s.mx - shift + half + margin - T(0.5);
         lo = lo > jmin ? lo : jmin;
         hi = hi < jmax ? hi : jmax;
-        M rows;
-        for (int l = 0; l < kLanes; ++l) rows[l] = r + l < n_rows ? -1 : 0;
+        const M rows = lane_index_m<T>() < lane_splat_m<T>(n_rows - r);
         // an integer column in [lo, hi]: where lo <= hi both lie in the tile's columns (>= 0), so truncation
         // is floor
         const M lo_t = __builtin_convertvector(lo, M), hi_t = __builtin_convertvector(hi, M);
@@ -126,18 +131,19 @@ void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* 
         if (k + kAhead < L) {
             const char* ahead = reinterpret_cast<const char*>(items + cam_off + ids[k + kAhead]);
             __builtin_prefetch(ahead);
-            __builtin_prefetch(ahead + 64);
+            if (sizeof(Item<T>) > 64) __builtin_prefetch(ahead + 64);
         }
         const Item<T>& it = items[cam_off + ids[k]];
         out[k] = it.p;
-        spanners[k] = it.span;
+        const RowSpanner<T> span = it.span();
         if (full) {
-            for (uint32_t m = row_mask_lanes(it.span, i_lo, n_rows, j_lo, width); m; m &= m - 1)
+            for (uint32_t m = row_mask_lanes(span, i_lo, n_rows, j_lo, width); m; m &= m - 1)
                 rows[__builtin_ctz(m)].push_back(int32_t(k));
             continue;
         }
+        spanners[k] = span;
         int i0, i1;
-        if (it.span.rows(i_lo, i_hi, i0, i1))
+        if (span.rows(i_lo, i_hi, i0, i1))
             for (int i = i0; i <= i1; ++i) rows[i - i_lo].push_back(int32_t(k));
     }
 }
