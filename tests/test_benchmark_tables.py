@@ -34,3 +34,51 @@ def test_rows_from_other_settings_get_their_own_labelled_row(tmp_path, monkeypat
     assert "| **sparsesplat (this run)** | 16.00 |" in table
     assert "| **sparsesplat, poses=auto** | 23.00 ± 1.41 |" in table  # the two posed seeds, not mixed with 16.00
     assert "seed 0 (poses=auto): 22.00" in table
+
+
+def test_rasterizer_ab_reads_trees_and_flags_and_writes_ratios_to_the_first_build(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    import sparsesplat.benchmarks.rasterizer_ab as ab
+
+    here = Path(ab.__file__).resolve().parents[1]  # this checkout's root
+    assert ab.parse_build(str(here)) == (here, None)  # the project's own flags
+    assert ab.parse_build(f"{here}@-march=native -mno-avx512f") == (here, ["-march=native", "-mno-avx512f"])
+    assert ab.parse_build(f"{here}@") == (here, [])  # a portable build
+    with pytest.raises(SystemExit, match="no rasterizer/csrc/cpu"):
+        ab.parse_build(str(tmp_path))
+
+    class Fake:  # a build whose kernels take a known time
+        def __init__(self, fwd, bwd):
+            self.fwd, self.bwd = fwd, bwd
+
+        def rasterize_fwd(self, *a):
+            _advance(self.fwd)
+            return (None,) * 7
+
+        def rasterize_bwd(self, *a):
+            _advance(self.bwd)
+
+    clock = [0.0]
+
+    def _advance(dt):
+        clock[0] += dt
+
+    monkeypatch.setattr(ab.time, "perf_counter", lambda: clock[0])
+    views = [([None] * 5, None, None, None)] * 3
+    rows = ab.time_builds([Fake(0.2, 0.4), Fake(0.1, 0.1)], views, 8, 8, 16, repeats=2)
+    assert rows[0]["fwd_ms"] == pytest.approx(200) and rows[1]["bwd_ms"] == pytest.approx(100)
+    assert rows[1]["fwd_speedup"] == pytest.approx(2.0) and rows[1]["bwd_speedup"] == pytest.approx(4.0)
+    assert rows[1]["fwd_bwd_speedup"] == pytest.approx(3.0) and rows[0]["fwd_bwd_speedup"] == pytest.approx(1.0)
+
+    monkeypatch.setattr(ab, "RESULTS", tmp_path)
+    meta = {"machine": "m", "threads": 2, "command": "c", "date": "d", "torch": "t", "run": "r", "gaussians": 1,
+            "width": 8, "height": 8, "views": 3, "repeats": 2, "tile": 16}
+    for r, tree in zip(rows, ("old", "new")):
+        r.update(tree=tree, rev="abc", flags="-O3")
+    ab.write_tables(rows, meta, "ab")
+    assert "| new (abc) | `-O3` | 100.0 | 100.0 | 2.00x | 4.00x | 3.00x |" in (tmp_path / "ab.md").read_text()
+    assert json.loads((tmp_path / "ab.json").read_text())["rows"][1]["fwd_speedup"] == pytest.approx(2.0)

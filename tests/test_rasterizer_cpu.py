@@ -235,6 +235,28 @@ def test_tile_size_does_not_change_the_image(cpu):
     torch.testing.assert_close(w16, w8)
 
 
+def test_lane_runs_and_the_per_pixel_loop_give_one_image_and_one_gradient(cpu):
+    """Tiles whose width is a multiple of the build's lane width composite in lane vectors, one run or several
+    per row (16, 32: rows bucketed by the vector row test); others (12 on AVX2/AVX-512, 40: wider and taller
+    than the vector row test takes) by the per-pixel loop. Forward and backward agree across all of them."""
+    W, H = 83, 61  # ragged edge tiles for every size
+    params, colors = make_scene(600, seed=21)
+    vm, Ks = make_cameras(W, H, C=2)
+    g = torch.Generator().manual_seed(3)
+    v_feats, v_alphas = torch.rand(2, H, W, 4, generator=g), torch.rand(2, H, W, 1, generator=g)
+    out = {}
+    for ts in (12, 16, 32, 8, 40):
+        ps = [p.clone().requires_grad_(True) for p in params]
+        cs = colors.clone().requires_grad_(True)
+        _, feats, alphas, maxw = render(cpu, ps, cs, vm, Ks, W, H, tile_size=ts)
+        ((feats * v_feats).sum() + (alphas * v_alphas).sum()).backward()
+        out[ts] = [feats, alphas, maxw, *(p.grad for p in ps), cs.grad]
+    assert out[12][1].max() > 0.5  # the scene covers the frame
+    for ts in (16, 32, 8, 40):
+        for a, b in zip(out[12], out[ts]):
+            torch.testing.assert_close(b, a, rtol=2e-4, atol=2e-5)
+
+
 def test_empty_scene_renders_zeros(cpu):
     vm, Ks = make_cameras(20, 10, C=2)
     params = [torch.zeros(0, 3), torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0)]

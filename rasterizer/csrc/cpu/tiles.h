@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../common.h"
@@ -87,14 +88,22 @@ Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, 
         std::vector<int64_t> cursor(b.offsets.begin(), b.offsets.end() - 1);
         for (int64_t k = 0; k < P; ++k) b.ids[cursor[pair_tile[k]]++] = pair_id[k];
     }
-    // 4. each tile front to back: (depth, index)
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t t = 0; t < C * TT; ++t) {
-        const int64_t cam_off = (t / TT) * N;
-        std::sort(b.ids.begin() + b.offsets[t], b.ids.begin() + b.offsets[t + 1], [&](int32_t i, int32_t j) {
-            const auto di = depth_of(cam_off + i), dj = depth_of(cam_off + j);
-            return di < dj || (di == dj && i < j);
-        });
+    // 4. each tile front to back: (depth, index), sorting (depth, index) records gathered once per tile so the
+    // comparisons read the tile's own memory
+#pragma omp parallel
+    {
+        using D = decltype(depth_of(int64_t(0)));
+        std::vector<std::pair<D, int32_t>> keyed;
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t t = 0; t < C * TT; ++t) {
+            const int64_t cam_off = (t / TT) * N, lo = b.offsets[t], hi = b.offsets[t + 1];
+            keyed.resize(hi - lo);
+            for (int64_t k = lo; k < hi; ++k) keyed[k - lo] = {depth_of(cam_off + b.ids[k]), b.ids[k]};
+            std::sort(keyed.begin(), keyed.end(), [](const std::pair<D, int32_t>& x, const std::pair<D, int32_t>& y) {
+                return x.first < y.first || (x.first == y.first && x.second < y.second);
+            });
+            for (int64_t k = lo; k < hi; ++k) b.ids[k] = keyed[k - lo].second;
+        }
     }
     return b;
 }
