@@ -2,7 +2,7 @@
 // (-march=native, rasterizer/build.py): 16 floats with AVX-512, 8 with AVX2, 4 with SSE or NEON. GCC/Clang
 // vector extensions keep one source for every instruction set. The width must be the register's: a wider
 // vector type is lowered piece by piece, and its masks and conversions lane by lane (measured: 16 lanes on
-// AVX2 ran the compositing 5x slower than 8, and 2x slower than the per-pixel loop). The lane paths of the
+// AVX2 ran the compositing about 4x slower than 8, and 2x slower than the per-pixel loop). The lane paths of the
 // compositing loops in tiles.h take a row of a default 16-pixel tile in 16 / kLanes such runs.
 #pragma once
 

@@ -165,9 +165,10 @@ struct Span {
 //   view.vjp_lanes(v_alpha, ok, ls, g)      the samples' backward on the lanes of mask ok, added lane-wise to
 //                                           the gradient slot vectors g[0 .. n_grad()).
 // Its rows whose width is a multiple of kLanes (those of a default 16-pixel tile) then composite as lane
-// vectors, run by run of kLanes pixels (lanes.h), the run's state in registers across the row's entries. The lane sample must reject every pixel outside the entry's row span
-// (spans are only conservative), so the lanes give exactly the per-pixel loop's decisions; only the
-// float rounding of the exp and of sums over lanes differs.
+// vectors, run by run of kLanes pixels (lanes.h), the run's state in registers across the row's entries.
+// The lane sample must reject every pixel outside the entry's row span (spans are only conservative), so
+// the lanes give exactly the per-pixel loop's decisions; only the float rounding of the exp and of sums
+// over lanes differs.
 template <typename K, typename = void>
 struct has_lane_samples : std::false_type {};
 template <typename K>
