@@ -150,9 +150,13 @@ def launch(nproc: int, follower: Callable, *args):
     (out of memory, killed) ends the run with a ``DistributedError`` naming it; the others are stopped."""
     import torch.multiprocessing as mp
 
+    # What this function sets in the environment (the followers inherit it) it takes back when the block ends,
+    # so a later launch in this process picks a fresh port instead of one a finished group may still hold.
+    ours = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" in os.environ:
         if os.environ["MASTER_ADDR"] in ("127.0.0.1", "localhost") and _port_in_use(int(os.environ["MASTER_PORT"])):
+            _unset(ours)
             raise DistributedError(f"MASTER_PORT {os.environ['MASTER_PORT']} is in use on this machine: set it to a "
                                    "free port, or unset it and --nproc picks one")
     else:
@@ -165,6 +169,10 @@ def launch(nproc: int, follower: Callable, *args):
         yield DataParallel(0, nproc)
         _join(ctx, nproc)
     except BaseException as e:
+        if not isinstance(e, (DistributedError, KeyboardInterrupt)):
+            # A collective fails as soon as a peer's socket closes, which can be before that peer has finished
+            # dying: give it a moment to show its exit code, so the message can name it.
+            _await_a_failed_process(ctx, seconds=5.0)
         for p in ctx.processes:
             if p.is_alive():
                 p.terminate()
@@ -176,10 +184,26 @@ def launch(nproc: int, follower: Callable, *args):
                                    "fewer processes or fewer --views-per-step") from e
         raise
     finally:
-        for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
-            os.environ.pop(k, None)
+        _unset(["RANK", "LOCAL_RANK", "WORLD_SIZE", *ours])
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _unset(keys) -> None:
+    for k in keys:
+        os.environ.pop(k, None)
+
+
+def _await_a_failed_process(ctx, seconds: float) -> None:
+    """Wait until a started process has exited with an error, or all have exited, or ``seconds`` pass."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        codes = [p.exitcode for p in ctx.processes]
+        if any(c not in (None, 0) for c in codes) or all(c is not None for c in codes):
+            return
+        time.sleep(0.05)
 
 
 def _join(ctx, nproc: int) -> None:

@@ -106,10 +106,13 @@ def _dies(dp) -> None:
     os._exit(3)  # as a process killed for memory would
 
 
-def test_a_process_that_dies_ends_the_run_with_a_message_naming_it():
+def test_a_process_that_dies_ends_the_run_with_a_message_naming_it(monkeypatch):
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(distributed.DistributedError, match="process 1 of 2"):
         with distributed.launch(2, _dies) as dp:
             dp.sum_scalars([1.0])
+    # The port it picked is not left behind for a later launch (or a child process) to inherit.
+    assert "MASTER_PORT" not in os.environ
 
 
 def test_a_port_in_use_is_refused_with_what_to_do(monkeypatch):
