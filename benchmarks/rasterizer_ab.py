@@ -70,7 +70,7 @@ def scene_inputs(run: Path):
     gen = torch.Generator().manual_seed(0)
     views = []
     with torch.no_grad():
-        means, quats, scales, opac, sh, colors = _sanitize(g)
+        means, quats, scales, opac, sh, colors, _ = _sanitize(g)
         for i in range(len(cams)):
             vm, K = cams.viewmats[i:i + 1], cams.Ks[i:i + 1]
             p = cpu.project_gaussians(means, quats, scales, opac, vm, K, W, H)
@@ -81,16 +81,24 @@ def scene_inputs(run: Path):
     return len(g.means), W, H, views
 
 
+def _gaussian_args(ext) -> tuple:
+    """What a build's kernels take after their arguments of old: nothing, or (since GES) the empty shapes
+    tensor that selects Gaussians."""
+    params = (ext.rasterize_fwd.__doc__ or "").split("->")[0]  # pybind's signature line
+    return (torch.empty(0),) if params.count("torch.Tensor") >= 7 else ()
+
+
 def time_builds(exts, views, W: int, H: int, tile: int, repeats: int) -> list[dict]:
     fwd = [0.0] * len(exts)
     bwd = [0.0] * len(exts)
+    extra = [_gaussian_args(ext) for ext in exts]
     for _ in range(repeats):
         for ins, radii, v_feats, v_alphas in views:
             for e, ext in enumerate(exts):
                 t0 = time.perf_counter()
-                _, _, _, offsets, ids, last, T_final = ext.rasterize_fwd(*ins, radii, W, H, tile)
+                _, _, _, offsets, ids, last, T_final = ext.rasterize_fwd(*ins, radii, W, H, tile, *extra[e])
                 t1 = time.perf_counter()
-                ext.rasterize_bwd(*ins, W, H, tile, offsets, ids, last, T_final, v_feats, v_alphas)
+                ext.rasterize_bwd(*ins, W, H, tile, offsets, ids, last, T_final, v_feats, v_alphas, *extra[e])
                 t2 = time.perf_counter()
                 fwd[e] += t1 - t0
                 bwd[e] += t2 - t1

@@ -79,6 +79,28 @@ class Gaussians(_Appearance):
 
 
 @dataclass
+class GeneralizedGaussians(Gaussians):
+    """N generalized exponential splats (GES, Hamdi et al., CVPR 2024): Gaussians whose falloff
+    exp(-0.5 q) (q = d^T Sigma^-1 d, in screen space after the EWA projection) becomes exp(-0.5 q^(beta/2)),
+    with a shape ``shapes`` (N,) = beta > 0 each. beta = 2 is the Gaussian; a larger beta gives a flatter
+    top and a sharper edge, a smaller one a sharper peak and heavier tails. Rendered exactly for beta >= 1;
+    below, the footprint is cut at 11.1 standard deviations (the kernels' tile bounds).
+
+    A subclass for what it shares (validation, ``centers``), but a kind of its own: ``render()`` and every
+    writer tell them apart by type, and a Gaussian-only consumer must check ``type(g) is Gaussians``."""
+
+    shapes: torch.Tensor = None
+
+    def __init__(self, means, quats, scales, opacities, shapes, sh=None, colors=None):
+        super().__init__(means, quats, scales, opacities, sh=sh, colors=colors)
+        n = means.shape[0]
+        if shapes is None or shapes.shape != (n,):
+            got = None if shapes is None else tuple(shapes.shape)
+            raise ValueError(f"GeneralizedGaussians: shapes must be ({n},), got {got}")
+        self.shapes = shapes
+
+
+@dataclass
 class Triangles(_Appearance):
     """N triangles (Triangle Splatting): vertices (N,3,3) world positions, sigma (N,) >= 0 window
     sharpness (0 = solid triangle, larger = peaked at the incentre), opacities (N,)."""

@@ -9,7 +9,7 @@ import torch
 
 from . import backends
 from .cameras import Cameras
-from .primitives import Gaussians, all_finite
+from .primitives import Gaussians, GeneralizedGaussians, all_finite
 from .profiling import stage
 from .sh import sh_to_rgb
 
@@ -50,21 +50,28 @@ class RenderOutput:
 
 
 def _sanitize(g: Gaussians):
-    """Replace non-finite or degenerate primitives by harmless, fully transparent ones.
+    """Replace non-finite or degenerate primitives by harmless, fully transparent ones (GES: also a shape
+    that is not finite and positive). Returns means, quats, scales, opacities, sh, colors, shapes (None for
+    Gaussians).
 
     ``torch.where`` keeps gradients of the others exact and gives the culled ones zero gradient.
     """
     appearance = g.sh.flatten(1) if g.sh is not None else g.colors
-    if all_finite(g.means, g.quats, g.scales, g.opacities, appearance) and bool(
-            ((g.quats != 0).any(-1) & (g.scales >= 0).all(-1)).all()):
-        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors  # the common case, without a copy
+    shapes = g.shapes if isinstance(g, GeneralizedGaussians) else None
+    fine = (g.quats != 0).any(-1) & (g.scales >= 0).all(-1)
+    if shapes is not None:
+        fine = fine & (shapes > 0)
+    if all_finite(g.means, g.quats, g.scales, g.opacities, appearance, shapes) and bool(fine.all()):
+        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors, shapes  # the common case, without a copy
     ok = (
         torch.isfinite(g.means).all(-1) & torch.isfinite(g.quats).all(-1) & torch.isfinite(g.scales).all(-1)
         & torch.isfinite(g.opacities) & torch.isfinite(appearance).all(-1)
         & (g.quats.norm(dim=-1) > 0) & (g.scales >= 0).all(-1)
     )
+    if shapes is not None:
+        ok = ok & torch.isfinite(shapes) & (shapes > 0)
     if bool(ok.all()):
-        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors
+        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors, shapes
     col = ok[:, None]
     unit_q = torch.zeros_like(g.quats)
     unit_q[:, 0] = 1
@@ -74,7 +81,9 @@ def _sanitize(g: Gaussians):
     opac = torch.where(ok, g.opacities, torch.zeros_like(g.opacities))
     sh = None if g.sh is None else torch.where(ok[:, None, None], g.sh, torch.zeros_like(g.sh))
     colors = None if g.colors is None else torch.where(col, g.colors, torch.zeros_like(g.colors))
-    return means, quats, scales, opac, sh, colors
+    if shapes is not None:
+        shapes = torch.where(ok, shapes, torch.full_like(shapes, 2.0))
+    return means, quats, scales, opac, sh, colors, shapes
 
 
 def _background(background, C, ref: torch.Tensor) -> torch.Tensor:
@@ -187,25 +196,33 @@ def view_colors(sh, colors, centers: torch.Tensor, cams: Cameras, sh_degree: Opt
 
 def render_gaussians(prims: Gaussians, cams: Cameras, impl, sh_degree: Optional[int], rasterize_mode: str,
                      eps2d: float = 0.3, near: float = 0.01, far: float = 1e10, tile_size: int = 16) -> Rendered:
-    """EWA projection of 3D Gaussians, then tile rasterization (DESIGN.md §3)."""
+    """EWA projection of 3D Gaussians, then tile rasterization (DESIGN.md §3); GES (``GeneralizedGaussians``)
+    the same way, its shapes handed to both stages (the radii, and the falloff)."""
     W, H = cams.width, cams.height
     viewmats = cams.viewmats.to(prims.means.dtype)
     Ks = cams.Ks.to(prims.means.dtype)
-    means, quats, scales, opac, sh, colors = _sanitize(prims)
+    means, quats, scales, opac, sh, colors, shapes = _sanitize(prims)
+    shaped = {} if shapes is None else {"shapes": shapes}
+    if shapes is not None and getattr(impl, "SHAPED", True) is False:
+        raise ValueError(f"the {impl.__name__.rsplit('.', 1)[-1]} backend draws Gaussians only; render "
+                         "GeneralizedGaussians (GES) with backend 'torch', 'cpu' or 'cuda'")
     with stage("project"):
         proj = impl.project_gaussians(
             means, quats, scales, opac, viewmats, Ks, W, H,
-            eps2d=eps2d, near=near, far=far, antialiased=rasterize_mode == "antialiased",
+            eps2d=eps2d, near=near, far=far, antialiased=rasterize_mode == "antialiased", **shaped,
         )
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
     with stage("sh colors"):
         rgb = view_colors(sh, colors, means, Cameras(viewmats, Ks, W, H), sh_degree, impl)
     with stage("rasterize"):
+        if shapes is not None:
+            shaped["shapes"] = shapes[None].expand(len(cams), -1)
         feats, alphas, max_weight = impl.rasterize(
-            proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size
+            proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size, **shaped
         )
     return Rendered(feats, alphas, proj.means2d, proj.radii, max_weight, proj.depths)
 
 
 register_renderer(Gaussians, render_gaussians)
+register_renderer(GeneralizedGaussians, render_gaussians)

@@ -1,7 +1,8 @@
 """An independent float64 reference for Gaussian rendering: per pixel, per Gaussian, no tiles, no bounds.
 
 Written from the contract in DESIGN.md §3, separately from every backend, in NumPy. It evaluates every
-Gaussian at every pixel (so it also checks that the backends' tile bounds are conservative).
+Gaussian at every pixel (so it also checks that the backends' tile bounds are conservative). With ``shapes``
+it renders GES (generalized exponential splats): the falloff exp(-0.5 q^(beta/2)), q = d^T conic d.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def project_one(mean, quat, scale, opacity, viewmat, K, W, H, eps2d=0.3, near=0.
     return mean2d, np.linalg.inv(cov2b), z, o
 
 
-def render_naive(means, quats, scales, opacities, colors, viewmat, K, W, H, background=(0, 0, 0), **kw):
-    """colors: (N,3) per-Gaussian RGB for this view. Returns (rgb (H,W,3), alpha (H,W), expected depth (H,W))."""
+def render_naive(means, quats, scales, opacities, colors, viewmat, K, W, H, background=(0, 0, 0), shapes=None,
+                 **kw):
+    """colors: (N,3) per-Gaussian RGB for this view; shapes: (N,) GES betas or None (Gaussians).
+    Returns (rgb (H,W,3), alpha (H,W), expected depth (H,W))."""
     jj, ii = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
     pix = np.stack([jj, ii], -1)  # (H,W,2) as (x, y)
     projected = []
@@ -69,7 +72,11 @@ def render_naive(means, quats, scales, opacities, colors, viewmat, K, W, H, back
     for z, n, (m2, conic, _, o) in projected:
         d = pix - m2
         s = 0.5 * (conic[0, 0] * d[..., 0] ** 2 + conic[1, 1] * d[..., 1] ** 2) + conic[0, 1] * d[..., 0] * d[..., 1]
-        alpha = np.minimum(ALPHA_MAX, o * np.exp(-s))
+        if shapes is None:
+            alpha = np.minimum(ALPHA_MAX, o * np.exp(-s))
+        else:
+            q = 2.0 * np.maximum(s, 0.0)
+            alpha = np.minimum(ALPHA_MAX, o * np.exp(-0.5 * q ** (0.5 * shapes[n])))
         use = (~done) & (s >= 0) & (alpha >= ALPHA_MIN)
         next_T = T * (1 - alpha)
         stop = use & (next_T < T_MIN)

@@ -14,6 +14,8 @@ import torch
 
 from .types import Projection
 
+SHAPED = False  # gsplat draws Gaussians only: render() refuses GES here with a message
+
 
 def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height,
                       eps2d=0.3, near=0.01, far=1e10, antialiased=False) -> Projection:

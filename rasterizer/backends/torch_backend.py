@@ -14,6 +14,7 @@ from .torch_tiles import ALPHA_MAX, ALPHA_MIN, T_MIN, composite, composite_tiles
 from .types import Projection
 
 EXTENT_MAX = 3.33
+SHAPED_EXTENT_MAX = 11.1  # GES: (2 ln 255)^(1/beta) standard deviations, exact for beta >= 1
 
 
 def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
@@ -30,10 +31,11 @@ def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
 
 
 def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height,
-                      eps2d=0.3, near=0.01, far=1e10, antialiased=False) -> Projection:
+                      eps2d=0.3, near=0.01, far=1e10, antialiased=False, shapes=None) -> Projection:
     """EWA projection of N Gaussians into C cameras.
 
-    means (N,3), quats (N,4) wxyz (any norm), scales (N,3), opacities (N,), viewmats (C,4,4), Ks (C,3,3).
+    means (N,3), quats (N,4) wxyz (any norm), scales (N,3), opacities (N,), viewmats (C,4,4), Ks (C,3,3);
+    shapes (N,): GES's betas, which change only the radii (where alpha falls to 1/255), or None.
     Returns a ``Projection`` of (C,N,...) tensors; culled entries have radii 0 and zero gradient.
     """
     R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
@@ -84,7 +86,11 @@ def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, heig
     with torch.no_grad():
         o = opac.detach()
         valid = valid & (o >= ALPHA_MIN)
-        extent = torch.clamp(torch.sqrt(2.0 * torch.log(torch.clamp_min(255.0 * o, 1.0))), max=EXTENT_MAX)
+        reach = 2.0 * torch.log(torch.clamp_min(255.0 * o, 1.0))
+        if shapes is None:
+            extent = torch.clamp(torch.sqrt(reach), max=EXTENT_MAX)
+        else:
+            extent = torch.clamp(reach ** (1.0 / shapes.detach()[None]), max=SHAPED_EXTENT_MAX)
         rx = torch.ceil(extent * torch.sqrt(torch.where(valid, a, one)))
         ry = torch.ceil(extent * torch.sqrt(torch.where(valid, c, one)))
         mx, my = means2d.detach().unbind(-1)
@@ -102,15 +108,23 @@ def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, heig
 
 
 def rasterize(means2d, conics, colors, opacities, depths, radii, width, height, tile_size=16,
-              max_elements: int = 1 << 24):
+              max_elements: int = 1 << 24, shapes=None):
     """Composite projected Gaussians into (C,H,W,4) features [r,g,b,z], alphas (C,H,W,1), max weights (C,N)
-    (tiles in chunks of about ``max_elements`` samples; see ``torch_tiles.composite_tiles``)."""
+    (tiles in chunks of about ``max_elements`` samples; see ``torch_tiles.composite_tiles``). shapes (C,N):
+    GES's betas, the falloff exp(-0.5 q^(beta/2)) with q = 2 s in place of exp(-s); None for Gaussians."""
 
     def alpha_fn(cam, gidx, pix, valid):
         d = pix[:, :, None, :] - means2d[cam][gidx][:, None, :, :]  # (B,P,L,2)
         con = conics[cam][gidx][:, None]  # (B,1,L,3)
         s = 0.5 * (con[..., 0] * d[..., 0] ** 2 + con[..., 2] * d[..., 1] ** 2) + con[..., 1] * d[..., 0] * d[..., 1]
-        alpha = torch.clamp(opacities[cam][gidx][:, None] * torch.exp(-s), max=ALPHA_MAX)
+        if shapes is not None:  # P = 0.5 q^(beta/2), 0 at the centre (log of q kept finite for autograd)
+            q = 2.0 * s
+            q_safe = torch.where(q > 0, q, torch.ones_like(q))
+            beta = shapes[cam][gidx][:, None]
+            power = torch.where(q > 0, 0.5 * torch.exp(0.5 * beta * torch.log(q_safe)), torch.zeros_like(q))
+        else:
+            power = s
+        alpha = torch.clamp(opacities[cam][gidx][:, None] * torch.exp(-power), max=ALPHA_MAX)
         return torch.where((s >= 0) & valid[:, None], alpha, torch.zeros_like(alpha))
 
     return composite_tiles(means2d, radii, depths, colors, width, height, alpha_fn, tile_size, max_elements)

@@ -19,6 +19,7 @@ constexpr double kAlphaMin = 1.0 / 255.0;  // samples below this alpha are skipp
 constexpr double kAlphaMax = 0.99;         // alpha is clamped here (zero gradient when clamped)
 constexpr double kTransmittanceMin = 1e-4; // a pixel stops before T would drop below this
 constexpr double kExtentMax = 3.33;        // cap of the opacity-aware Gaussian extent
+constexpr double kShapedExtentMax = 11.1;  // cap of a shaped (GES) extent: (2 ln 255)^(1/beta) for beta >= 1
 
 // Scalar math with explicit float/double overloads: identical results on host and device, and no
 // reliance on std:: overload resolution inside device code.
@@ -26,6 +27,8 @@ HOSTDEV float s_exp(float x) { return expf(x); }
 HOSTDEV double s_exp(double x) { return exp(x); }
 HOSTDEV float s_log(float x) { return logf(x); }
 HOSTDEV double s_log(double x) { return log(x); }
+HOSTDEV float s_pow(float x, float y) { return powf(x, y); }
+HOSTDEV double s_pow(double x, double y) { return pow(x, y); }
 HOSTDEV float s_sqrt(float x) { return sqrtf(x); }
 HOSTDEV double s_sqrt(double x) { return sqrt(x); }
 HOSTDEV float s_floor(float x) { return floorf(x); }

@@ -5,6 +5,11 @@
 //   p = R m + t,  z = p.z;  Sc = R (Rq S)(Rq S)^T R^T;  J = d(pixel)/dp at p clamped to 1.3x the FOV;
 //   S2 = J Sc J^T;  S2b = S2 + eps2d I;  conic = S2b^-1;  o' = o [* sqrt(det S2 / det S2b) if antialiased];
 //   radius_i = ceil(min(3.33, sqrt(2 ln(255 o'))) * sqrt(S2b_ii)).
+//
+// Generalized exponential splatting (GES, Hamdi et al. 2024) is the same primitive with a shape beta > 0 per
+// Gaussian: the falloff exp(-s) becomes exp(-P), P = 0.5 q^(beta/2), q = 2 s = d^T conic d (beta = 2 is the
+// Gaussian). Its projection differs only in the extent: radius_i = ceil(min(11.1, (2 ln(255 o'))^(1/beta))
+// * sqrt(S2b_ii)), where its alpha falls to 1/255.
 #pragma once
 
 #include "common.h"
@@ -108,7 +113,7 @@ struct GaussianProjection {
 template <typename T>
 HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, const T* scale, T opacity,
                                                const PinholeCamera<T>& cam, T eps2d, T near_plane,
-                                               T far_plane, bool antialiased) {
+                                               T far_plane, bool antialiased, T shape = T(0)) {
     GaussianProjection<T> g;
     g.valid = false;
     g.radius[0] = g.radius[1] = 0;
@@ -175,7 +180,9 @@ HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, con
 
     g.mean2d[0] = cam.fx * u0 + cam.cx;
     g.mean2d[1] = cam.fy * v0 + cam.cy;
-    const T extent = s_min(T(kExtentMax), s_sqrt(T(2) * s_log(s_max(T(255) * g.opacity, T(1)))));
+    const T reach = T(2) * s_log(s_max(T(255) * g.opacity, T(1)));  // q where alpha falls to 1/255 (beta = 2)
+    const T extent = shape > T(0) ? s_min(T(kShapedExtentMax), s_pow(reach, T(1) / shape))
+                                  : s_min(T(kExtentMax), s_sqrt(reach));
     const T rxf = s_ceil(extent * s_sqrt(a)), ryf = s_ceil(extent * s_sqrt(c));
     bool ok = is_finite(g.mean2d[0]) && is_finite(g.mean2d[1]) && is_finite(rxf) && is_finite(ryf);
     for (int i = 0; i < 3; ++i) ok = ok && is_finite(g.conic[i]);
@@ -305,6 +312,50 @@ HOSTDEV bool gaussian_sample(T px, T py, T mx, T my, T ca, T cb, T cc, T opac, T
     return alpha >= T(kAlphaMin);
 }
 
+// The GES sample (see the top of this file): gaussian_sample with the falloff exp(-P), P = 0.5 q^(beta/2),
+// q = 2 s. Also sets q and P, which its vector-Jacobian product needs.
+template <typename T>
+HOSTDEV bool shaped_sample(T px, T py, T mx, T my, T ca, T cb, T cc, T opac, T beta, T& alpha, T& G, T& dx, T& dy,
+                           T& q, T& P, bool& clamped) {
+    dx = px - mx;
+    dy = py - my;
+    const T s = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+    if (s < T(0)) return false;
+    q = T(2) * s;
+    P = q > T(0) ? T(0.5) * s_exp(T(0.5) * beta * s_log(q)) : T(0);
+    G = s_exp(-P);
+    const T a = opac * G;
+    clamped = a > T(kAlphaMax);
+    alpha = clamped ? T(kAlphaMax) : a;
+    return alpha >= T(kAlphaMin);
+}
+
+// Accumulates the GES sample's gradients: those of gaussian_sample_vjp with dP/ds = beta P / q in place of 1,
+// and dP/dbeta = 0.5 P ln q into v_beta. At q = 0 (the centre: d = 0) both are taken as 0; every term that
+// dP/ds multiplies vanishes there anyway.
+template <typename T>
+HOSTDEV void shaped_sample_vjp(T v_alpha, T alpha, T G, T dx, T dy, T q, T P, T ca, T cb, T cc, T beta, bool clamped,
+                               T* v_mean2d, T* v_conic, T& v_opac, T& v_beta) {
+    if (clamped) return;
+    v_opac += v_alpha * G;
+    const T v_P = -v_alpha * alpha;  // alpha = o exp(-P)
+    const T v_s = q > T(0) ? v_P * beta * P / q : T(0);
+    if (q > T(0)) v_beta += v_P * T(0.5) * P * s_log(q);
+    v_conic[0] += T(0.5) * v_s * dx * dx;
+    v_conic[1] += v_s * dx * dy;
+    v_conic[2] += T(0.5) * v_s * dy * dy;
+    v_mean2d[0] -= v_s * (ca * dx + cb * dy);
+    v_mean2d[1] -= v_s * (cb * dx + cc * dy);
+}
+
+// The Gaussian power s below which a GES sample's alpha can reach 1/255: 0.5 (2 ln(255 o))^(2/beta)
+// (NaN when 255 o < 1: nothing reaches it). For RowSpanner::init_threshold.
+template <typename T>
+HOSTDEV T shaped_threshold(T opac, T beta) {
+    const T t = s_log(T(255) * opac);
+    return t < T(0) ? t : T(0.5) * s_pow(T(2) * t, T(2) / beta);
+}
+
 // Conservative column spans of the pixels where a Gaussian's alpha can reach 1/255 (s <= ln(255 o)), row
 // by row: the chord of that ellipse on the row, widened by margins that cover rounding. Only an
 // accelerator for the CPU loop: every sample inside a span is still tested exactly with gaussian_sample,
@@ -314,9 +365,13 @@ struct RowSpanner {
     T mx, my, b_over_a, inv_a, half_curv, thr, mag, reach;
 
     HOSTDEV void init(T mx_, T my_, T ca, T cb, T cc, T opac) {
+        init_threshold(mx_, my_, ca, cb, cc, s_log(T(255) * opac));
+    }
+
+    // The spans of {s <= t} (init: t = ln(255 o), a Gaussian's; shaped_threshold for GES).
+    HOSTDEV void init_threshold(T mx_, T my_, T ca, T cb, T cc, T t) {
         mx = mx_;
         my = my_;
-        const T t = s_log(T(255) * opac);
         thr = t + T(1e-3) * (T(1) + (t < T(0) ? -t : t));  // NaN or -inf when opac <= 0: never spans
         inv_a = T(1) / ca;
         b_over_a = cb * inv_a;

@@ -16,8 +16,9 @@ namespace {
 template <typename T>
 void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
                       const at::Tensor& opacities, const at::Tensor& viewmats, const at::Tensor& Ks, int W, int H,
-                      double eps2d, double near_plane, double far_plane, bool antialiased, at::Tensor& means2d,
-                      at::Tensor& conics, at::Tensor& depths, at::Tensor& opac_out, at::Tensor& radii) {
+                      double eps2d, double near_plane, double far_plane, bool antialiased, const at::Tensor& shapes,
+                      at::Tensor& means2d, at::Tensor& conics, at::Tensor& depths, at::Tensor& opac_out,
+                      at::Tensor& radii) {
     const int64_t C = viewmats.size(0), N = means.size(0);
     const T* m = means.data_ptr<T>();
     const T* q = quats.data_ptr<T>();
@@ -30,12 +31,14 @@ void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
     T* out_d = depths.data_ptr<T>();
     T* out_o = opac_out.data_ptr<T>();
     int* out_r = radii.data_ptr<int>();
+    const T* beta = shapes.numel() ? shapes.data_ptr<T>() : nullptr;  // GES; nullptr for Gaussians
 #pragma omp parallel for schedule(static)
     for (int64_t idx = 0; idx < C * N; ++idx) {
         const int64_t c = idx / N, n = idx % N;
         const PinholeCamera<T> cam = load_camera(vm + 16 * c, K + 9 * c, W, H);
         const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cam, T(eps2d),
-                                                         T(near_plane), T(far_plane), antialiased);
+                                                         T(near_plane), T(far_plane), antialiased,
+                                                         beta ? beta[n] : T(0));
         if (g.valid) {
             out_m2[2 * idx] = g.mean2d[0];
             out_m2[2 * idx + 1] = g.mean2d[1];
@@ -55,8 +58,8 @@ void project_bwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
                       const at::Tensor& opacities, const at::Tensor& viewmats, const at::Tensor& Ks, int W, int H,
                       double eps2d, double near_plane, double far_plane, bool antialiased, const at::Tensor& radii,
                       const at::Tensor& v_means2d, const at::Tensor& v_conics, const at::Tensor& v_depths,
-                      const at::Tensor& v_opac, at::Tensor& v_means, at::Tensor& v_quats, at::Tensor& v_scales,
-                      at::Tensor& v_opacities, at::Tensor& v_viewmats) {
+                      const at::Tensor& v_opac, const at::Tensor& shapes, at::Tensor& v_means, at::Tensor& v_quats,
+                      at::Tensor& v_scales, at::Tensor& v_opacities, at::Tensor& v_viewmats) {
     const int64_t C = viewmats.size(0), N = means.size(0);
     const T* m = means.data_ptr<T>();
     const T* q = quats.data_ptr<T>();
@@ -65,6 +68,7 @@ void project_bwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
     const T* vm = viewmats.data_ptr<T>();
     const T* K = Ks.data_ptr<T>();
     const int* r = radii.data_ptr<int>();
+    const T* beta = shapes.numel() ? shapes.data_ptr<T>() : nullptr;
     const T* g_m2 = v_means2d.data_ptr<T>();
     const T* g_con = v_conics.data_ptr<T>();
     const T* g_d = v_depths.data_ptr<T>();
@@ -91,7 +95,8 @@ void project_bwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
                 const int64_t idx = c * N + n;
                 if (r[2 * idx] <= 0 || r[2 * idx + 1] <= 0) continue;
                 const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cams[c],
-                                                                 T(eps2d), T(near_plane), T(far_plane), antialiased);
+                                                                 T(eps2d), T(near_plane), T(far_plane), antialiased,
+                                                                 beta ? beta[n] : T(0));
                 if (!g.valid) continue;
                 T dm[3], dq[4], ds[3], dopac, dR[9], dt[3];
                 project_gaussian_vjp(g, m + 3 * n, s + 3 * n, o[n], cams[c], T(eps2d), antialiased, g_m2 + 2 * idx,
@@ -125,7 +130,7 @@ std::vector<at::Tensor> project_gaussians_fwd_cpu(const at::Tensor& means, const
                                                   const at::Tensor& scales, const at::Tensor& opacities,
                                                   const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
                                                   int64_t height, double eps2d, double near_plane, double far_plane,
-                                                  bool antialiased) {
+                                                  bool antialiased, const at::Tensor& shapes) {
     const int64_t C = viewmats.size(0), N = means.size(0);
     auto opts = means.options();
     at::Tensor means2d = at::zeros({C, N, 2}, opts), conics = at::zeros({C, N, 3}, opts);
@@ -133,7 +138,8 @@ std::vector<at::Tensor> project_gaussians_fwd_cpu(const at::Tensor& means, const
     at::Tensor radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));
     AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_fwd_cpu", [&] {
         project_fwd_impl<scalar_t>(means, quats, scales, opacities, viewmats, Ks, int(width), int(height), eps2d,
-                                   near_plane, far_plane, antialiased, means2d, conics, depths, opac, radii);
+                                   near_plane, far_plane, antialiased, shapes, means2d, conics, depths, opac,
+                                   radii);
     });
     return {means2d, conics, depths, opac, radii};
 }
@@ -144,14 +150,15 @@ std::vector<at::Tensor> project_gaussians_bwd_cpu(const at::Tensor& means, const
                                                   int64_t height, double eps2d, double near_plane, double far_plane,
                                                   bool antialiased, const at::Tensor& radii,
                                                   const at::Tensor& v_means2d, const at::Tensor& v_conics,
-                                                  const at::Tensor& v_depths, const at::Tensor& v_opac) {
+                                                  const at::Tensor& v_depths, const at::Tensor& v_opac,
+                                                  const at::Tensor& shapes) {
     at::Tensor v_means = at::zeros_like(means), v_quats = at::zeros_like(quats);
     at::Tensor v_scales = at::zeros_like(scales), v_opacities = at::zeros_like(opacities);
     at::Tensor v_viewmats = at::zeros_like(viewmats);
     AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_bwd_cpu", [&] {
         project_bwd_impl<scalar_t>(means, quats, scales, opacities, viewmats, Ks, int(width), int(height), eps2d,
                                    near_plane, far_plane, antialiased, radii, v_means2d, v_conics, v_depths, v_opac,
-                                   v_means, v_quats, v_scales, v_opacities, v_viewmats);
+                                   shapes, v_means, v_quats, v_scales, v_opacities, v_viewmats);
     });
     return {v_means, v_quats, v_scales, v_opacities, v_viewmats};
 }

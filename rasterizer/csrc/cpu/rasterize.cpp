@@ -1,5 +1,5 @@
-// CPU launch code for Gaussians: tile binning and compositing (forward and backward), OpenMP over tiles,
-// through the shared machinery of tiles.h.
+// CPU launch code for Gaussians and GES (Gaussians with a shape beta each, gaussian.h): tile binning and
+// compositing (forward and backward), OpenMP over tiles, through the shared machinery of tiles.h.
 //
 // Binning: per (camera, Gaussian) tile rectangles (tile_rect of the opacity-aware radii) -> tiles.h's
 // bin_tiles. Compositing: tiles.h's loops over GaussianKind (entries packed per tile, bucketed by row, with
@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../gaussian.h"
@@ -62,8 +63,10 @@ struct alignas(16 * sizeof(T)) Item {
     RowSpanner<T> span() const { return {p.mx, p.my, b_over_a, inv_a, half_curv, thr, mag, reach}; }
 };
 
+// shapes: GES's beta per (camera, Gaussian), or nullptr for Gaussians.
 template <typename T>
-std::vector<Item<T>> make_items(int64_t CN, const T* m2, const T* con, const T* col, const T* opac, const T* dep) {
+std::vector<Item<T>> make_items(int64_t CN, const T* m2, const T* con, const T* col, const T* opac, const T* dep,
+                                const T* shapes) {
     std::vector<Item<T>> items(CN);
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < CN; ++g) {
@@ -75,7 +78,10 @@ std::vector<Item<T>> make_items(int64_t CN, const T* m2, const T* con, const T* 
         e.feat[0] = col[3 * g], e.feat[1] = col[3 * g + 1], e.feat[2] = col[3 * g + 2];
         e.feat[3] = dep[g];
         RowSpanner<T> s;
-        s.init(e.mx, e.my, e.ca, e.cb, e.cc, e.opac);
+        if (shapes)
+            s.init_threshold(e.mx, e.my, e.ca, e.cb, e.cc, shaped_threshold(e.opac, shapes[g]));
+        else
+            s.init(e.mx, e.my, e.ca, e.cb, e.cc, e.opac);
         it.b_over_a = s.b_over_a, it.inv_a = s.inv_a, it.half_curv = s.half_curv;
         it.thr = s.thr, it.mag = s.mag, it.reach = s.reach;
     }
@@ -150,19 +156,22 @@ void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* 
 
 // The Gaussian kind for the shared compositing loops of tiles.h: entries are gathered per tile into packed
 // records and bucketed by row; each row's entries get the conservative column spans of RowSpanner.
-// Gradient slots per (tile, entry): mean2d (2), conic (3), opacity, colour (3), depth.
-template <typename T>
+// Gradient slots per (tile, entry): mean2d (2), conic (3), opacity, colour (3), depth, and with Shaped (GES)
+// the shape beta. GES samples pixel by pixel (no lane path yet).
+template <typename T, bool Shaped = false>
 struct GaussianKind {
     const Item<T>* items;
+    const T* shapes = nullptr;  // Shaped: beta per (camera, Gaussian)
 
-    static constexpr int kMaxGrad = 10;
-    static constexpr bool kLaneSamples = true;  // tiles.h's lane paths (sample_lanes, vjp_lanes below)
+    static constexpr int kMaxGrad = Shaped ? 11 : 10;
+    static constexpr bool kLaneSamples = !Shaped;  // tiles.h's lane paths (sample_lanes, vjp_lanes below)
     static constexpr int n_grad() { return kMaxGrad; }
     static constexpr int feat_slot() { return 6; }
 
     struct Sample {
         T alpha, G, dx, dy;
         bool clamped;
+        T q, P;  // Shaped only
     };
 
     struct LaneSample {
@@ -173,6 +182,7 @@ struct GaussianKind {
     struct View {
         const Packed<T>& e;
         T py;
+        T beta;  // Shaped only
         const T* feat() const { return e.feat; }
         // gaussian_sample on 16 pixel centres at once (same formula; exp by lane_exp)
         void sample_lanes(LaneV<T> px, LaneV<T>& alpha, LaneM<T>& hit, LaneSample& ls) const {
@@ -201,11 +211,18 @@ struct GaussianKind {
             g[1] -= v_s * (e.cb * ls.dx + e.cc * dy);
         }
         bool sample(int j, Sample& s) const {
+            if constexpr (Shaped)
+                return shaped_sample(T(j) + T(0.5), py, e.mx, e.my, e.ca, e.cb, e.cc, e.opac, beta, s.alpha, s.G,
+                                     s.dx, s.dy, s.q, s.P, s.clamped);
             return gaussian_sample(T(j) + T(0.5), py, e.mx, e.my, e.ca, e.cb, e.cc, e.opac, s.alpha, s.G, s.dx, s.dy,
                                    s.clamped);
         }
         void vjp(T v_alpha, int, const Sample& s, T* g) const {
-            gaussian_sample_vjp(v_alpha, s.alpha, s.G, s.dx, s.dy, e.ca, e.cb, e.cc, s.clamped, g, g + 2, g[5]);
+            if constexpr (Shaped)
+                shaped_sample_vjp(v_alpha, s.alpha, s.G, s.dx, s.dy, s.q, s.P, e.ca, e.cb, e.cc, beta, s.clamped, g,
+                                  g + 2, g[5], g[10]);
+            else
+                gaussian_sample_vjp(v_alpha, s.alpha, s.G, s.dx, s.dy, e.ca, e.cb, e.cc, s.clamped, g, g + 2, g[5]);
         }
     };
 
@@ -214,6 +231,7 @@ struct GaussianKind {
         std::vector<Packed<T>> pk;
         std::vector<RowSpanner<T>> spanners;
         std::vector<std::vector<int32_t>> rows;
+        std::vector<T> betas;  // Shaped: the tile's entries' betas, in list order
         int i_lo = 0;
         bool full = false;  // a tile of the lane paths: the row buckets hold exactly each row's entries
 
@@ -221,8 +239,12 @@ struct GaussianKind {
         void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi, int j_lo, int j_hi) {
             i_lo = lo;
             const int width = j_hi - j_lo + 1;
-            full = width % kLanes == 0 && hi - lo + 1 <= 32;
+            full = kLaneSamples && width % kLanes == 0 && hi - lo + 1 <= 32;
             gather_tile(ids, L, cam_off, kind.items, lo, hi, j_lo, width, full, pk, spanners, rows);
+            if constexpr (Shaped) {
+                betas.resize(L);
+                for (int64_t k = 0; k < L; ++k) betas[k] = kind.shapes[cam_off + ids[k]];
+            }
         }
         void row_spans(int i, T py, int j_lo, int j_hi, std::vector<Span>& spans) const {
             spans.clear();
@@ -235,30 +257,39 @@ struct GaussianKind {
                 if (spanners[k].span(py, j_lo, j_hi, j0, j1)) spans.push_back({k, int32_t(j0), int32_t(j1)});
             }
         }
-        View at(int32_t k, T py) const { return View{pk[k], py}; }
+        View at(int32_t k, T py) const {
+            if constexpr (Shaped) return View{pk[k], py, betas[k]};
+            return View{pk[k], py, T(0)};
+        }
     };
 };
 
 template <typename T>
 void rasterize_fwd_impl(int64_t C, int64_t N, int W, int H, int tile, const Binning& b, const T* m2, const T* con,
-                        const T* col, const T* opac, const T* dep, T* feats, T* alphas, T* max_w, int32_t* last,
-                        T* T_final) {
-    const std::vector<Item<T>> items = make_items(C * N, m2, con, col, opac, dep);
-    composite_fwd(C, N, W, H, tile, b, GaussianKind<T>{items.data()}, feats, alphas, max_w, last, T_final);
+                        const T* col, const T* opac, const T* dep, const T* shapes, T* feats, T* alphas, T* max_w,
+                        int32_t* last, T* T_final) {
+    const std::vector<Item<T>> items = make_items(C * N, m2, con, col, opac, dep, shapes);
+    if (shapes)
+        composite_fwd(C, N, W, H, tile, b, GaussianKind<T, true>{items.data(), shapes}, feats, alphas, max_w, last,
+                      T_final);
+    else
+        composite_fwd(C, N, W, H, tile, b, GaussianKind<T>{items.data()}, feats, alphas, max_w, last, T_final);
 }
 
 // Per-(tile, entry) gradients from the shared reverse traversal, reduced per Gaussian in tile order.
-template <typename T>
+template <typename T, bool Shaped>
 void rasterize_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, int tiles_y,
                         const int64_t* offsets, const int32_t* all_ids, const T* m2, const T* con, const T* col,
-                        const T* opac, const T* dep, const int32_t* last, const T* T_final, const T* v_feats,
-                        const T* v_alphas, T* v_m2, T* v_con, T* v_col, T* v_opac, T* v_dep) {
+                        const T* opac, const T* dep, const T* shapes, const int32_t* last, const T* T_final,
+                        const T* v_feats, const T* v_alphas, T* v_m2, T* v_con, T* v_col, T* v_opac, T* v_dep,
+                        T* v_shapes) {
     const int64_t TT = int64_t(tiles_x) * tiles_y;
-    constexpr int kGrad = GaussianKind<T>::kMaxGrad;
-    const std::vector<Item<T>> items = make_items(C * N, m2, con, col, opac, dep);
+    using Kind = GaussianKind<T, Shaped>;
+    constexpr int kGrad = Kind::kMaxGrad;
+    const std::vector<Item<T>> items = make_items(C * N, m2, con, col, opac, dep, shapes);
     const int64_t P = offsets[C * TT];
     std::vector<T> pair_grad(kGrad * P, T(0));
-    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, GaussianKind<T>{items.data()}, last, T_final,
+    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, Kind{items.data(), shapes}, last, T_final,
                   v_feats, v_alphas, pair_grad.data());
     reduce_pairs(C, N, TT, offsets, all_ids, [&](int64_t g, int64_t k) {
         const T* gk = pair_grad.data() + kGrad * k;
@@ -267,6 +298,7 @@ void rasterize_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_
         v_opac[g] += gk[5];
         for (int q = 0; q < 3; ++q) v_col[3 * g + q] += gk[6 + q];
         v_dep[g] += gk[9];
+        if constexpr (Shaped) v_shapes[g] += gk[10];
     });
 }
 
@@ -274,10 +306,11 @@ void rasterize_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_
 
 // Returns feats (C,H,W,4), alphas (C,H,W,1), max_weight (C,N) and, for the backward pass,
 // tile_offsets (C*tiles+1) int64, tile_ids (P) int32, last (C,H,W) int32, T_final (C,H,W).
+// shapes: GES's beta per (camera, Gaussian) (C,N), or an empty tensor for Gaussians.
 std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& colors, const at::Tensor& opacities,
                                           const at::Tensor& depths, const at::Tensor& radii, int64_t width,
-                                          int64_t height, int64_t tile_size) {
+                                          int64_t height, int64_t tile_size, const at::Tensor& shapes) {
     const int64_t C = means2d.size(0), N = means2d.size(1);
     const int W = int(width), H = int(height), ts = int(tile_size);
     TORCH_CHECK(ts > 0, "tile_size must be positive");
@@ -292,8 +325,9 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
         const scalar_t* col = colors.data_ptr<scalar_t>();
         const scalar_t* op = opacities.data_ptr<scalar_t>();
         const scalar_t* dep = depths.data_ptr<scalar_t>();
+        const scalar_t* sh = shapes.numel() ? shapes.data_ptr<scalar_t>() : nullptr;
         Binning b = bin_gaussians(C, N, W, H, ts, m2, con, col, op, dep, radii.data_ptr<int>());
-        rasterize_fwd_impl(C, N, W, H, ts, b, m2, con, col, op, dep, feats.data_ptr<scalar_t>(),
+        rasterize_fwd_impl(C, N, W, H, ts, b, m2, con, col, op, dep, sh, feats.data_ptr<scalar_t>(),
                            alphas.data_ptr<scalar_t>(), max_w.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
                            T_final.data_ptr<scalar_t>());
         binning_tensors(b, opts, offsets, ids);
@@ -301,26 +335,37 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
     return {feats, alphas, max_w, offsets, ids, last, T_final};
 }
 
-// Returns v_means2d (C,N,2), v_conics (C,N,3), v_colors (C,N,3), v_opacities (C,N), v_depths (C,N).
+// Returns v_means2d (C,N,2), v_conics (C,N,3), v_colors (C,N,3), v_opacities (C,N), v_depths (C,N) and
+// v_shapes (C,N) (empty for Gaussians: shapes empty).
 std::vector<at::Tensor> rasterize_bwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& colors, const at::Tensor& opacities,
                                           const at::Tensor& depths, int64_t width, int64_t height, int64_t tile_size,
                                           const at::Tensor& tile_offsets, const at::Tensor& tile_ids,
                                           const at::Tensor& last, const at::Tensor& T_final,
-                                          const at::Tensor& v_feats, const at::Tensor& v_alphas) {
+                                          const at::Tensor& v_feats, const at::Tensor& v_alphas,
+                                          const at::Tensor& shapes) {
     const int64_t C = means2d.size(0), N = means2d.size(1);
     const int W = int(width), H = int(height), ts = int(tile_size);
     at::Tensor v_m2 = at::zeros_like(means2d), v_con = at::zeros_like(conics), v_col = at::zeros_like(colors);
-    at::Tensor v_op = at::zeros_like(opacities), v_dep = at::zeros_like(depths);
+    at::Tensor v_op = at::zeros_like(opacities), v_dep = at::zeros_like(depths), v_sh = at::zeros_like(shapes);
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_bwd_cpu", [&] {
-        rasterize_bwd_impl(C, N, W, H, ts, (W + ts - 1) / ts, (H + ts - 1) / ts, tile_offsets.data_ptr<int64_t>(),
-                           tile_ids.data_ptr<int32_t>(), means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
-                           colors.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(),
-                           last.data_ptr<int32_t>(), T_final.data_ptr<scalar_t>(), v_feats.data_ptr<scalar_t>(),
-                           v_alphas.data_ptr<scalar_t>(), v_m2.data_ptr<scalar_t>(), v_con.data_ptr<scalar_t>(),
-                           v_col.data_ptr<scalar_t>(), v_op.data_ptr<scalar_t>(), v_dep.data_ptr<scalar_t>());
+        auto run = [&](auto shaped) {
+            rasterize_bwd_impl<scalar_t, decltype(shaped)::value>(
+                C, N, W, H, ts, (W + ts - 1) / ts, (H + ts - 1) / ts, tile_offsets.data_ptr<int64_t>(),
+                tile_ids.data_ptr<int32_t>(), means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
+                colors.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(),
+                shapes.numel() ? shapes.data_ptr<scalar_t>() : nullptr, last.data_ptr<int32_t>(),
+                T_final.data_ptr<scalar_t>(), v_feats.data_ptr<scalar_t>(), v_alphas.data_ptr<scalar_t>(),
+                v_m2.data_ptr<scalar_t>(), v_con.data_ptr<scalar_t>(), v_col.data_ptr<scalar_t>(),
+                v_op.data_ptr<scalar_t>(), v_dep.data_ptr<scalar_t>(),
+                shapes.numel() ? v_sh.data_ptr<scalar_t>() : nullptr);
+        };
+        if (shapes.numel())
+            run(std::true_type{});
+        else
+            run(std::false_type{});
     });
-    return {v_m2, v_con, v_col, v_op, v_dep};
+    return {v_m2, v_con, v_col, v_op, v_dep, v_sh};
 }
 
 }  // namespace sparsesplat
