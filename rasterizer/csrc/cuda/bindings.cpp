@@ -6,18 +6,19 @@
 namespace sparsesplat {
 std::vector<at::Tensor> project_gaussians_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                   const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-                                                  int64_t, double, double, double, bool);
+                                                  int64_t, double, double, double, bool, const at::Tensor&);
 std::vector<at::Tensor> project_gaussians_bwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                   const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
                                                   int64_t, double, double, double, bool, const at::Tensor&,
                                                   const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                  const at::Tensor&);
+                                                  const at::Tensor&, const at::Tensor&);
 std::vector<at::Tensor> rasterize_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t);
+                                          const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t,
+                                          const at::Tensor&);
 std::vector<at::Tensor> rasterize_bwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                           const at::Tensor&, int64_t, int64_t, int64_t, const at::Tensor&,
                                           const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          const at::Tensor&);
+                                          const at::Tensor&, const at::Tensor&);
 // triangles (triangle_projection / triangle_rasterize)
 std::vector<at::Tensor> project_triangles_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                   const at::Tensor&, const at::Tensor&, int64_t, int64_t, double,

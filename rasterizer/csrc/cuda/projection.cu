@@ -20,14 +20,15 @@ template <typename T>
 __global__ void project_fwd_kernel(int64_t C, int64_t N, const T* __restrict__ means, const T* __restrict__ quats,
                                    const T* __restrict__ scales, const T* __restrict__ opacities,
                                    const T* __restrict__ viewmats, const T* __restrict__ Ks, int W, int H, T eps2d,
-                                   T near_plane, T far_plane, bool antialiased, T* means2d, T* conics, T* depths,
-                                   T* opac_out, int* radii) {
+                                   T near_plane, T far_plane, bool antialiased, const T* __restrict__ shapes,
+                                   T* means2d, T* conics, T* depths, T* opac_out, int* radii) {
     const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= C * N) return;
     const int64_t c = idx / N, n = idx % N;
     const PinholeCamera<T> cam = load_camera(viewmats + 16 * c, Ks + 9 * c, W, H);
     const GaussianProjection<T> g = project_gaussian(means + 3 * n, quats + 4 * n, scales + 3 * n, opacities[n],
-                                                     cam, eps2d, near_plane, far_plane, antialiased);
+                                                     cam, eps2d, near_plane, far_plane, antialiased,
+                                                     shapes ? shapes[n] : T(0));
     if (!g.valid) return;  // outputs were zero-initialized
     means2d[2 * idx] = g.mean2d[0];
     means2d[2 * idx + 1] = g.mean2d[1];
@@ -52,8 +53,9 @@ __global__ void project_bwd_kernel(int64_t N, const T* __restrict__ means, const
                                    const T* __restrict__ viewmats, const T* __restrict__ Ks, int W, int H, T eps2d,
                                    T near_plane, T far_plane, bool antialiased, const int* __restrict__ radii,
                                    const T* __restrict__ v_means2d, const T* __restrict__ v_conics,
-                                   const T* __restrict__ v_depths, const T* __restrict__ v_opac, T* v_means,
-                                   T* v_quats, T* v_scales, T* v_opacities, T* v_viewmats) {
+                                   const T* __restrict__ v_depths, const T* __restrict__ v_opac,
+                                   const T* __restrict__ shapes, T* v_means, T* v_quats, T* v_scales,
+                                   T* v_opacities, T* v_viewmats) {
     const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     const int64_t c = blockIdx.y;
     T dR[9], dt[3];
@@ -64,7 +66,7 @@ __global__ void project_bwd_kernel(int64_t N, const T* __restrict__ means, const
         const PinholeCamera<T> cam = load_camera(viewmats + 16 * c, Ks + 9 * c, W, H);
         const GaussianProjection<T> g = project_gaussian(means + 3 * n, quats + 4 * n, scales + 3 * n,
                                                          opacities[n], cam, eps2d, near_plane, far_plane,
-                                                         antialiased);
+                                                         antialiased, shapes ? shapes[n] : T(0));
         if (g.valid) {
             T dm[3], dq[4], ds[3], dopac;
             project_gaussian_vjp(g, means + 3 * n, scales + 3 * n, opacities[n], cam, eps2d, antialiased,
@@ -99,7 +101,7 @@ std::vector<at::Tensor> project_gaussians_fwd_cuda(const at::Tensor& means, cons
                                                    const at::Tensor& scales, const at::Tensor& opacities,
                                                    const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
                                                    int64_t height, double eps2d, double near_plane,
-                                                   double far_plane, bool antialiased) {
+                                                   double far_plane, bool antialiased, const at::Tensor& shapes) {
     check_cuda(means, "means");
     check_cuda(viewmats, "viewmats");
     const c10::cuda::CUDAGuard guard(means.device());
@@ -116,7 +118,7 @@ std::vector<at::Tensor> project_gaussians_fwd_cuda(const at::Tensor& means, cons
                 C, N, means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
                 opacities.data_ptr<scalar_t>(), viewmats.data_ptr<scalar_t>(), Ks.data_ptr<scalar_t>(), int(width),
                 int(height), scalar_t(eps2d), scalar_t(near_plane), scalar_t(far_plane), antialiased,
-                means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(),
+                shapes.numel() ? shapes.data_ptr<scalar_t>() : nullptr, means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(),
                 opac.data_ptr<scalar_t>(), radii.data_ptr<int>());
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -130,7 +132,8 @@ std::vector<at::Tensor> project_gaussians_bwd_cuda(const at::Tensor& means, cons
                                                    int64_t height, double eps2d, double near_plane,
                                                    double far_plane, bool antialiased, const at::Tensor& radii,
                                                    const at::Tensor& v_means2d, const at::Tensor& v_conics,
-                                                   const at::Tensor& v_depths, const at::Tensor& v_opac) {
+                                                   const at::Tensor& v_depths, const at::Tensor& v_opac,
+                                                   const at::Tensor& shapes) {
     check_cuda(means, "means");
     const c10::cuda::CUDAGuard guard(means.device());
     const int64_t C = viewmats.size(0), N = means.size(0);
@@ -146,7 +149,8 @@ std::vector<at::Tensor> project_gaussians_bwd_cuda(const at::Tensor& means, cons
                 opacities.data_ptr<scalar_t>(), viewmats.data_ptr<scalar_t>(), Ks.data_ptr<scalar_t>(), int(width),
                 int(height), scalar_t(eps2d), scalar_t(near_plane), scalar_t(far_plane), antialiased,
                 radii.data_ptr<int>(), v_means2d.data_ptr<scalar_t>(), v_conics.data_ptr<scalar_t>(),
-                v_depths.data_ptr<scalar_t>(), v_opac.data_ptr<scalar_t>(), v_means.data_ptr<scalar_t>(),
+                v_depths.data_ptr<scalar_t>(), v_opac.data_ptr<scalar_t>(),
+                shapes.numel() ? shapes.data_ptr<scalar_t>() : nullptr, v_means.data_ptr<scalar_t>(),
                 v_quats.data_ptr<scalar_t>(), v_scales.data_ptr<scalar_t>(), v_opacities.data_ptr<scalar_t>(),
                 v_viewmats.data_ptr<scalar_t>());
         });
