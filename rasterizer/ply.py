@@ -10,6 +10,9 @@ coefficients channel-major (all of R, then G, then B). Normals are written as ze
 open in other 3DGS tools (SuperSplat, gsplat's and the SIBR viewers); files those tools write load here,
 whatever their SH degree, and extra properties are ignored.
 
+GES scenes (``GeneralizedGaussians``) are the same layout with one more property, ``beta``: each splat's shape
+as it renders (beta > 0, 2 for a Gaussian). Other 3DGS tools ignore it and draw the splats as Gaussians.
+
 Part of the rasterizer (the ground floor), so it imports nothing else from sparsesplat.
 """
 
@@ -17,14 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from .fileio import atomic_path
-from .primitives import Gaussians
+from .primitives import Gaussians, GeneralizedGaussians
 from .sh import rgb_to_sh0
 
+SHAPE_PROPERTY = "beta"  # GES: each splat's shape
 OPACITY_EPS = 1e-6  # opacities are clipped to [eps, 1 - eps] before the logit so it stays finite
 MIN_SCALE = 1e-12  # scales are clamped to this before the log
 
@@ -36,20 +41,22 @@ class PlyFormatError(ValueError):
 @dataclass
 class RawGaussians:
     """Gaussians as stored (and trained): means (N,3), quats (N,4) wxyz, log_scales (N,3),
-    opacity_logits (N,), sh (N,K,3). float32 tensors on the CPU."""
+    opacity_logits (N,), sh (N,K,3), and for GES scenes shapes (N,) (beta, as it renders; None otherwise).
+    float32 tensors on the CPU."""
 
     means: torch.Tensor
     quats: torch.Tensor
     log_scales: torch.Tensor
     opacity_logits: torch.Tensor
     sh: torch.Tensor
+    shapes: Optional[torch.Tensor] = None
 
     def activated(self) -> Gaussians:
-        """The ``Gaussians`` render() takes: exp(log_scales), sigmoid(opacity_logits)."""
-        return Gaussians(
-            means=self.means, quats=self.quats, scales=torch.exp(self.log_scales),
-            opacities=torch.sigmoid(self.opacity_logits), sh=self.sh,
-        )
+        """The ``Gaussians`` render() takes (``GeneralizedGaussians`` when the file held shapes):
+        exp(log_scales), sigmoid(opacity_logits)."""
+        kw = dict(means=self.means, quats=self.quats, scales=torch.exp(self.log_scales),
+                  opacities=torch.sigmoid(self.opacity_logits), sh=self.sh)
+        return Gaussians(**kw) if self.shapes is None else GeneralizedGaussians(shapes=self.shapes, **kw)
 
 
 def gaussian_property_names(num_sh: int) -> list[str]:
@@ -84,13 +91,14 @@ def _np(t, n_cols: int | None, name: str, n: int) -> np.ndarray:
     return a
 
 
-def save_gaussians_ply_raw(path, means, quats, log_scales, opacity_logits, sh) -> None:
+def save_gaussians_ply_raw(path, means, quats, log_scales, opacity_logits, sh, shapes=None) -> None:
     """Write raw (trainer) parameters as a 3DGS PLY, atomically.
 
     Args:
         path: output file (folders are created).
         means (N,3), quats (N,4) wxyz (any norm), log_scales (N,3), opacity_logits (N,) or (N,1),
-        sh (N,K,3) with K in 1, 4, 9, 16 (K=1: degree 0, no f_rest properties).
+        sh (N,K,3) with K in 1, 4, 9, 16 (K=1: degree 0, no f_rest properties);
+        shapes (N,): GES's betas, written as the extra property ``beta`` (None: a Gaussian scene).
     """
     n = means.shape[0]
     if sh.ndim != 3 or sh.shape[0] != n or sh.shape[2] != 3 or sh.shape[1] not in (1, 4, 9, 16):
@@ -106,8 +114,12 @@ def save_gaussians_ply_raw(path, means, quats, log_scales, opacity_logits, sh) -
         _np(log_scales, 3, "log_scales", n),
         _np(quats, 4, "quats", n),
     ]
+    names = gaussian_property_names(k)
+    if shapes is not None:
+        columns.append(_np(shapes, None, "shapes", n)[:, None])
+        names.append(SHAPE_PROPERTY)
     data = np.ascontiguousarray(np.concatenate(columns, axis=1), dtype="<f4")
-    dtype = np.dtype([(name, "<f4") for name in gaussian_property_names(k)])
+    dtype = np.dtype([(name, "<f4") for name in names])
     _write_binary_ply(Path(path), data.view(dtype).reshape(n))
 
 
@@ -116,12 +128,14 @@ def save_gaussians_ply(path, gaussians: Gaussians) -> None:
 
     Scales are clamped to >= 1e-12 before the log and opacities clipped to [1e-6, 1 - 1e-6] before the
     logit so every stored value is finite. Gaussians given plain ``colors`` are stored as degree-0 SH.
+    ``GeneralizedGaussians`` (GES) keep their shapes (property ``beta``).
     """
     g = gaussians
     sh = g.sh if g.sh is not None else rgb_to_sh0(g.colors.detach().double())[:, None, :]
     scales = g.scales.detach().double().clamp_min(MIN_SCALE)
     opac = g.opacities.detach().double().clamp(OPACITY_EPS, 1.0 - OPACITY_EPS)
-    save_gaussians_ply_raw(path, g.means, g.quats, torch.log(scales), torch.logit(opac), sh)
+    shapes = g.shapes if isinstance(g, GeneralizedGaussians) else None
+    save_gaussians_ply_raw(path, g.means, g.quats, torch.log(scales), torch.logit(opac), sh, shapes=shapes)
 
 
 def save_points_ply(path, points, colors) -> None:
@@ -201,9 +215,11 @@ def load_gaussians_ply_raw(path) -> RawGaussians:
         log_scales=cols(["scale_0", "scale_1", "scale_2"]),
         opacity_logits=cols(["opacity"])[:, 0],
         sh=torch.cat([dc, rest], dim=1).contiguous(),
+        shapes=cols([SHAPE_PROPERTY])[:, 0] if SHAPE_PROPERTY in props else None,
     )
 
 
 def load_gaussians_ply(path) -> Gaussians:
-    """Read a 3DGS PLY as activated ``Gaussians`` (scales = exp, opacities = sigmoid; quats as stored)."""
+    """Read a 3DGS PLY as activated ``Gaussians`` (scales = exp, opacities = sigmoid; quats as stored);
+    ``GeneralizedGaussians`` when it holds GES shapes."""
     return load_gaussians_ply_raw(path).activated()

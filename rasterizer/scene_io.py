@@ -2,7 +2,8 @@
 
     prims = read_scene_ply(run / "scene.ply", kind="triangle")   # kind: config.yaml's `primitive`
 
-Each kind has its own PLY layout (``ply``: the standard 3DGS layout; ``triangle_io``; ``ply_convexes``);
+Each kind has its own PLY layout (``ply``: the standard 3DGS layout, GES with one more property; ``triangle_io``;
+``ply_convexes``);
 Gaussian scenes are also read from the shared splat formats (``splat_formats``: .spz, .splat, .compressed.ply,
 .sog), chosen by the file's suffix;
 a new kind registers its reader with ``register_scene_reader``. The viewer and the benchmarks read through here.
@@ -32,7 +33,18 @@ def _convexes(path):
     return load_convexes_ply(path)
 
 
-SCENE_READERS: dict[str, Callable] = {"gaussian": _gaussians, "triangle": _triangles, "convex": _convexes}
+def _ges(path):
+    from .ply import load_gaussians_ply
+    from .primitives import GeneralizedGaussians
+
+    g = load_gaussians_ply(path)
+    if not isinstance(g, GeneralizedGaussians):
+        raise ValueError(f"{path} holds no GES shapes (the vertex property 'beta'): it is a Gaussian scene")
+    return g
+
+
+SCENE_READERS: dict[str, Callable] = {"gaussian": _gaussians, "ges": _ges, "triangle": _triangles,
+                                      "convex": _convexes}
 
 
 def register_scene_reader(kind: str, reader: Callable) -> None:

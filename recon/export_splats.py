@@ -25,6 +25,9 @@ GAUSSIAN_ONLY = ("triangle", "convex")
 
 
 def refuse_kind(kind: str, target: str) -> None:
+    if kind == "ges" and not target.lower().endswith(".ply"):
+        raise SplatFormatError(f"{target}: a GES scene's shapes (beta) have no place in the Gaussian splat formats "
+                               f"({', '.join(FORMATS)}); use its scene.ply, or export to a .ply file")
     if kind in GAUSSIAN_ONLY:
         keep = "its mesh exports (mesh.ply, mesh.obj)" if kind == "triangle" else "its scene.ply"
         raise SplatFormatError(f"{target}: a {kind} scene cannot be written as a Gaussian splat format "

@@ -6,7 +6,7 @@ Parameters are stored raw as in 3DGS (DESIGN.md §2): ``means``, ``quats`` (unno
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -106,13 +106,16 @@ class GaussianModel(PrimitiveModel):
         self.set_position_lr(step, total_steps)
 
     def export(self, path, norm) -> Gaussians:
-        """scene.ply (standard 3DGS layout) in the user's frame: means scaled and shifted, scales scaled."""
+        """scene.ply (standard 3DGS layout) in the user's frame: means scaled and shifted, scales scaled; every
+        other field of the activated primitives (a subclass's too, e.g. GES's shapes) as it is."""
         from sparsesplat.rasterizer.ply import save_gaussians_ply
 
         g = self.activated()
         with torch.no_grad():
-            means = torch.as_tensor(norm.invert_points(g.means.detach().cpu().numpy()), dtype=torch.float32)
-            user = Gaussians(means, g.quats.detach().cpu(), g.scales.detach().cpu() * float(norm.scale),
-                             g.opacities.detach().cpu(), sh=g.sh.detach().cpu())
-        save_gaussians_ply(path, user)
-        return user
+            user = {f.name: v.detach().cpu() if torch.is_tensor(v) else v
+                    for f in fields(g) for v in [getattr(g, f.name)]}
+            user["means"] = torch.as_tensor(norm.invert_points(user["means"].numpy()), dtype=torch.float32)
+            user["scales"] = user["scales"] * float(norm.scale)
+            out = type(g)(**user)
+        save_gaussians_ply(path, out)
+        return out

@@ -43,9 +43,10 @@ class ReconstructConfig:
     protocol: Annotated[Optional[str], tyro.conf.arg(metavar="NAME")] = None
     """Sparse-view protocol choosing the training and test views: llff3, llff6, llff9, blender8, dtu3, dtu6,
     dtu9, mip360-12 or mip360-24 (none: every view trains and none is held out for testing)."""
-    primitive: Annotated[str, tyro.conf.arg(metavar="{gaussian,triangle,convex}")] = "gaussian"
-    """What the scene is made of: gaussian (3D Gaussians), triangle (triangle splats, exports a mesh) or convex
-    (smooth 3D convexes)."""
+    primitive: Annotated[str, tyro.conf.arg(metavar="{gaussian,ges,triangle,convex}")] = "gaussian"
+    """What the scene is made of: gaussian (3D Gaussians), ges (generalized exponential splats: Gaussians with a
+    learned shape each, flat-topped or peaked), triangle (triangle splats, exports a mesh) or convex (smooth 3D
+    convexes)."""
     full: bool = False
     """The papers' schedule (30k steps for Blender/Mip-NeRF360, 10k for LLFF/DTU): the same as --schedule full."""
     schedule: Literal["auto", "fast", "full"] = "auto"

@@ -23,6 +23,7 @@ from sparsesplat.rasterizer.profiling import stage
 from .appearance import PhotoAppearance
 from .convex_model import ConvexSettings
 from .gaussian_model import LearningRates
+from .ges_model import GesOptions
 from .primitive_model import PrimitiveModel
 from .metrics import psnr, ssim
 from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss, drop_primitives,
@@ -59,6 +60,8 @@ class TrainConfig:
     """Triangle learning rates, initialization and strategy (--primitive triangle)."""
     convex: ConvexSettings = field(default_factory=ConvexSettings)
     """Convexes (--primitive convex): initialization, learning rates and their densification."""
+    ges: GesOptions = field(default_factory=GesOptions)
+    """GES splats (--primitive ges): the shapes' learning rate and start (their Gaussian parameters use lrs)."""
     init_opacity: float = 0.1
     """Opacity of every primitive at the start."""
     dropout: float = 0.2

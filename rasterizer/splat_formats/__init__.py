@@ -60,7 +60,7 @@ def _ply_read(path: Path) -> RawGaussians:
 def _ply_write(path: Path, raw: RawGaussians) -> None:
     from ..ply import save_gaussians_ply_raw
 
-    save_gaussians_ply_raw(path, raw.means, raw.quats, raw.log_scales, raw.opacity_logits, raw.sh)
+    save_gaussians_ply_raw(path, raw.means, raw.quats, raw.log_scales, raw.opacity_logits, raw.sh, raw.shapes)
 
 
 def _lazy(module: str, name: str) -> Callable:
@@ -111,6 +111,9 @@ def write_splats(path, raw: RawGaussians) -> None:
 
     path = Path(path)
     fmt = format_of(path)
+    if raw.shapes is not None and fmt.write is not _ply_write:
+        raise SplatFormatError(f"{path}: a GES scene's shapes (beta) have no place in this format, which holds 3D "
+                               "Gaussians only; write it as .ply")
     check_writable(path, raw)
     fmt.write(path, raw)
 

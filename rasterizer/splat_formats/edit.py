@@ -31,7 +31,8 @@ class SplatEdit:
 
 def _select(raw: RawGaussians, keep: torch.Tensor) -> RawGaussians:
     return RawGaussians(means=raw.means[keep], quats=raw.quats[keep], log_scales=raw.log_scales[keep],
-                        opacity_logits=raw.opacity_logits[keep], sh=raw.sh[keep])
+                        opacity_logits=raw.opacity_logits[keep], sh=raw.sh[keep],
+                        shapes=None if raw.shapes is None else raw.shapes[keep])
 
 
 def edit_splats(raw: RawGaussians, edit: SplatEdit) -> tuple[RawGaussians, dict[str, int]]:
@@ -64,5 +65,5 @@ def edit_splats(raw: RawGaussians, edit: SplatEdit) -> tuple[RawGaussians, dict[
         k = (edit.sh_degree + 1) ** 2
         if k < out.sh.shape[1]:
             out = RawGaussians(means=out.means, quats=out.quats, log_scales=out.log_scales,
-                               opacity_logits=out.opacity_logits, sh=out.sh[:, :k].contiguous())
+                               opacity_logits=out.opacity_logits, sh=out.sh[:, :k].contiguous(), shapes=out.shapes)
     return out, dropped
