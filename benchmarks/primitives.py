@@ -3,11 +3,13 @@ time per frame, with ratios to Gaussians trained in the same run at the same pri
 
     python -m sparsesplat.benchmarks.primitives --scenes fern --iters 1000 --cap 20000
     python -m sparsesplat.benchmarks.primitives --scenes fern lego --primitives gaussian triangle
+    python -m sparsesplat.benchmarks.primitives --runs lego:gaussian:RUN_A lego:ges:RUN_B --out primitives_ges
 
 Each (scene, primitive) trains through ``benchmarks/sparse_views.py`` (Gaussians with the MCMC strategy so
-the cap binds both), reusing a finished run folder of the same name. Render time is the median over the
-test views of ``render()`` of the exported scene (user frame) on the CPU backend, after a warm-up.
-Results: benchmarks/results/<out>.md/.json.
+the cap binds both), reusing a finished run folder of the same name; or ``--runs`` names finished run folders
+(e.g. ``sparsesplat reconstruct`` runs with the CLI defaults), each as scene:primitive:folder. Render time is
+the median over the test views of ``render()`` of the exported scene (user frame) on the CPU backend, after a
+warm-up; size is that of scene.ply. Results: benchmarks/results/<out>.md/.json.
 """
 
 from __future__ import annotations
@@ -55,10 +57,18 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=1000)
     ap.add_argument("--cap", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runs", nargs="+", default=[], metavar="SCENE:PRIMITIVE:FOLDER",
+                    help="finished run folders to measure instead of training (--scenes, --primitives, --iters and "
+                         "--cap are then ignored)")
     ap.add_argument("--out", default="primitives")
     a = ap.parse_args()
     rows = []
-    for scene in a.scenes:
+    for spec in a.runs:
+        scene, prim, folder = spec.split(":", 2)
+        if scene not in SCENES:
+            ap.error(f"--runs {spec}: unknown scene {scene!r} (one of {', '.join(SCENES)})")
+        rows.append(measure(scene, prim, Path(folder), json.loads((Path(folder) / "metrics.json").read_text())))
+    for scene in a.scenes if not a.runs else []:
         for prim in a.primitives:
             stem = f"{a.out}_{prim}"
             run = RESULTS / "runs" / f"{stem}_{scene}_s{a.seed}"
@@ -70,14 +80,20 @@ def main() -> None:
                                        primitive=prim, cap=a.cap, depth_model=None, diffusion_model=None, poses="auto",
                                        loo_steps=None)
                 m = run_one(scene, a.seed, args)
-            m.update(primitive=prim, render_ms=render_ms(prim, run, scene))
-            rows.append(m)
-            print(json.dumps({k: m.get(k) for k in ("scene", "primitive", "psnr", "ssim", "num_primitives",
-                                                     "train_seconds", "render_ms")}), flush=True)
+            rows.append(measure(scene, prim, run, m))
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     meta = {"machine": machine, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.primitives " + " ".join(sys.argv[1:])}
     write_table(rows, meta, a.out)
+
+
+def measure(scene: str, primitive: str, run: Path, metrics: dict) -> dict:
+    """A row: the run's metrics, its render time and the size of its scene.ply."""
+    m = {**metrics, "scene": scene, "primitive": primitive, "run": str(run),
+         "render_ms": render_ms(primitive, run, scene), "ply_mb": (run / "scene.ply").stat().st_size / 1e6}
+    print(json.dumps({k: m.get(k) for k in ("scene", "primitive", "psnr", "ssim", "num_primitives",
+                                             "train_seconds", "render_ms", "ply_mb")}), flush=True)
+    return m
 
 
 def write_table(rows: list[dict], meta: dict, stem: str) -> None:
@@ -89,12 +105,13 @@ def write_table(rows: list[dict], meta: dict, stem: str) -> None:
         rs = [r for r in rows if r["scene"] == scene]
         base = next((r for r in rs if r["primitive"] == "gaussian"), None)
         lines += [f"## {scene} ({SCENES[scene][1]})", "",
-                  "| primitive | PSNR | SSIM | primitives | train s | render ms/frame | train time vs Gaussians "
-                  "| render time vs Gaussians |", "|---|---|---|---|---|---|---|---|"]
+                  "| primitive | PSNR | SSIM | primitives | scene.ply MB | train s | render ms/frame "
+                  "| train time vs Gaussians | render time vs Gaussians |", "|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             rt = f"{r['train_seconds'] / base['train_seconds']:.2f}x" if base else "–"
             rr = f"{r['render_ms'] / base['render_ms']:.2f}x" if base else "–"
-            lines.append(f"| {r['primitive']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['num_primitives']} "
+            size = f"{r['ply_mb']:.1f}" if r.get("ply_mb") is not None else "–"
+            lines.append(f"| {r['primitive']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['num_primitives']} | {size} "
                          f"| {r['train_seconds']:.0f} | {r['render_ms']:.1f} | {rt} | {rr} |")
         lines.append("")
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -82,3 +82,16 @@ def test_rasterizer_ab_reads_trees_and_flags_and_writes_ratios_to_the_first_buil
     ab.write_tables(rows, meta, "ab")
     assert "| new (abc) | `-O3` | 100.0 | 100.0 | 2.00x | 4.00x | 3.00x |" in (tmp_path / "ab.md").read_text()
     assert json.loads((tmp_path / "ab.json").read_text())["rows"][1]["fwd_speedup"] == pytest.approx(2.0)
+
+
+def test_primitives_table_gives_each_kind_its_ratios_to_the_gaussians_of_its_scene(tmp_path, monkeypatch):
+    import sparsesplat.benchmarks.primitives as pb
+
+    monkeypatch.setattr(pb, "RESULTS", tmp_path)
+    row = {"scene": "lego", "ssim": 0.9, "num_primitives": 100}
+    rows = [{**row, "primitive": "gaussian", "psnr": 24.5, "train_seconds": 100.0, "render_ms": 20.0, "ply_mb": 2.0},
+            {**row, "primitive": "ges", "psnr": 24.7, "train_seconds": 150.0, "render_ms": 30.0, "ply_mb": 2.1}]
+    pb.write_table(rows, {"machine": "m", "command": "c", "torch": "t", "date": "d"}, "p")
+    table = (tmp_path / "p.md").read_text()
+    assert "| ges | 24.70 | 0.900 | 100 | 2.1 | 150 | 30.0 | 1.50x | 1.50x |" in table
+    assert "| gaussian | 24.50 | 0.900 | 100 | 2.0 | 100 | 20.0 | 1.00x | 1.00x |" in table

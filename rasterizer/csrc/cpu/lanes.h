@@ -183,4 +183,37 @@ inline LaneV<double> lane_exp(LaneV<double> x) {
     return x;
 }
 
+// Natural log of positive, finite, normal floats (Cephes' logf: the exponent split off, a degree-9
+// polynomial on the mantissa folded into [sqrt(1/2) - 1, sqrt(2) - 1]; about 1 ulp), in vector registers.
+// double: the library log per lane.
+inline LaneV<float> lane_log(LaneV<float> x) {
+    using V = LaneV<float>;
+    using M = LaneM<float>;
+    const M bits = (M)x;                                // same-size vector cast: the bits
+    const M e = ((bits >> 23) & 0xff) - 126;            // x = m 2^e with m in [0.5, 1)
+    V m = (V)((bits & 0x007fffff) | 0x3f000000);
+    const M small = m < 0.707106781186547524f;
+    V ef = __builtin_convertvector(e, V);
+    ef = small ? ef - 1.0f : ef;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    const V z = m * m;
+    V y = lane_splat(7.0376836292e-2f);
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y = y + ef * -2.12194440e-4f - 0.5f * z;
+    return m + y + ef * 0.693359375f;
+}
+
+inline LaneV<double> lane_log(LaneV<double> x) {
+    for (int l = 0; l < kLanes; ++l) x[l] = std::log(x[l]);
+    return x;
+}
+
 }  // namespace sparsesplat

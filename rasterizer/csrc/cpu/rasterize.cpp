@@ -157,14 +157,14 @@ void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* 
 // The Gaussian kind for the shared compositing loops of tiles.h: entries are gathered per tile into packed
 // records and bucketed by row; each row's entries get the conservative column spans of RowSpanner.
 // Gradient slots per (tile, entry): mean2d (2), conic (3), opacity, colour (3), depth, and with Shaped (GES)
-// the shape beta. GES samples pixel by pixel (no lane path yet).
+// the shape beta.
 template <typename T, bool Shaped = false>
 struct GaussianKind {
     const Item<T>* items;
     const T* shapes = nullptr;  // Shaped: beta per (camera, Gaussian)
 
     static constexpr int kMaxGrad = Shaped ? 11 : 10;
-    static constexpr bool kLaneSamples = !Shaped;  // tiles.h's lane paths (sample_lanes, vjp_lanes below)
+    static constexpr bool kLaneSamples = true;  // tiles.h's lane paths (sample_lanes, vjp_lanes below)
     static constexpr int n_grad() { return kMaxGrad; }
     static constexpr int feat_slot() { return 6; }
 
@@ -177,6 +177,7 @@ struct GaussianKind {
     struct LaneSample {
         LaneV<T> G, dx;
         LaneM<T> clamped;
+        LaneV<T> q, lq, P;  // Shaped only: q = 2 s, ln q (0 where q <= 0) and P
     };
 
     struct View {
@@ -184,25 +185,40 @@ struct GaussianKind {
         T py;
         T beta;  // Shaped only
         const T* feat() const { return e.feat; }
-        // gaussian_sample on 16 pixel centres at once (same formula; exp by lane_exp)
+        // gaussian_sample (shaped_sample) on kLanes pixel centres at once (same formula; exp and log by
+        // lane_exp and lane_log)
         void sample_lanes(LaneV<T> px, LaneV<T>& alpha, LaneM<T>& hit, LaneSample& ls) const {
             ls.dx = px - e.mx;
             const T dy = py - e.my;
             const LaneV<T> s = T(0.5) * (e.ca * ls.dx * ls.dx + e.cc * dy * dy) + e.cb * ls.dx * dy;
-            ls.G = lane_exp(-s);
+            if constexpr (Shaped) {
+                const LaneV<T> zero = lane_splat(T(0));
+                ls.q = T(2) * s;
+                const LaneM<T> pos = ls.q > zero;
+                ls.lq = pos ? lane_log(pos ? ls.q : lane_splat(T(1))) : zero;
+                ls.P = pos ? T(0.5) * lane_exp(T(0.5) * beta * ls.lq) : zero;
+                ls.G = lane_exp(-ls.P);
+            } else {
+                ls.G = lane_exp(-s);
+            }
             const LaneV<T> a = e.opac * ls.G;
             const LaneV<T> amax = lane_splat(T(kAlphaMax));
             ls.clamped = a > amax;
             alpha = ls.clamped ? amax : a;
             hit = (s >= lane_splat(T(0))) & (alpha >= lane_splat(T(kAlphaMin)));
         }
-        // gaussian_sample_vjp on the lanes of ok
+        // gaussian_sample_vjp (shaped_sample_vjp) on the lanes of ok
         void vjp_lanes(LaneV<T> v_alpha, LaneM<T> ok, const LaneSample& ls, LaneV<T>* g) const {
             const LaneV<T> zero = lane_splat(T(0));
             ok &= ~ls.clamped;
             const T dy = py - e.my;
             const LaneV<T> alpha = e.opac * ls.G;
-            const LaneV<T> v_s = ok ? -v_alpha * alpha : zero;
+            LaneV<T> v_s = ok ? -v_alpha * alpha : zero;
+            if constexpr (Shaped) {  // v_s is v_P here: dP/ds = beta P / q, dP/dbeta = 0.5 P ln q
+                g[10] += v_s * T(0.5) * ls.P * ls.lq;
+                const LaneM<T> pos = ls.q > zero;
+                v_s = pos ? v_s * beta * ls.P / (pos ? ls.q : lane_splat(T(1))) : zero;
+            }
             g[5] += ok ? v_alpha * ls.G : zero;
             g[2] += T(0.5) * v_s * ls.dx * ls.dx;
             g[3] += v_s * ls.dx * dy;
@@ -239,7 +255,7 @@ struct GaussianKind {
         void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi, int j_lo, int j_hi) {
             i_lo = lo;
             const int width = j_hi - j_lo + 1;
-            full = kLaneSamples && width % kLanes == 0 && hi - lo + 1 <= 32;
+            full = width % kLanes == 0 && hi - lo + 1 <= 32;
             gather_tile(ids, L, cam_off, kind.items, lo, hi, j_lo, width, full, pk, spanners, rows);
             if constexpr (Shaped) {
                 betas.resize(L);
