@@ -60,7 +60,8 @@ def scene_inputs(run: Path):
     output gradients."""
     from sparsesplat.rasterizer import Cameras
     from sparsesplat.rasterizer.backends import cpu
-    from sparsesplat.rasterizer.render import _sanitize, view_colors
+    from sparsesplat.rasterizer.primitives import sanitize
+    from sparsesplat.rasterizer.render import view_colors
     from sparsesplat.rasterizer.scene_io import read_scene_ply
     from sparsesplat.recon.view_run import read_cameras_json
 
@@ -70,7 +71,8 @@ def scene_inputs(run: Path):
     gen = torch.Generator().manual_seed(0)
     views = []
     with torch.no_grad():
-        means, quats, scales, opac, sh, colors, _ = _sanitize(g)
+        s = sanitize(g)
+        means, quats, scales, opac, sh, colors = s.means, s.quats, s.scales, s.opacities, s.sh, s.colors
         for i in range(len(cams)):
             vm, K = cams.viewmats[i:i + 1], cams.Ks[i:i + 1]
             p = cpu.project_gaussians(means, quats, scales, opac, vm, K, W, H)

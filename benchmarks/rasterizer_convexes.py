@@ -14,7 +14,7 @@ import torch
 
 def make_convexes(n: int, width: int, seed: int = 0, device="cpu", P: int = 6):
     from sparsesplat.rasterizer import Convexes
-    from sparsesplat.rasterizer.backends.torch_backend import quat_to_rotmat
+    from sparsesplat.rasterizer.quaternions import quat_to_rotmat
     from sparsesplat.recon.convex_model import fibonacci_sphere
 
     from .rasterizer import make_gaussians

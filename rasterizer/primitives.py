@@ -7,8 +7,8 @@ used as they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, fields
+from typing import ClassVar, Optional
 
 import torch
 
@@ -24,11 +24,39 @@ def all_finite(*tensors: Optional[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in ts)
 
 
+def sanitize(prims):
+    """``prims`` with every primitive that holds a non-finite value or fails its kind's ``well_formed()`` replaced
+    by a harmless, fully transparent one: opacity 0, the fields of the kind's ``HARMLESS`` set to those values,
+    every other field 0. ``torch.where`` keeps the gradients of the others exact and gives the replaced ones
+    zero gradient. The common case (nothing to replace) returns ``prims`` itself, without a copy."""
+    values = {f.name: getattr(prims, f.name) for f in fields(prims) if torch.is_tensor(getattr(prims, f.name))}
+    ok = prims.well_formed()
+    if all_finite(*values.values()) and bool(ok.all()):
+        return prims
+    for t in values.values():
+        ok = ok & torch.isfinite(t).reshape(len(t), -1).all(-1)
+    if bool(ok.all()):
+        return prims
+    out = {}
+    for name, t in values.items():
+        fill = 0.0 if name == "opacities" else prims.HARMLESS.get(name, 0.0)
+        fill = torch.as_tensor(fill, dtype=t.dtype, device=t.device).expand_as(t)
+        out[name] = torch.where(ok.reshape((-1,) + (1,) * (t.ndim - 1)), t, fill)
+    return type(prims)(**out)
+
+
 @dataclass
 class _Appearance:
     opacities: torch.Tensor
     sh: Optional[torch.Tensor] = None
     colors: Optional[torch.Tensor] = None
+
+    HARMLESS: ClassVar[dict] = {}
+    """Values of a primitive that ``sanitize`` puts in place of a broken one (others: 0, opacity 0)."""
+
+    def well_formed(self) -> torch.Tensor:
+        """(N,) bool: which primitives have a shape the rasterizer can draw (besides finite values)."""
+        return torch.ones(len(self), dtype=torch.bool, device=self.opacities.device)
 
     def _check_appearance(self, n: int, name: str) -> None:
         if (self.sh is None) == (self.colors is None):
@@ -70,6 +98,11 @@ class Gaussians(_Appearance):
             )
         self._check_appearance(n, "Gaussians")
 
+    HARMLESS: ClassVar[dict] = {"quats": (1.0, 0.0, 0.0, 0.0), "scales": 1.0}
+
+    def well_formed(self) -> torch.Tensor:
+        return (self.quats.norm(dim=-1) > 0) & (self.scales >= 0).all(-1)
+
     def __len__(self) -> int:
         return self.means.shape[0]
 
@@ -99,6 +132,11 @@ class GeneralizedGaussians(Gaussians):
             raise ValueError(f"GeneralizedGaussians: shapes must be ({n},), got {got}")
         self.shapes = shapes
 
+    HARMLESS: ClassVar[dict] = {**Gaussians.HARMLESS, "shapes": 2.0}
+
+    def well_formed(self) -> torch.Tensor:
+        return super().well_formed() & (self.shapes > 0)
+
 
 @dataclass
 class Triangles(_Appearance):
@@ -117,6 +155,11 @@ class Triangles(_Appearance):
                 f"Triangles: vertices (N,3,3) and sigma (N,) expected; got {tuple(vertices.shape)}, {tuple(sigma.shape)}"
             )
         self._check_appearance(n, "Triangles")
+
+    HARMLESS: ClassVar[dict] = {"sigma": 1.0}
+
+    def well_formed(self) -> torch.Tensor:
+        return self.sigma >= 0
 
     def __len__(self) -> int:
         return self.vertices.shape[0]
@@ -155,6 +198,11 @@ class Convexes(_Appearance):
                 f"Convexes: delta and sigma must be ({n},); got {tuple(delta.shape)}, {tuple(sigma.shape)}"
             )
         self._check_appearance(n, "Convexes")
+
+    HARMLESS: ClassVar[dict] = {"delta": 1.0, "sigma": 1.0}
+
+    def well_formed(self) -> torch.Tensor:
+        return (self.delta > 0) & (self.sigma > 0)
 
     def __len__(self) -> int:
         return self.points.shape[0]

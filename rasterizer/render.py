@@ -9,7 +9,7 @@ import torch
 
 from . import backends
 from .cameras import Cameras
-from .primitives import Gaussians, GeneralizedGaussians, all_finite
+from .primitives import Gaussians, GeneralizedGaussians, sanitize
 from .profiling import stage
 from .sh import sh_to_rgb
 
@@ -47,43 +47,6 @@ class RenderOutput:
     alphas: torch.Tensor
     depths: Optional[torch.Tensor]
     meta: RenderMeta
-
-
-def _sanitize(g: Gaussians):
-    """Replace non-finite or degenerate primitives by harmless, fully transparent ones (GES: also a shape
-    that is not finite and positive). Returns means, quats, scales, opacities, sh, colors, shapes (None for
-    Gaussians).
-
-    ``torch.where`` keeps gradients of the others exact and gives the culled ones zero gradient.
-    """
-    appearance = g.sh.flatten(1) if g.sh is not None else g.colors
-    shapes = g.shapes if isinstance(g, GeneralizedGaussians) else None
-    fine = (g.quats != 0).any(-1) & (g.scales >= 0).all(-1)
-    if shapes is not None:
-        fine = fine & (shapes > 0)
-    if all_finite(g.means, g.quats, g.scales, g.opacities, appearance, shapes) and bool(fine.all()):
-        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors, shapes  # the common case, without a copy
-    ok = (
-        torch.isfinite(g.means).all(-1) & torch.isfinite(g.quats).all(-1) & torch.isfinite(g.scales).all(-1)
-        & torch.isfinite(g.opacities) & torch.isfinite(appearance).all(-1)
-        & (g.quats.norm(dim=-1) > 0) & (g.scales >= 0).all(-1)
-    )
-    if shapes is not None:
-        ok = ok & torch.isfinite(shapes) & (shapes > 0)
-    if bool(ok.all()):
-        return g.means, g.quats, g.scales, g.opacities, g.sh, g.colors, shapes
-    col = ok[:, None]
-    unit_q = torch.zeros_like(g.quats)
-    unit_q[:, 0] = 1
-    means = torch.where(col, g.means, torch.zeros_like(g.means))
-    quats = torch.where(col, g.quats, unit_q)
-    scales = torch.where(col, g.scales, torch.ones_like(g.scales))
-    opac = torch.where(ok, g.opacities, torch.zeros_like(g.opacities))
-    sh = None if g.sh is None else torch.where(ok[:, None, None], g.sh, torch.zeros_like(g.sh))
-    colors = None if g.colors is None else torch.where(col, g.colors, torch.zeros_like(g.colors))
-    if shapes is not None:
-        shapes = torch.where(ok, shapes, torch.full_like(shapes, 2.0))
-    return means, quats, scales, opac, sh, colors, shapes
 
 
 def _background(background, C, ref: torch.Tensor) -> torch.Tensor:
@@ -201,7 +164,9 @@ def render_gaussians(prims: Gaussians, cams: Cameras, impl, sh_degree: Optional[
     W, H = cams.width, cams.height
     viewmats = cams.viewmats.to(prims.means.dtype)
     Ks = cams.Ks.to(prims.means.dtype)
-    means, quats, scales, opac, sh, colors, shapes = _sanitize(prims)
+    g = sanitize(prims)
+    means, quats, scales, opac, sh, colors = g.means, g.quats, g.scales, g.opacities, g.sh, g.colors
+    shapes = g.shapes if isinstance(g, GeneralizedGaussians) else None
     shaped = {} if shapes is None else {"shapes": shapes}
     if shapes is not None and getattr(impl, "SHAPED", True) is False:
         raise ValueError(f"the {impl.__name__.rsplit('.', 1)[-1]} backend draws Gaussians only; render "

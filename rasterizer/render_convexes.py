@@ -10,32 +10,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-
 from .cameras import Cameras
-from .primitives import Convexes, all_finite
+from .primitives import Convexes, sanitize
 from .render import Rendered, register_renderer, view_colors
-
-
-def _sanitize(cv: Convexes):
-    """Non-finite or degenerate convexes become fully transparent ones whose parameters get zero gradient."""
-    appearance = cv.sh.flatten(1) if cv.sh is not None else cv.colors
-    if all_finite(cv.points, cv.delta, cv.sigma, cv.opacities, appearance) and bool(
-            ((cv.delta > 0) & (cv.sigma > 0)).all()):
-        return cv.points, cv.delta, cv.sigma, cv.opacities, cv.sh, cv.colors
-    ok = (
-        torch.isfinite(cv.points).all(-1).all(-1) & torch.isfinite(cv.delta) & torch.isfinite(cv.sigma)
-        & torch.isfinite(cv.opacities) & torch.isfinite(appearance).all(-1) & (cv.delta > 0) & (cv.sigma > 0)
-    )
-    if bool(ok.all()):
-        return cv.points, cv.delta, cv.sigma, cv.opacities, cv.sh, cv.colors
-    points = torch.where(ok[:, None, None], cv.points, torch.zeros_like(cv.points))
-    delta = torch.where(ok, cv.delta, torch.ones_like(cv.delta))
-    sigma = torch.where(ok, cv.sigma, torch.ones_like(cv.sigma))
-    opac = torch.where(ok, cv.opacities, torch.zeros_like(cv.opacities))
-    sh = None if cv.sh is None else torch.where(ok[:, None, None], cv.sh, torch.zeros_like(cv.sh))
-    colors = None if cv.colors is None else torch.where(ok[:, None], cv.colors, torch.zeros_like(cv.colors))
-    return points, delta, sigma, opac, sh, colors
 
 
 def render_convexes(prims: Convexes, cams: Cameras, impl, sh_degree: Optional[int], rasterize_mode: str,
@@ -49,7 +26,8 @@ def render_convexes(prims: Convexes, cams: Cameras, impl, sh_degree: Optional[in
     W, H = cams.width, cams.height
     dt = prims.points.dtype
     viewmats, Ks = cams.viewmats.to(dt), cams.Ks.to(dt)
-    points, delta, sigma, opac, sh, colors = _sanitize(prims)
+    cv = sanitize(prims)
+    points, delta, sigma, opac, sh, colors = cv.points, cv.delta, cv.sigma, cv.opacities, cv.sh, cv.colors
     proj = impl.project_convexes(points, delta, sigma, opac, viewmats, Ks, W, H, near=near, far=far)
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()

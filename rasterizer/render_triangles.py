@@ -12,27 +12,8 @@ from typing import Optional
 import torch
 
 from .cameras import Cameras
-from .primitives import Triangles, all_finite
+from .primitives import Triangles, sanitize
 from .render import Rendered, register_renderer, view_colors
-
-
-def _sanitize(prims: Triangles):
-    """Non-finite triangles become harmless transparent ones (zero gradient), the others stay exact."""
-    appearance = prims.sh.flatten(1) if prims.sh is not None else prims.colors
-    if all_finite(prims.vertices, prims.sigma, prims.opacities, appearance) and bool((prims.sigma >= 0).all()):
-        return prims.vertices, prims.sigma, prims.opacities, prims.sh, prims.colors
-    ok = (
-        torch.isfinite(prims.vertices).flatten(1).all(-1) & torch.isfinite(prims.sigma)
-        & torch.isfinite(prims.opacities) & torch.isfinite(appearance).all(-1) & (prims.sigma >= 0)
-    )
-    if bool(ok.all()):
-        return prims.vertices, prims.sigma, prims.opacities, prims.sh, prims.colors
-    verts = torch.where(ok[:, None, None], prims.vertices, torch.zeros_like(prims.vertices))
-    sigma = torch.where(ok, prims.sigma, torch.ones_like(prims.sigma))
-    opac = torch.where(ok, prims.opacities, torch.zeros_like(prims.opacities))
-    sh = None if prims.sh is None else torch.where(ok[:, None, None], prims.sh, torch.zeros_like(prims.sh))
-    colors = None if prims.colors is None else torch.where(ok[:, None], prims.colors, torch.zeros_like(prims.colors))
-    return verts, sigma, opac, sh, colors
 
 
 def facing_normals(vertices: torch.Tensor, cams: Cameras) -> torch.Tensor:
@@ -60,7 +41,8 @@ def render_triangles(prims: Triangles, cams: Cameras, impl, sh_degree: Optional[
     W, H = cams.width, cams.height
     dt = prims.vertices.dtype
     viewmats, Ks = cams.viewmats.to(dt), cams.Ks.to(dt)
-    verts, sigma, opac, sh, colors = _sanitize(prims)
+    t = sanitize(prims)
+    verts, sigma, opac, sh, colors = t.vertices, t.sigma, t.opacities, t.sh, t.colors
     proj = impl.project_triangles(verts, sigma, opac, viewmats, Ks, W, H, near=near, far=far)
     vis = (proj.radii > 0).all(-1)
     # A leaf whose gradient is the sum of the three vertices' screen gradients (translation of the triangle),

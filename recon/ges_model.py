@@ -60,7 +60,7 @@ class GesModel(GaussianModel):
         g = GaussianModel.from_points(points, colors, cfg.sh_degree, cfg.lrs, scene_scale,
                                       init_opacity=cfg.init_opacity, device=device)
         if not cfg.ges.init_shape > SHAPE_MIN:
-            raise ValueError(f"--train.ges.init-shape must exceed {SHAPE_MIN:g}, got {cfg.ges.init_shape}")
+            raise ValueError(f"--ges.init-shape must exceed {SHAPE_MIN:g}, got {cfg.ges.init_shape}")
         beta = torch.full((len(g),), float(cfg.ges.init_shape), device=device)
         return cls({**g.params, "shapes": shape_to_raw(beta)}, lrs, scene_scale)
 

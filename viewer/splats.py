@@ -7,6 +7,8 @@ from typing import Optional
 
 import torch
 
+from sparsesplat.rasterizer.quaternions import quat_to_rotmat
+
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis constant, 1 / (2 sqrt(pi))
 
 
@@ -31,13 +33,7 @@ def splat_arrays(prims, max_count: Optional[int] = None) -> Optional[dict]:
     idx = torch.nonzero(ok)[:, 0]
     if max_count is not None and len(idx) > max_count:
         idx = idx[torch.topk(opac[idx], max_count).indices]
-    q = quats[idx] / quats[idx].norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(-1, 3, 3)
+    R = quat_to_rotmat(quats[idx] / quats[idx].norm(dim=-1, keepdim=True))
     M = R * scales[idx][:, None, :]
     cov = M @ M.transpose(1, 2)
     return {

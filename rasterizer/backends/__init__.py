@@ -3,9 +3,11 @@
 Every backend module provides the same two differentiable stage functions for Gaussians:
 
 - ``project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far,
-  antialiased) -> Projection`` (see ``types.py``);
-- ``rasterize(means2d, conics, colors, opacities, depths, radii, width, height, tile_size)
-  -> (feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max_weight (C,N))``.
+  antialiased, shapes=None) -> Projection`` (see ``types.py``);
+- ``rasterize(means2d, conics, colors, opacities, depths, radii, width, height, tile_size, shapes=None)
+  -> (feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max_weight (C,N))``;
+  ``shapes`` (GES's betas: (N,) to the projection, (C,N) to the rasterizer) turns both into GES's, where a
+  backend can (``SHAPED = False`` in a module that cannot: gsplat);
 
 and, for triangles, ``project_triangles`` / ``rasterize_triangles`` (contract in ``torch_triangles.py``).
 

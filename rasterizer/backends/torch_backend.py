@@ -11,23 +11,11 @@ from __future__ import annotations
 import torch
 
 from .torch_tiles import ALPHA_MAX, ALPHA_MIN, T_MIN, composite, composite_tiles, intersect_tiles, tile_ranges  # noqa: F401
+from ..quaternions import quat_to_rotmat
 from .types import Projection
 
 EXTENT_MAX = 3.33
 SHAPED_EXTENT_MAX = 11.1  # GES: (2 ln 255)^(1/beta) standard deviations, exact for beta >= 1
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """(N,4) unit quaternions wxyz -> (N,3,3) rotation matrices."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(q.shape[:-1] + (3, 3))
 
 
 def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height,

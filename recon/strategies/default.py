@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsesplat.rasterizer.backends.torch_backend import quat_to_rotmat
+from sparsesplat.rasterizer.quaternions import quat_to_rotmat
 
 
 @dataclass

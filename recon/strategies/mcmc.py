@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsesplat.rasterizer.backends.torch_backend import quat_to_rotmat
+from sparsesplat.rasterizer.quaternions import quat_to_rotmat
 
 N_MAX = 51  # most copies a single Gaussian may receive in one relocation
 
