@@ -21,7 +21,7 @@ import torch
 from sparsesplat.rasterizer import Convexes
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 
-from .primitive_model import PrimitiveModel, register_model
+from .primitive_model import PrimitiveModel, neighbour_spacing, register_model
 from .strategies.convex import ConvexStrategy
 
 PARAM_NAMES = ("points", "delta", "sigma", "opacities", "sh0", "shN")
@@ -72,17 +72,6 @@ def fibonacci_sphere(P: int) -> np.ndarray:
     return np.stack([r * np.cos(theta), r * np.sin(theta), z], axis=-1)
 
 
-def knn_distance(points: np.ndarray, fallback: float) -> np.ndarray:
-    """Root mean square distance of each point to its 3 nearest neighbours (``fallback`` if alone)."""
-    from scipy.spatial import cKDTree
-
-    k = min(4, len(points))
-    if k <= 1:
-        return np.full(len(points), fallback)
-    d, _ = cKDTree(points).query(points, k=k)
-    return np.sqrt(np.mean(d[:, 1:] ** 2, axis=1))
-
-
 @register_model
 class ConvexModel(PrimitiveModel):
     """Smooth 3D convexes (``--primitive convex``), densified by the paper's sigma-gradient split."""
@@ -98,7 +87,7 @@ class ConvexModel(PrimitiveModel):
         P = settings.points_per_convex
         if not 3 <= P <= 8:
             raise ValueError(f"points_per_convex must be between 3 and 8, got {P}")
-        dist = np.clip(knn_distance(pts, 0.01 * scene_scale), 1e-7 * scene_scale + 1e-12, None)
+        dist = neighbour_spacing(pts, scene_scale)
         radius = settings.init_size * dist
         dirs = fibonacci_sphere(P)
         dirs -= dirs.mean(axis=0)  # so each convex's centroid (its depth and SH position) is its point

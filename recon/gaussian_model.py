@@ -14,7 +14,7 @@ import torch
 from sparsesplat.rasterizer import Gaussians
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 
-from .primitive_model import PrimitiveModel, register_model
+from .primitive_model import PrimitiveModel, neighbour_spacing, register_model
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
@@ -52,16 +52,8 @@ class GaussianModel(PrimitiveModel):
                     scene_scale: float, init_opacity: float = 0.1, init_scale: float = 1.0,
                     device="cpu") -> "GaussianModel":
         """Isotropic Gaussians at ``points`` sized by the mean distance to their 3 nearest neighbours."""
-        from scipy.spatial import cKDTree
-
         pts = np.asarray(points, dtype=np.float64)
-        k = min(4, len(pts))
-        if k > 1:
-            d, _ = cKDTree(pts).query(pts, k=k)
-            dist = np.sqrt(np.mean(d[:, 1:] ** 2, axis=1))
-        else:
-            dist = np.full(len(pts), 0.01 * scene_scale)
-        dist = np.clip(dist, 1e-7 * scene_scale + 1e-12, None)
+        dist = neighbour_spacing(pts, scene_scale)
         n = len(pts)
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
         params = {

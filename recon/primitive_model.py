@@ -23,6 +23,21 @@ import numpy as np
 import torch
 
 
+def neighbour_spacing(points: np.ndarray, scene_scale: float) -> np.ndarray:
+    """Each point's root mean square distance to its 3 nearest neighbours, the size every kind starts its
+    primitives at (0.01 scene scales for a lone point; never below 1e-7 of them)."""
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(points, dtype=np.float64)
+    k = min(4, len(pts))
+    if k > 1:
+        d, _ = cKDTree(pts).query(pts, k=k)
+        dist = np.sqrt(np.mean(d[:, 1:] ** 2, axis=1))
+    else:
+        dist = np.full(len(pts), 0.01 * scene_scale)
+    return np.clip(dist, 1e-7 * scene_scale + 1e-12, None)
+
+
 def _adam(param: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
     """Adam for one parameter tensor: torch's fused kernel (one pass over the tensor instead of a dozen
     elementwise ops) where the device supports it, else the default implementation. Same update rule."""

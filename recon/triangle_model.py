@@ -18,7 +18,7 @@ import torch
 from sparsesplat.rasterizer import Triangles
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 
-from .primitive_model import PrimitiveModel, register_model
+from .primitive_model import PrimitiveModel, neighbour_spacing, register_model
 from .strategies.triangles import TriangleStrategy
 
 PARAM_NAMES = ("vertices", "sigma", "opacities", "sh0", "shN")
@@ -90,16 +90,8 @@ class TriangleModel(PrimitiveModel):
     @classmethod
     def from_points(cls, points: np.ndarray, colors: np.ndarray, sh_degree: int, options: TriangleOptions,
                     scene_scale: float, seed: int = 0, device="cpu") -> "TriangleModel":
-        from scipy.spatial import cKDTree
-
         pts = np.asarray(points, dtype=np.float64)
-        k = min(4, len(pts))
-        if k > 1:
-            d, _ = cKDTree(pts).query(pts, k=k)
-            dist = np.sqrt(np.mean(d[:, 1:] ** 2, axis=1))
-        else:
-            dist = np.full(len(pts), 0.01 * scene_scale)
-        dist = np.clip(dist, 1e-7 * scene_scale + 1e-12, None) * options.init_size
+        dist = neighbour_spacing(pts, scene_scale) * options.init_size
         verts = random_triangles_at(pts, dist, seed)
         n = len(pts)
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
