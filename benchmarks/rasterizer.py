@@ -31,7 +31,17 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KIND_NAMES = {"gaussian": "Gaussians", "convex": "convexes", "triangle": "triangles"}
+KIND_NAMES = {"gaussian": "Gaussians", "ges": "GES splats", "convex": "convexes", "triangle": "triangles"}
+
+
+def make_ges(g, seed: int = 0):
+    """``make_gaussians``' scene as GES splats, shapes uniform in [1.5, 3] (flat tops and sharp peaks both;
+    below 2 their footprints grow, (2 ln 255 o)^(1/beta) standard deviations)."""
+    from sparsesplat.rasterizer import GeneralizedGaussians
+
+    gen = torch.Generator().manual_seed(seed + 7)
+    shapes = (1.5 + 1.5 * torch.rand(len(g.means), generator=gen)).to(g.means.device)
+    return GeneralizedGaussians(g.means, g.quats, g.scales, g.opacities, shapes, sh=g.sh)
 
 
 def make_gaussians(n: int, seed: int = 0, device="cpu"):
@@ -101,6 +111,8 @@ def measure(backend: str, n: int, width: int, height: int, repeats: int, device:
         prims = Convexes(*params[:4], sh=params[4])
     else:
         prims = make_triangles(n, device=device) if primitive == "triangle" else make_gaussians(n, device=device)
+        if primitive == "ges":
+            prims = make_ges(prims)
         for t in vars(prims).values():
             if torch.is_tensor(t):
                 t.requires_grad_(True)
@@ -207,7 +219,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds allowed per configuration")
     ap.add_argument("--torch-max-n", type=int, default=100_000, help="skip the slow torch backend above this N")
     ap.add_argument("--out", default=None, help="results file stem (default: rasterizer_<cpu|cuda>)")
-    ap.add_argument("--primitive", choices=["gaussian", "triangle", "convex"], default="gaussian")
+    ap.add_argument("--primitive", choices=list(KIND_NAMES), default="gaussian")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -351,7 +351,7 @@ def main() -> None:
     ap.add_argument("--depth-smoothness", type=float, default=None,
                     help="edge-aware depth smoothness weight (default: the CLI's)")
     ap.add_argument("--init", default="auto")
-    ap.add_argument("--primitive", default="gaussian", help="gaussian, triangle or convex")
+    ap.add_argument("--primitive", default="gaussian", help="gaussian, ges, triangle or convex")
     ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians, triangles, convexes)")
     ap.add_argument("--poses", default="auto", choices=["auto", "known", "estimate"],
                     help="estimate: ignore the dataset's poses (test views are aligned for evaluation)")
