@@ -295,21 +295,33 @@ HOSTDEV void project_gaussian_vjp(const GaussianProjection<T>& g, const T* mean,
 
 // ---- the compositing kernel of one sample ----
 
+// The Gaussian power s = 0.5 d^T conic d at pixel centre (px, py), d = pixel - mean (also set).
+template <typename T>
+HOSTDEV T gaussian_power(T px, T py, T mx, T my, T ca, T cb, T cc, T& dx, T& dy) {
+    dx = px - mx;
+    dy = py - my;
+    return T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+}
+
+// alpha = min(0.99, o G) and whether it hit the clamp; false when alpha < 1/255 (the sample is skipped).
+template <typename T>
+HOSTDEV bool clamped_alpha(T opac, T G, T& alpha, bool& clamped) {
+    const T a = opac * G;
+    clamped = a > T(kAlphaMax);
+    alpha = clamped ? T(kAlphaMax) : a;
+    return alpha >= T(kAlphaMin);
+}
+
 // Evaluates one Gaussian at pixel centre (px, py). Returns false when the sample is skipped
 // (s < 0 or alpha < 1/255). On success sets alpha, the Gaussian value G = exp(-s), the offsets
 // d = pixel - mean and whether alpha hit the 0.99 clamp.
 template <typename T>
 HOSTDEV bool gaussian_sample(T px, T py, T mx, T my, T ca, T cb, T cc, T opac, T& alpha, T& G, T& dx, T& dy,
                              bool& clamped) {
-    dx = px - mx;
-    dy = py - my;
-    const T s = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+    const T s = gaussian_power(px, py, mx, my, ca, cb, cc, dx, dy);
     if (s < T(0)) return false;
     G = s_exp(-s);
-    const T a = opac * G;
-    clamped = a > T(kAlphaMax);
-    alpha = clamped ? T(kAlphaMax) : a;
-    return alpha >= T(kAlphaMin);
+    return clamped_alpha(opac, G, alpha, clamped);
 }
 
 // The GES sample (see the top of this file): gaussian_sample with the falloff exp(-P), P = 0.5 q^(beta/2),
@@ -317,17 +329,22 @@ HOSTDEV bool gaussian_sample(T px, T py, T mx, T my, T ca, T cb, T cc, T opac, T
 template <typename T>
 HOSTDEV bool shaped_sample(T px, T py, T mx, T my, T ca, T cb, T cc, T opac, T beta, T& alpha, T& G, T& dx, T& dy,
                            T& q, T& P, bool& clamped) {
-    dx = px - mx;
-    dy = py - my;
-    const T s = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+    const T s = gaussian_power(px, py, mx, my, ca, cb, cc, dx, dy);
     if (s < T(0)) return false;
     q = T(2) * s;
     P = q > T(0) ? T(0.5) * s_exp(T(0.5) * beta * s_log(q)) : T(0);
     G = s_exp(-P);
-    const T a = opac * G;
-    clamped = a > T(kAlphaMax);
-    alpha = clamped ? T(kAlphaMax) : a;
-    return alpha >= T(kAlphaMin);
+    return clamped_alpha(opac, G, alpha, clamped);
+}
+
+// Adds the gradients of the power s (v_s = dL/ds) to mean2d and conic.
+template <typename T>
+HOSTDEV void gaussian_power_vjp(T v_s, T dx, T dy, T ca, T cb, T cc, T* v_mean2d, T* v_conic) {
+    v_conic[0] += T(0.5) * v_s * dx * dx;
+    v_conic[1] += v_s * dx * dy;
+    v_conic[2] += T(0.5) * v_s * dy * dy;
+    v_mean2d[0] -= v_s * (ca * dx + cb * dy);
+    v_mean2d[1] -= v_s * (cb * dx + cc * dy);
 }
 
 // Accumulates the GES sample's gradients: those of gaussian_sample_vjp with dP/ds = beta P / q in place of 1,
@@ -339,13 +356,8 @@ HOSTDEV void shaped_sample_vjp(T v_alpha, T alpha, T G, T dx, T dy, T q, T P, T 
     if (clamped) return;
     v_opac += v_alpha * G;
     const T v_P = -v_alpha * alpha;  // alpha = o exp(-P)
-    const T v_s = q > T(0) ? v_P * beta * P / q : T(0);
     if (q > T(0)) v_beta += v_P * T(0.5) * P * s_log(q);
-    v_conic[0] += T(0.5) * v_s * dx * dx;
-    v_conic[1] += v_s * dx * dy;
-    v_conic[2] += T(0.5) * v_s * dy * dy;
-    v_mean2d[0] -= v_s * (ca * dx + cb * dy);
-    v_mean2d[1] -= v_s * (cb * dx + cc * dy);
+    gaussian_power_vjp(q > T(0) ? v_P * beta * P / q : T(0), dx, dy, ca, cb, cc, v_mean2d, v_conic);
 }
 
 // The Gaussian power s below which a GES sample's alpha can reach 1/255: 0.5 (2 ln(255 o))^(2/beta)
@@ -416,12 +428,7 @@ HOSTDEV void gaussian_sample_vjp(T v_alpha, T alpha, T G, T dx, T dy, T ca, T cb
                                  T* v_conic, T& v_opac) {
     if (clamped) return;
     v_opac += v_alpha * G;
-    const T v_s = -v_alpha * alpha;  // alpha = o exp(-s)
-    v_conic[0] += T(0.5) * v_s * dx * dx;
-    v_conic[1] += v_s * dx * dy;
-    v_conic[2] += T(0.5) * v_s * dy * dy;
-    v_mean2d[0] -= v_s * (ca * dx + cb * dy);
-    v_mean2d[1] -= v_s * (cb * dx + cc * dy);
+    gaussian_power_vjp(-v_alpha * alpha, dx, dy, ca, cb, cc, v_mean2d, v_conic);  // alpha = o exp(-s)
 }
 
 }  // namespace sparsesplat
