@@ -14,35 +14,15 @@ import torch
 
 from ..build import load_extension
 from ..profiling import stage
+from .cpu_convexes import project_convexes, rasterize_convexes  # noqa: F401  (convex stages, same extension)
+from .cpu_triangles import make_triangle_stages
+from .kernel_args import check_tensors, grad_or_zeros, kernel_dtype, prepared
 from .types import Projection
-
-
-def _dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def _prep(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t.detach().to(dtype).contiguous()
-
-
-def _grad(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like) if g is None else g.to(like.dtype).contiguous()
-
-
-def _check(kind: str, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple]) -> None:
-    """Device and shape checks before the tensors reach C++ (which trusts them)."""
-    for name, t in tensors.items():
-        if t.device.type != kind:
-            raise ValueError(f"the {kind} rasterizer backend needs {kind} tensors; {name} is on {t.device}")
-        want = shapes[name]
-        if t.ndim != len(want) or any(w is not None and s != w for s, w in zip(t.shape, want)):
-            pretty = tuple("*" if w is None else w for w in want)
-            raise ValueError(f"{name} must have shape {pretty}, got {tuple(t.shape)}")
 
 
 def _shapes(shapes: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """GES's shapes for the kernels, or the empty tensor that tells them the primitives are Gaussians."""
-    return torch.empty(0, dtype=like.dtype, device=like.device) if shapes is None else _prep(shapes, like.dtype)
+    return torch.empty(0, dtype=like.dtype, device=like.device) if shapes is None else prepared(shapes, like.dtype)
 
 
 def _make(kind: str) -> tuple[Callable, Callable]:
@@ -51,8 +31,8 @@ def _make(kind: str) -> tuple[Callable, Callable]:
     class _Project(torch.autograd.Function):
         @staticmethod
         def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far, aa, shapes):
-            dt = _dtype(means)
-            ins = [_prep(t, dt) for t in (means, quats, scales, opacities, viewmats, Ks)]
+            dt = kernel_dtype(means)
+            ins = [prepared(t, dt) for t in (means, quats, scales, opacities, viewmats, Ks)]
             beta = _shapes(shapes, ins[0])
             out = load_extension(kind).project_gaussians_fwd(*ins, width, height, eps2d, near, far, aa, beta)
             means2d, conics, depths, opac, radii = out
@@ -71,8 +51,8 @@ def _make(kind: str) -> tuple[Callable, Callable]:
             with stage("project backward"):
                 grads = load_extension(kind).project_gaussians_bwd(
                     *ins, *ctx.args, radii,
-                    _grad(v_means2d, means2d_like), _grad(v_conics, conics_like),
-                    _grad(v_depths, scalar_like), _grad(v_opac, scalar_like), beta,
+                    grad_or_zeros(v_means2d, means2d_like), grad_or_zeros(v_conics, conics_like),
+                    grad_or_zeros(v_depths, scalar_like), grad_or_zeros(v_opac, scalar_like), beta,
                 )
             out = [g.to(dt) if need else None
                    for g, dt, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad[:5])]
@@ -81,8 +61,8 @@ def _make(kind: str) -> tuple[Callable, Callable]:
     class _Rasterize(torch.autograd.Function):
         @staticmethod
         def forward(ctx, means2d, conics, colors, opacities, depths, radii, width, height, tile_size, shapes):
-            dt = _dtype(means2d)
-            ins = [_prep(t, dt) for t in (means2d, conics, colors, opacities, depths)]
+            dt = kernel_dtype(means2d)
+            ins = [prepared(t, dt) for t in (means2d, conics, colors, opacities, depths)]
             radii_i = radii.detach().to(torch.int32).contiguous()
             beta = _shapes(shapes, ins[0])
             feats, alphas, max_w, offsets, ids, last, T_final = load_extension(kind).rasterize_fwd(
@@ -105,7 +85,7 @@ def _make(kind: str) -> tuple[Callable, Callable]:
             with stage("rasterize backward"):
                 grads = load_extension(kind).rasterize_bwd(
                     m2, con, col, op, dep, *ctx.args, offsets, ids, last, T_final,
-                    _grad(v_feats, feats_like), _grad(v_alphas, alphas_like), beta,
+                    grad_or_zeros(v_feats, feats_like), grad_or_zeros(v_alphas, alphas_like), beta,
                 )
             out = [g.to(dt) if need else None
                    for g, dt, need in zip(grads[:5], ctx.in_dtypes, ctx.needs_input_grad[:5])]
@@ -124,7 +104,7 @@ def _make(kind: str) -> tuple[Callable, Callable]:
         tensors = dict(means=means, quats=quats, scales=scales, opacities=opacities, viewmats=viewmats, Ks=Ks)
         if shapes is not None:
             tensors["shapes"] = shapes
-        _check(kind, tensors, dict(means=(N, 3), quats=(N, 4), scales=(N, 3), opacities=(N,), viewmats=(C, 4, 4),
+        check_tensors(kind, tensors, dict(means=(N, 3), quats=(N, 4), scales=(N, 3), opacities=(N,), viewmats=(C, 4, 4),
                                    Ks=(C, 3, 3), shapes=(N,)))
         out = _Project.apply(means, quats, scales, opacities, viewmats, Ks, int(width), int(height),
                              float(eps2d), float(near), float(far), bool(antialiased), shapes)
@@ -141,7 +121,7 @@ def _make(kind: str) -> tuple[Callable, Callable]:
         tensors = dict(means2d=means2d, conics=conics, colors=colors, opacities=opacities, depths=depths, radii=radii)
         if shapes is not None:
             tensors["shapes"] = shapes
-        _check(kind, tensors, dict(means2d=(C, N, 2), conics=(C, N, 3), colors=(C, N, 3), opacities=(C, N),
+        check_tensors(kind, tensors, dict(means2d=(C, N, 2), conics=(C, N, 3), colors=(C, N, 3), opacities=(C, N),
                                    depths=(C, N), radii=(C, N, 2), shapes=(C, N)))
         if int(tile_size) <= 0 or int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width, height and tile_size must be positive; got {width}, {height}, {tile_size}")
@@ -157,8 +137,8 @@ project_gaussians, rasterize = _make("cpu")
 class _ShColors(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sh, dirs, degree):
-        dt = _dtype(sh)
-        ins = [_prep(t, dt) for t in (sh, dirs)]
+        dt = kernel_dtype(sh)
+        ins = [prepared(t, dt) for t in (sh, dirs)]
         ctx.save_for_backward(*ins)
         ctx.degree = degree
         ctx.in_dtypes = (sh.dtype, dirs.dtype)
@@ -169,7 +149,7 @@ class _ShColors(torch.autograd.Function):
     def backward(ctx, v_rgb):
         sh, dirs = ctx.saved_tensors
         with stage("sh colors backward"):
-            v_sh, v_dirs = load_extension("cpu").sh_colors_bwd(sh, dirs, ctx.degree, _grad(v_rgb, dirs))
+            v_sh, v_dirs = load_extension("cpu").sh_colors_bwd(sh, dirs, ctx.degree, grad_or_zeros(v_rgb, dirs))
         return (v_sh.to(ctx.in_dtypes[0]) if ctx.needs_input_grad[0] else None,
                 v_dirs.to(ctx.in_dtypes[1]) if ctx.needs_input_grad[1] else None, None)
 
@@ -180,13 +160,10 @@ def sh_to_rgb(sh: torch.Tensor, dirs: torch.Tensor, degree: int) -> torch.Tensor
     k = (degree + 1) ** 2
     if sh.ndim != 3 or sh.shape[2] != 3 or sh.shape[1] < k or not 0 <= degree <= 3:
         raise ValueError(f"sh_degree {degree} needs {k} coefficients (N,{k},3); got sh of shape {tuple(sh.shape)}")
-    _check("cpu", dict(sh=sh, dirs=dirs), dict(sh=(None, None, 3), dirs=(None, sh.shape[0], 3)))
+    check_tensors("cpu", dict(sh=sh, dirs=dirs), dict(sh=(None, None, 3), dirs=(None, sh.shape[0], 3)))
     return _ShColors.apply(sh, dirs, int(degree))
 
 
 __all__ = ["project_gaussians", "rasterize", "sh_to_rgb", "Projection"]
 
-from .cpu_triangles import make_triangle_stages  # noqa: E402  (triangle stages, same extension)
-
 project_triangles, rasterize_triangles = make_triangle_stages("cpu")
-from .cpu_convexes import project_convexes, rasterize_convexes  # noqa: E402,F401  (convex stages)

@@ -12,14 +12,8 @@ from typing import Callable
 import torch
 
 from ..build import load_extension
+from .kernel_args import check_tensors, grad_or_zeros, kernel_dtype, prepared
 from .torch_convexes import ConvexProjection
-
-
-def _base():
-    """The Gaussian wrappers' helpers (imported late: cpu.py re-exports this module's stages)."""
-    from . import cpu
-
-    return cpu
 
 
 def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
@@ -28,8 +22,8 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
     class _Project(torch.autograd.Function):
         @staticmethod
         def forward(ctx, points, delta, sigma, opacities, viewmats, Ks, width, height, near, far):
-            dt = _base()._dtype(points)
-            ins = [_base()._prep(t, dt) for t in (points, delta, sigma, opacities, viewmats, Ks)]
+            dt = kernel_dtype(points)
+            ins = [prepared(t, dt) for t in (points, delta, sigma, opacities, viewmats, Ks)]
             out = load_extension(kind).project_convexes_fwd(*ins, width, height, near, far)
             means2d, lines, nedges, sharp, depths, opac, radii = out
             ctx.save_for_backward(*ins, radii)
@@ -46,11 +40,11 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
             dt, dev = ins[0].dtype, radii.device
             grads = load_extension(kind).project_convexes_bwd(
                 *ins, *ctx.args, radii,
-                _base()._grad(v_m2, torch.empty((C, N, 2), dtype=dt, device=dev)),
-                _base()._grad(v_lines, torch.empty((C, N, P, 3), dtype=dt, device=dev)),
-                _base()._grad(v_sharp, torch.empty((C, N), dtype=dt, device=dev)),
-                _base()._grad(v_depths, torch.empty((C, N), dtype=dt, device=dev)),
-                _base()._grad(v_opac, torch.empty((C, N), dtype=dt, device=dev)),
+                grad_or_zeros(v_m2, torch.empty((C, N, 2), dtype=dt, device=dev)),
+                grad_or_zeros(v_lines, torch.empty((C, N, P, 3), dtype=dt, device=dev)),
+                grad_or_zeros(v_sharp, torch.empty((C, N), dtype=dt, device=dev)),
+                grad_or_zeros(v_depths, torch.empty((C, N), dtype=dt, device=dev)),
+                grad_or_zeros(v_opac, torch.empty((C, N), dtype=dt, device=dev)),
             )
             out = [g.to(t) if need else None for g, t, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad[:5])]
             return (*out, None, None, None, None, None)
@@ -58,10 +52,10 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
     class _Rasterize(torch.autograd.Function):
         @staticmethod
         def forward(ctx, means2d, lines, nedges, sharp, colors, opacities, depths, radii, width, height, tile_size):
-            dt = _base()._dtype(means2d)
-            ins = [_base()._prep(t, dt) for t in (means2d, lines)]
+            dt = kernel_dtype(means2d)
+            ins = [prepared(t, dt) for t in (means2d, lines)]
             n_i = nedges.detach().to(torch.int32).contiguous()
-            rest = [_base()._prep(t, dt) for t in (sharp, colors, opacities, depths)]
+            rest = [prepared(t, dt) for t in (sharp, colors, opacities, depths)]
             radii_i = radii.detach().to(torch.int32).contiguous()
             feats, alphas, max_w, offsets, ids, last, T_final = load_extension(kind).rasterize_convexes_fwd(
                 *ins, n_i, *rest, radii_i, width, height, tile_size
@@ -79,8 +73,8 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
             H, W = last.shape[1:]
             g_m2, g_lines, g_sharp, g_col, g_op, g_dep = load_extension(kind).rasterize_convexes_bwd(
                 m2, lines, n_i, sharp, col, op, dep, radii_i, *ctx.args, offsets, ids, last, T_final,
-                _base()._grad(v_feats, torch.empty((C, H, W, 4), dtype=m2.dtype, device=m2.device)),
-                _base()._grad(v_alphas, torch.empty((C, H, W, 1), dtype=m2.dtype, device=m2.device)),
+                grad_or_zeros(v_feats, torch.empty((C, H, W, 4), dtype=m2.dtype, device=m2.device)),
+                grad_or_zeros(v_alphas, torch.empty((C, H, W, 1), dtype=m2.dtype, device=m2.device)),
             )
             grads = [g_m2, g_lines, None, g_sharp, g_col, g_op, g_dep]
             out = [g.to(t) if (g is not None and need) else None
@@ -95,7 +89,7 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
         """
         N, P = points.shape[:2]
         C = viewmats.shape[0]
-        _base()._check(kind, dict(points=points, delta=delta, sigma=sigma, opacities=opacities, viewmats=viewmats, Ks=Ks),
+        check_tensors(kind, dict(points=points, delta=delta, sigma=sigma, opacities=opacities, viewmats=viewmats, Ks=Ks),
                dict(points=(N, P, 3), delta=(N,), sigma=(N,), opacities=(N,), viewmats=(C, 4, 4), Ks=(C, 3, 3)))
         if not 3 <= P <= 8:
             raise ValueError(f"convexes need 3 to 8 points each; got {P}")
@@ -111,7 +105,7 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
         """
         C, N = means2d.shape[:2]
         P = lines.shape[2] if lines.ndim == 4 else -1
-        _base()._check(kind, dict(means2d=means2d, lines=lines, nedges=nedges, sharp=sharp, colors=colors,
+        check_tensors(kind, dict(means2d=means2d, lines=lines, nedges=nedges, sharp=sharp, colors=colors,
                           opacities=opacities, depths=depths, radii=radii),
                dict(means2d=(C, N, 2), lines=(C, N, P, 3), nedges=(C, N), sharp=(C, N), colors=(C, N, 3),
                     opacities=(C, N), depths=(C, N), radii=(C, N, 2)))

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..build import load_extension
-from .cpu import _check, _dtype, _grad, _prep
+from .kernel_args import check_tensors, grad_or_zeros, kernel_dtype, prepared
 from .types import TriangleProjection
 
 
@@ -22,8 +22,8 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
     class _Project(torch.autograd.Function):
         @staticmethod
         def forward(ctx, vertices, sigmas, opacities, viewmats, Ks, width, height, near, far):
-            dt = _dtype(vertices)
-            ins = [_prep(t, dt) for t in (vertices, sigmas, opacities, viewmats, Ks)]
+            dt = kernel_dtype(vertices)
+            ins = [prepared(t, dt) for t in (vertices, sigmas, opacities, viewmats, Ks)]
             verts2d, depths, means2d, bounds, radii = load_extension(kind).project_triangles_fwd(
                 *ins, width, height, near, far
             )
@@ -40,7 +40,7 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
             like2 = torch.empty((C, N, 3, 2), dtype=ins[0].dtype, device=radii.device)
             like1 = torch.empty((C, N), dtype=ins[0].dtype, device=radii.device)
             v_vertices, v_viewmats = load_extension(kind).project_triangles_bwd(
-                *ins, *ctx.args, radii, _grad(v_verts2d, like2), _grad(v_depths, like1)
+                *ins, *ctx.args, radii, grad_or_zeros(v_verts2d, like2), grad_or_zeros(v_depths, like1)
             )
             need = ctx.needs_input_grad
             return (v_vertices.to(ctx.in_dtypes[0]) if need[0] else None, None, None,
@@ -49,9 +49,9 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
     class _Rasterize(torch.autograd.Function):
         @staticmethod
         def forward(ctx, verts2d, sigmas, colors, opacities, depths, bounds, radii, width, height, tile_size):
-            dt = _dtype(verts2d)
-            ins = [_prep(t, dt) for t in (verts2d, sigmas, colors, opacities, depths)]
-            bounds_p = _prep(bounds, dt)
+            dt = kernel_dtype(verts2d)
+            ins = [prepared(t, dt) for t in (verts2d, sigmas, colors, opacities, depths)]
+            bounds_p = prepared(bounds, dt)
             radii_i = radii.detach().to(torch.int32).contiguous()
             feats, alphas, max_w, offsets, ids, last, T_final = load_extension(kind).rasterize_triangles_fwd(
                 *ins, bounds_p, radii_i, width, height, tile_size
@@ -70,7 +70,7 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
             alphas_like = torch.empty((C, H, W, 1), dtype=v2.dtype, device=v2.device)
             grads = load_extension(kind).rasterize_triangles_bwd(
                 v2, sg, col, op, dep, bounds, radii, *ctx.args, offsets, ids, last, T_final,
-                _grad(v_feats, feats_like), _grad(v_alphas, alphas_like),
+                grad_or_zeros(v_feats, feats_like), grad_or_zeros(v_alphas, alphas_like),
             )
             out = [g.to(dt) if need else None for g, dt, need in zip(grads, ctx.in_dtypes, ctx.needs_input_grad[:5])]
             return (*out, None, None, None, None, None)
@@ -82,7 +82,7 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
         vertices (N,3,3), sigmas (N,), opacities (N,), viewmats (C,4,4), Ks (C,3,3).
         """
         N, C = vertices.shape[0], viewmats.shape[0]
-        _check(kind, dict(vertices=vertices, sigmas=sigmas, opacities=opacities, viewmats=viewmats, Ks=Ks),
+        check_tensors(kind, dict(vertices=vertices, sigmas=sigmas, opacities=opacities, viewmats=viewmats, Ks=Ks),
                dict(vertices=(N, 3, 3), sigmas=(N,), opacities=(N,), viewmats=(C, 4, 4), Ks=(C, 3, 3)))
         out = _Project.apply(vertices, sigmas, opacities, viewmats, Ks, int(width), int(height), float(near),
                              float(far))
@@ -95,7 +95,7 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
         radii (C,N,2). Returns feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max_weight (C,N).
         """
         C, N = verts2d.shape[:2]
-        _check(kind, dict(verts2d=verts2d, sigmas=sigmas, colors=colors, opacities=opacities, depths=depths,
+        check_tensors(kind, dict(verts2d=verts2d, sigmas=sigmas, colors=colors, opacities=opacities, depths=depths,
                           bounds=bounds, radii=radii),
                dict(verts2d=(C, N, 3, 2), sigmas=(C, N), colors=(C, N, 3), opacities=(C, N), depths=(C, N),
                     bounds=(C, N, 4), radii=(C, N, 2)))
