@@ -26,13 +26,14 @@ from sparsesplat.rasterizer import Cameras
 
 from .init_hull import HullConfig, visual_hull_points
 from .init_mvs import MVSConfig, axes_target, plane_sweep_points
-from .init_points import Triangulation, TriangulationConfig, random_points, triangulate_tracks
+from .init_points import (Triangulation, TriangulationConfig, input_masks, random_points,
+                          sparse_points, triangulate_matches, triangulate_tracks)
 from .normalize import Normalization, normalize_scene
 
 __all__ = [
     "Normalization", "normalize_scene", "triangulate_matches", "triangulate_tracks", "Triangulation",
     "TriangulationConfig", "random_points", "random_bounds", "initial_points", "InitResult",
-    "register_initializer", "INITIALIZERS", "visual_hull_points", "HullConfig", "input_masks", "plane_sweep_points",
+    "register_initializer", "INITIALIZERS", "visual_hull_points", "HullConfig", "input_masks", "sparse_points", "plane_sweep_points",
     "MVSConfig",
 ]
 
@@ -74,27 +75,6 @@ class InitResult:
     method_used: str
     message: str
     view_depths: list[np.ndarray] | None = None
-
-
-def triangulate_matches(
-    scene: SceneData, view_ids: list[int], max_points: int = 100_000, config: TriangulationConfig | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(points (M, 3) float32, colors (M, 3) float32 in [0, 1]) triangulated from SIFT tracks across the
-    views ``view_ids`` of ``scene`` with its known cameras (see ``init_points.triangulate_tracks``)."""
-    tri = triangulate_tracks(scene.images[view_ids].numpy(), scene.cameras[list(view_ids)], config, max_points)
-    return tri.points, tri.colors
-
-
-def sparse_points(scene: SceneData, view_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The sparse points dense and learned initializers build on: the scene's own SfM points when no views
-    are held out (else they would leak the test views), otherwise SIFT tracks triangulated across
-    ``view_ids`` with the known cameras. (points (M, 3), colors (M, 3)) float32."""
-    if scene.points is not None and len(scene.points) and not scene.test_ids:
-        pts = np.asarray(scene.points, np.float32)
-        cols = (np.asarray(scene.point_colors, np.float32) if scene.point_colors is not None
-                else np.full_like(pts, 0.5))
-        return pts, cols
-    return triangulate_matches(scene, list(view_ids))
 
 
 def random_bounds(cams: Cameras, near: float | None = None, far: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -225,13 +205,6 @@ def _sparse_plus_mvs(scene: SceneData, ids: list[int], use_sfm: bool, masks, max
     msg = (f"{len(res.points)} plane-sweep stereo points + {len(sparse)} {what} from {len(ids)} views "
            f"({res.stats['seconds']:.0f} s)")
     return pts, cols, "mvs" if len(res.points) else used, msg, res.depths
-
-
-def input_masks(scene: SceneData):
-    """Foreground masks that are part of the input photos (Blender's alpha), else None.
-
-    DTU's object masks are not: the sparse-view protocol reserves them for the masked evaluation metrics."""
-    return scene.masks if scene.masks is not None and scene.source_format == "blender" else None
 
 
 def _dense(scene: SceneData, train_ids: list[int], seed: int, **_) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from sparsesplat.datasets import SceneData
 from sparsesplat.rasterizer import Cameras
 
 from .normalize import normalize_scene
@@ -383,3 +384,31 @@ def random_points(n: int, bounds_min, bounds_max, seed: int = 0) -> tuple[np.nda
     hi = np.broadcast_to(np.asarray(bounds_max, dtype=np.float64), (3,))
     pts = lo + rng.random((n, 3)) * (hi - lo)
     return pts.astype(np.float32), rng.random((n, 3)).astype(np.float32)
+
+
+def triangulate_matches(
+    scene: SceneData, view_ids: list[int], max_points: int = 100_000, config: TriangulationConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(points (M, 3) float32, colors (M, 3) float32 in [0, 1]) triangulated from SIFT tracks across the
+    views ``view_ids`` of ``scene`` with its known cameras (see ``init_points.triangulate_tracks``)."""
+    tri = triangulate_tracks(scene.images[view_ids].numpy(), scene.cameras[list(view_ids)], config, max_points)
+    return tri.points, tri.colors
+
+
+def sparse_points(scene: SceneData, view_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse points dense and learned initializers build on: the scene's own SfM points when no views
+    are held out (else they would leak the test views), otherwise SIFT tracks triangulated across
+    ``view_ids`` with the known cameras. (points (M, 3), colors (M, 3)) float32."""
+    if scene.points is not None and len(scene.points) and not scene.test_ids:
+        pts = np.asarray(scene.points, np.float32)
+        cols = (np.asarray(scene.point_colors, np.float32) if scene.point_colors is not None
+                else np.full_like(pts, 0.5))
+        return pts, cols
+    return triangulate_matches(scene, list(view_ids))
+
+
+def input_masks(scene: SceneData):
+    """Foreground masks that are part of the input photos (Blender's alpha), else None.
+
+    DTU's object masks are not: the sparse-view protocol reserves them for the masked evaluation metrics."""
+    return scene.masks if scene.masks is not None and scene.source_format == "blender" else None

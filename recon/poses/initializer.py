@@ -19,7 +19,7 @@ LAST_STATS: dict = {}  # what the latest call did (for benchmarks and logs)
 def dense_initializer(scene: SceneData, train_ids: list[int], seed: int = 0,
                       cfg: DenseConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(points (M, 3), colors (M, 3)) float32 in the scene's frame from the views ``train_ids``."""
-    from ..init import sparse_points
+    from ..init_points import sparse_points
 
     ids = list(train_ids)
     sparse, cols = sparse_points(scene, ids)
@@ -27,7 +27,7 @@ def dense_initializer(scene: SceneData, train_ids: list[int], seed: int = 0,
         LAST_STATS.clear()
         LAST_STATS.update(sparse=len(sparse), dense=0)
         return sparse, cols
-    from ..init import input_masks
+    from ..init_points import input_masks
 
     masks = input_masks(scene)  # DTU's object masks are for evaluation only, never for building the scene
     if masks is not None:

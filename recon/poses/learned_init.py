@@ -216,7 +216,7 @@ def mono_depth_points(scene, train_ids: list[int], depth_model: str, device: str
     monocular points. Returns (points, colors, stats)."""
     from sparsesplat.priors.depth import TransformersDepthPrior
 
-    from ..init import input_masks, sparse_points
+    from ..init_points import input_masks, sparse_points
 
     ids = list(train_ids)
     sparse, cols = sparse_points(scene, ids)
