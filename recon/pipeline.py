@@ -21,7 +21,8 @@ import tyro
 
 from sparsesplat.rasterizer import render
 
-from .primitive_model import PrimitiveModel, model_class
+from .models import model_class
+from .primitive_model import PrimitiveModel
 from . import run_config
 from .io import atomic_path, write_json
 from .prior_hooks import PriorSettings, build_prior_hooks

@@ -210,12 +210,3 @@ def register_model(cls: type[PrimitiveModel]) -> type[PrimitiveModel]:
     """Make ``cls`` selectable as ``--primitive <cls.KIND>`` (usable as a class decorator)."""
     MODELS[cls.KIND] = cls
     return cls
-
-
-def model_class(kind: str) -> type[PrimitiveModel]:
-    """The model class for a ``--primitive`` name, with an error listing the known kinds."""
-    from . import models  # noqa: F401  (registers the built-in kinds)
-
-    if kind not in MODELS:
-        raise ValueError(f"unknown primitive {kind!r}; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[kind]

@@ -236,7 +236,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_model_registry_and_checkpoint_kind():
-    from sparsesplat.recon.primitive_model import model_class
+    from sparsesplat.recon.models import model_class
 
     assert model_class("gaussian") is GaussianModel
     with pytest.raises(ValueError, match="unknown primitive 'blob'.*gaussian"):

@@ -16,7 +16,7 @@ from sparsesplat.rasterizer.triangle_io import (RawTriangles, TrianglePlyError, 
                                                 save_triangle_mesh, save_triangles_ply)
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import psnr
-from sparsesplat.recon.primitive_model import model_class
+from sparsesplat.recon.models import model_class
 from sparsesplat.recon.strategies.triangles import TriangleStrategy, subdivide
 from sparsesplat.recon.trainer import Trainer, TrainConfig, load_checkpoint, save_checkpoint
 from sparsesplat.recon.triangle_model import TriangleModel, TriangleOptions, random_triangles_at
