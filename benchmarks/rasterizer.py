@@ -74,6 +74,26 @@ def make_gaussians(n: int, seed: int = 0, device="cpu"):
     return Gaussians(*(t.to(device) for t in (gauss.means, gauss.quats, gauss.scales, gauss.opacities)), sh=gauss.sh.to(device))
 
 
+def make_convexes(n: int, width: int, seed: int = 0, device="cpu", P: int = 6):
+    """``make_gaussians``' points, colours and sizes, each turned into a convex of P = 6 points on a randomly
+    rotated Fibonacci sphere of that radius (the 3D Convex Splatting initialization), with delta and sigma
+    chosen so edges are about 2 pixels soft at the benchmark cameras (focal ~1.07 W, depth ~4)."""
+    from sparsesplat.rasterizer import Convexes
+    from sparsesplat.rasterizer.quaternions import quat_to_rotmat
+    from sparsesplat.recon.convex_model import fibonacci_sphere
+
+    g = make_gaussians(n, seed=seed)
+    r = g.scales.mean(dim=1)  # (N,)
+    dirs = torch.as_tensor(fibonacci_sphere(P) - fibonacci_sphere(P).mean(0), dtype=torch.float32)
+    R = quat_to_rotmat(torch.nn.functional.normalize(g.quats, dim=-1))  # random orientations
+    points = g.means[:, None, :] + r[:, None, None] * torch.einsum("nij,pj->npi", R, dirs)
+    focal = 0.5 * width / np.tan(np.radians(25.0))
+    delta = 2.0 / (focal * r)
+    sigma = torch.full((n,), 0.25)
+    cv = Convexes(points, delta, sigma, g.opacities, sh=g.sh)
+    return Convexes(*(t.to(device) for t in (cv.points, cv.delta, cv.sigma, cv.opacities)), sh=cv.sh.to(device))
+
+
 def make_triangles(n: int, seed: int = 0, device="cpu"):
     """Triangles on the same surface points as ``make_gaussians``: equilateral, randomly oriented,
     circumradius twice the Gaussians' scale (about their visible reach), sigma 1, same opacities and SH."""
@@ -104,8 +124,6 @@ def measure(backend: str, n: int, width: int, height: int, repeats: int, device:
 
     cams = cameras_for(width, height, device)
     if primitive == "convex":
-        from .rasterizer_convexes import make_convexes
-
         c = make_convexes(n, width, device=device)
         params = [t.requires_grad_(True) for t in (c.points, c.delta, c.sigma, c.opacities, c.sh)]
         prims = Convexes(*params[:4], sh=params[4])
