@@ -17,7 +17,7 @@
 #pragma once
 
 #include "common.h"
-#include "gaussian.h"  // PinholeCamera, load_camera
+#include "camera.h"
 
 namespace sparsesplat {
 
