@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 KINDS = {  # id -> (primitive, Gaussian strategy)
     "gaussian": ("gaussian", "default"),
     "gaussian_mcmc": ("gaussian", "mcmc"),
+    "ges": ("ges", "default"),
     "triangle": ("triangle", "default"),
     "convex": ("convex", "default"),
 }
