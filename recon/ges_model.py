@@ -5,8 +5,9 @@ A GES splat is a Gaussian whose screen-space falloff exp(-0.5 q) becomes exp(-0.
 flattens its top and sharpens its edge (a few splats can draw a sharp boundary that Gaussians need many
 for), beta < 2 sharpens its peak. Everything else is ``GaussianModel``'s: the parameters, their learning
 rates, the initialization, the densification strategies (which copy every parameter, ``shapes`` included),
-the anisotropy regularizer and the export (scene.ply gains the property ``beta``). The shape is stored raw: beta = SHAPE_MIN + softplus(raw), starting at 2
-(the Gaussian), and never below 1, where the rasterizer's footprint would cut the heavy tail.
+the anisotropy regularizer and the export (scene.ply gains the property ``beta``). The shape is stored raw,
+beta = SHAPE_MIN + softplus(raw): it starts at 2 (the Gaussian) and never falls below 1, where the
+rasterizer's footprint would cut the heavy tail.
 """
 
 from __future__ import annotations

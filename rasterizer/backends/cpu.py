@@ -104,8 +104,8 @@ def _make(kind: str) -> tuple[Callable, Callable]:
         tensors = dict(means=means, quats=quats, scales=scales, opacities=opacities, viewmats=viewmats, Ks=Ks)
         if shapes is not None:
             tensors["shapes"] = shapes
-        check_tensors(kind, tensors, dict(means=(N, 3), quats=(N, 4), scales=(N, 3), opacities=(N,), viewmats=(C, 4, 4),
-                                   Ks=(C, 3, 3), shapes=(N,)))
+        check_tensors(kind, tensors, dict(means=(N, 3), quats=(N, 4), scales=(N, 3), opacities=(N,),
+                                          viewmats=(C, 4, 4), Ks=(C, 3, 3), shapes=(N,)))
         out = _Project.apply(means, quats, scales, opacities, viewmats, Ks, int(width), int(height),
                              float(eps2d), float(near), float(far), bool(antialiased), shapes)
         return Projection(*out)
@@ -122,7 +122,7 @@ def _make(kind: str) -> tuple[Callable, Callable]:
         if shapes is not None:
             tensors["shapes"] = shapes
         check_tensors(kind, tensors, dict(means2d=(C, N, 2), conics=(C, N, 3), colors=(C, N, 3), opacities=(C, N),
-                                   depths=(C, N), radii=(C, N, 2), shapes=(C, N)))
+                                          depths=(C, N), radii=(C, N, 2), shapes=(C, N)))
         if int(tile_size) <= 0 or int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width, height and tile_size must be positive; got {width}, {height}, {tile_size}")
         return _Rasterize.apply(means2d, conics, colors, opacities, depths, radii,

@@ -89,8 +89,9 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
         """
         N, P = points.shape[:2]
         C = viewmats.shape[0]
-        check_tensors(kind, dict(points=points, delta=delta, sigma=sigma, opacities=opacities, viewmats=viewmats, Ks=Ks),
-               dict(points=(N, P, 3), delta=(N,), sigma=(N,), opacities=(N,), viewmats=(C, 4, 4), Ks=(C, 3, 3)))
+        check_tensors(kind, dict(points=points, delta=delta, sigma=sigma, opacities=opacities, viewmats=viewmats,
+                                 Ks=Ks),
+                      dict(points=(N, P, 3), delta=(N,), sigma=(N,), opacities=(N,), viewmats=(C, 4, 4), Ks=(C, 3, 3)))
         if not 3 <= P <= 8:
             raise ValueError(f"convexes need 3 to 8 points each; got {P}")
         out = _Project.apply(points, delta, sigma, opacities, viewmats, Ks, int(width), int(height),
@@ -106,9 +107,9 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
         C, N = means2d.shape[:2]
         P = lines.shape[2] if lines.ndim == 4 else -1
         check_tensors(kind, dict(means2d=means2d, lines=lines, nedges=nedges, sharp=sharp, colors=colors,
-                          opacities=opacities, depths=depths, radii=radii),
-               dict(means2d=(C, N, 2), lines=(C, N, P, 3), nedges=(C, N), sharp=(C, N), colors=(C, N, 3),
-                    opacities=(C, N), depths=(C, N), radii=(C, N, 2)))
+                                 opacities=opacities, depths=depths, radii=radii),
+                      dict(means2d=(C, N, 2), lines=(C, N, P, 3), nedges=(C, N), sharp=(C, N), colors=(C, N, 3),
+                           opacities=(C, N), depths=(C, N), radii=(C, N, 2)))
         if not 3 <= P <= 8:
             raise ValueError(f"lines must be (C, N, P, 3) with 3 <= P <= 8; got {tuple(lines.shape)}")
         if int(tile_size) <= 0 or int(width) <= 0 or int(height) <= 0:

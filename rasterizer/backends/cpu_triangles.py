@@ -83,7 +83,7 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
         """
         N, C = vertices.shape[0], viewmats.shape[0]
         check_tensors(kind, dict(vertices=vertices, sigmas=sigmas, opacities=opacities, viewmats=viewmats, Ks=Ks),
-               dict(vertices=(N, 3, 3), sigmas=(N,), opacities=(N,), viewmats=(C, 4, 4), Ks=(C, 3, 3)))
+                      dict(vertices=(N, 3, 3), sigmas=(N,), opacities=(N,), viewmats=(C, 4, 4), Ks=(C, 3, 3)))
         out = _Project.apply(vertices, sigmas, opacities, viewmats, Ks, int(width), int(height), float(near),
                              float(far))
         return TriangleProjection(*out)
@@ -96,9 +96,9 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
         """
         C, N = verts2d.shape[:2]
         check_tensors(kind, dict(verts2d=verts2d, sigmas=sigmas, colors=colors, opacities=opacities, depths=depths,
-                          bounds=bounds, radii=radii),
-               dict(verts2d=(C, N, 3, 2), sigmas=(C, N), colors=(C, N, 3), opacities=(C, N), depths=(C, N),
-                    bounds=(C, N, 4), radii=(C, N, 2)))
+                                 bounds=bounds, radii=radii),
+                      dict(verts2d=(C, N, 3, 2), sigmas=(C, N), colors=(C, N, 3), opacities=(C, N), depths=(C, N),
+                           bounds=(C, N, 4), radii=(C, N, 2)))
         if int(tile_size) <= 0 or int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width, height and tile_size must be positive; got {width}, {height}, {tile_size}")
         return _Rasterize.apply(verts2d, sigmas, colors, opacities, depths, bounds, radii, int(width), int(height),
