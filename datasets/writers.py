@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pycolmap
 from PIL import Image
-from scipy.spatial.transform import Rotation
 
 from .blender import GL_TO_CV
+from .colmap_text import write_text_model
 from .images import write_png
 from .photos import EXIF_IFD, FOCAL_35MM
 from .synthetic import SyntheticScene
@@ -84,10 +84,6 @@ def write_llff(out: Path, scene: SyntheticScene, factors: tuple[int, ...] = (1,)
     return out
 
 
-def _num(*values) -> str:
-    return " ".join(repr(float(v)) for v in values)
-
-
 def write_colmap_text(out: Path, scene: SyntheticScene, binary: bool = False) -> Path:
     """COLMAP layout: ``images/*.png`` and ``sparse/0/`` (text, or binary written by pycolmap) with one
     PINHOLE camera per image and the scene's surface points (no tracks)."""
@@ -101,18 +97,7 @@ def write_colmap_text(out: Path, scene: SyntheticScene, binary: bool = False) ->
     tmp = tempfile.TemporaryDirectory() if binary else None
     text_dir = Path(tmp.name) if tmp else model
     text_dir.mkdir(parents=True, exist_ok=True)
-    cams = ["# CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    imgs = ["# IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "# POINTS2D[] as (X, Y, POINT3D_ID)"]
-    for i, (vm, K, name) in enumerate(zip(viewmats, Ks, names), 1):
-        cams.append(f"{i} PINHOLE {W} {H} {_num(K[0, 0], K[1, 1], K[0, 2], K[1, 2])}")
-        qx, qy, qz, qw = Rotation.from_matrix(vm[:3, :3]).as_quat()
-        imgs += [f"{i} {_num(qw, qx, qy, qz, *vm[:3, 3])} {i} {name}", ""]
-    pts = ["# POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[]"]
-    rgb = np.clip(np.round(scene.point_colors * 255), 0, 255).astype(int)
-    for k, (p, c) in enumerate(zip(scene.points, rgb), 1):
-        pts.append(f"{k} {_num(*p)} {c[0]} {c[1]} {c[2]} 0")
-    for fname, lines in (("cameras.txt", cams), ("images.txt", imgs), ("points3D.txt", pts)):
-        (text_dir / fname).write_text("\n".join(lines) + "\n")
+    write_text_model(text_dir, names, W, H, Ks, viewmats, scene.points, scene.point_colors)
     if binary:
         model.mkdir(parents=True, exist_ok=True)
         pycolmap.Reconstruction(str(text_dir)).write_binary(str(model))

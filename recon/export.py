@@ -13,7 +13,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from scipy.spatial.transform import Rotation
 
 from sparsesplat.rasterizer import Cameras
 
@@ -134,55 +133,21 @@ def write_cameras_json(
     write_json(doc, Path(path))
 
 
-def _num(*values) -> str:
-    return " ".join(repr(float(v)) for v in values)
-
-
-def _write_lines(path: Path, lines: list[str]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-
-
 def write_colmap_text(folder, names: Sequence[str], cameras: Cameras, points=None, colors=None,
                       transform=None) -> Path:
-    """Write ``folder/sparse/0/{cameras,images,points3D}.txt``, a COLMAP text model of the cameras.
-
-    One PINHOLE camera per distinct (width, height, fx, fy, cx, cy); COLMAP's pixel convention (centre of
-    the top-left pixel at (0.5, 0.5)) is ours, so K is written as it is. Images carry the world->camera
-    rotation as qw qx qy qz and translation, and no 2D points. ``points`` (M,3) and ``colors`` (M,3) in
-    [0, 1] (default grey) become points3D without tracks. With ``transform`` (see ``write_cameras_json``)
-    cameras and points are written in the user's frame. Returns the model folder.
+    """Write ``folder/sparse/0/{cameras,images,points3D}.txt``, a COLMAP text model of the cameras
+    (``datasets.colmap_text.write_text_model``): one PINHOLE camera per distinct intrinsics, the images'
+    world->camera poses, ``points`` (M,3) with ``colors`` (M,3) in [0, 1] (default grey) as points3D without
+    tracks. With ``transform`` (see ``write_cameras_json``) cameras and points are written in the user's frame.
+    Returns the model folder.
     """
+    from sparsesplat.datasets.colmap_text import write_text_model
+
     names = _check_names(names, cameras, "write_colmap_text")
-    model = Path(folder) / "sparse" / "0"
-    Ks = _np64(cameras.Ks)
-    views = viewmats_to_user(cameras.viewmats, transform)
-    cam_ids: dict[tuple, int] = {}
-    cam_lines = ["# Camera list with one line of data per camera:",
-                 "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    img_lines = ["# Image list with two lines of data per image:",
-                 "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-                 "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
-    for i, (name, K, V) in enumerate(zip(names, Ks, views), 1):
-        key = (cameras.width, cameras.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-        if key not in cam_ids:
-            cam_ids[key] = len(cam_ids) + 1
-            cam_lines.append(f"{cam_ids[key]} PINHOLE {cameras.width} {cameras.height} {_num(*key[2:])}")
-        qx, qy, qz, qw = Rotation.from_matrix(V[:3, :3]).as_quat()
-        img_lines += [f"{i} {_num(qw, qx, qy, qz, *V[:3, 3])} {cam_ids[key]} {name}", ""]
-    pt_lines = ["# 3D point list with one line of data per point:",
-                "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    if points is not None:
-        P = points_to_user(points, transform)
-        C = np.full_like(P, 0.5) if colors is None else _np64(colors).reshape(-1, 3)
-        if len(C) != len(P):
-            raise ValueError(f"write_colmap_text: {len(C)} colors for {len(P)} points")
-        rgb = np.clip(np.round(C * 255), 0, 255).astype(int)
-        pt_lines += [f"{k} {_num(*p)} {c[0]} {c[1]} {c[2]} 0" for k, (p, c) in enumerate(zip(P, rgb), 1)]
-    _write_lines(model / "cameras.txt", cam_lines)
-    _write_lines(model / "images.txt", img_lines)
-    _write_lines(model / "points3D.txt", pt_lines)
-    return model
+    P = None if points is None else points_to_user(points, transform)
+    C = None if colors is None else _np64(colors)
+    return write_text_model(Path(folder) / "sparse" / "0", names, cameras.width, cameras.height, _np64(cameras.Ks),
+                            viewmats_to_user(cameras.viewmats, transform), P, C)
 
 
 def write_transforms_json(path, names: Sequence[str], cameras: Cameras, transform=None) -> None:

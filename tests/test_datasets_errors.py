@@ -88,9 +88,9 @@ def test_colmap_bad_line_names_file_and_line(tmp_path, scene):
     writers.write_colmap_text(tmp_path / "c", scene)
     images_txt = tmp_path / "c/sparse/0/images.txt"
     lines = images_txt.read_text().splitlines()
-    lines[4] = lines[4].replace(" ", " oops ", 1)  # second image line (after 2 comments, image 1 and its points)
+    lines[5] = lines[5].replace(" ", " oops ", 1)  # second image line (after 3 comments, image 1 and its points)
     images_txt.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=r"images.txt, line 5: expected IMAGE_ID QW"):
+    with pytest.raises(DatasetError, match=r"images.txt, line 6: expected IMAGE_ID QW"):
         load(tmp_path / "c")
 
 
@@ -98,7 +98,7 @@ def test_colmap_wrong_parameter_count(tmp_path, scene):
     writers.write_colmap_text(tmp_path / "c", scene)
     cams = tmp_path / "c/sparse/0/cameras.txt"
     cams.write_text(cams.read_text().replace("PINHOLE", "SIMPLE_PINHOLE", 1))
-    with pytest.raises(DatasetError, match=r"cameras.txt, line 2: SIMPLE_PINHOLE takes 3 parameters, got 4"):
+    with pytest.raises(DatasetError, match=r"cameras.txt, line 3: SIMPLE_PINHOLE takes 3 parameters, got 4"):
         load(tmp_path / "c")
 
 
@@ -106,7 +106,7 @@ def test_colmap_unsupported_model(tmp_path, scene):
     writers.write_colmap_text(tmp_path / "c", scene)
     cams = tmp_path / "c/sparse/0/cameras.txt"
     lines = cams.read_text().splitlines()
-    lines[1] = lines[1].split()[0] + " OPENCV_FISHEYE 24 18 20 20 12 9 0.1 0 0 0"
+    lines[2] = lines[2].split()[0] + " OPENCV_FISHEYE 24 18 20 20 12 9 0.1 0 0 0"  # after 2 comment lines
     cams.write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match="OPENCV_FISHEYE camera.*colmap image_undistorter"):
         load(tmp_path / "c")
