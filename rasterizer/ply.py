@@ -70,17 +70,25 @@ def gaussian_property_names(num_sh: int) -> list[str]:
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _write_binary_ply(path: Path, vertices: np.ndarray) -> None:
-    """Write a structured array as the ``vertex`` element of a binary little-endian PLY."""
+def write_binary_ply(path: Path, records: np.ndarray, element: str = "vertex", comment: str | None = None) -> None:
+    """Write a structured array (one property per field: float, double, uchar, int or uint) as the one element
+    of a binary little-endian PLY, atomically; every kind's scene.ply is written through here."""
     ply_types = {"f4": "float", "f8": "double", "u1": "uchar", "i4": "int", "u4": "uint"}
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
-    for name in vertices.dtype.names:
-        header.append(f"property {ply_types[vertices.dtype[name].str[1:]]} {name}")
+    header = ["ply", "format binary_little_endian 1.0"] + ([f"comment {comment}"] if comment else [])
+    header.append(f"element {element} {len(records)}")
+    for name in records.dtype.names:
+        header.append(f"property {ply_types[records.dtype[name].str[1:]]} {name}")
     header.append("end_header")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(vertices.tobytes())
+            f.write(np.ascontiguousarray(records).tobytes())
+
+
+def float_records(table: np.ndarray, names: list[str]) -> np.ndarray:
+    """The (n, len(names)) columns of ``table`` as little-endian float32 records named ``names``."""
+    data = np.ascontiguousarray(table, dtype="<f4")
+    return data.view(np.dtype([(name, "<f4") for name in names])).reshape(len(data))
 
 
 def _np(t, n_cols: int | None, name: str, n: int) -> np.ndarray:
@@ -118,9 +126,7 @@ def save_gaussians_ply_raw(path, means, quats, log_scales, opacity_logits, sh, s
     if shapes is not None:
         columns.append(_np(shapes, None, "shapes", n)[:, None])
         names.append(SHAPE_PROPERTY)
-    data = np.ascontiguousarray(np.concatenate(columns, axis=1), dtype="<f4")
-    dtype = np.dtype([(name, "<f4") for name in names])
-    _write_binary_ply(Path(path), data.view(dtype).reshape(n))
+    write_binary_ply(Path(path), float_records(np.concatenate(columns, axis=1), names))
 
 
 def save_gaussians_ply(path, gaussians: Gaussians) -> None:
@@ -152,7 +158,7 @@ def save_points_ply(path, points, colors) -> None:
         vertices[axis] = pts[:, i]
     for i, channel in enumerate(("red", "green", "blue")):
         vertices[channel] = rgb8[:, i]
-    _write_binary_ply(Path(path), vertices)
+    write_binary_ply(Path(path), vertices)
 
 
 # ----------------------------------------------------------------------------------------------- reading

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fileio import atomic_path
-from .ply import PlyFormatError
+from .ply import PlyFormatError, float_records, write_binary_ply
 from .primitives import Convexes
 from .sh import rgb_to_sh0
 
@@ -46,16 +45,8 @@ def save_convexes_ply(path, convexes: Convexes) -> None:
         sh_np[:, 0, :],
         sh_np[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * (k - 1)),
     ]
-    data = np.ascontiguousarray(np.concatenate(columns, axis=1), dtype="<f4")
-    names = convex_property_names(P, k)
-    header = ["ply", "format binary_little_endian 1.0", f"comment {LAYOUT_COMMENT}", f"element convex {n}"]
-    header += [f"property float {name}" for name in names]
-    header.append("end_header")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(data.tobytes())
+    records = float_records(np.concatenate(columns, axis=1), convex_property_names(P, k))
+    write_binary_ply(Path(path), records, element="convex", comment=LAYOUT_COMMENT)
 
 
 def load_convexes_ply(path) -> Convexes:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .fileio import atomic_path
+from .ply import float_records, write_binary_ply
 from .primitives import Triangles
 from .sh import C0
 
@@ -67,14 +68,8 @@ def save_triangles_ply(path, raw: RawTriangles) -> Path:
     sh = _f32(raw.sh)
     cols = [_f32(raw.vertices).reshape(n, 9), _f32(raw.log_sigma)[:, None], _f32(raw.opacity_logits)[:, None],
             sh[:, 0, :], sh[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * (K - 1))]
-    table = np.ascontiguousarray(np.concatenate(cols, axis=1), dtype="<f4")
-    names = triangle_property_names(K)
-    header = ["ply", "format binary_little_endian 1.0", f"comment {LAYOUT_COMMENT}", f"element triangle {n}"]
-    header += [f"property float {name}" for name in names] + ["end_header"]
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(table.tobytes())
+    records = float_records(np.concatenate(cols, axis=1), triangle_property_names(K))
+    write_binary_ply(path, records, element="triangle", comment=LAYOUT_COMMENT)
     return path
 
 
