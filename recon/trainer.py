@@ -48,8 +48,9 @@ class TrainConfig:
     """Raise the spherical-harmonics degree by one every this many steps."""
     ssim_weight: float = 0.2
     """Weight of D-SSIM in the photometric loss (3DGS: 0.2)."""
-    strategy: str = "default"
-    """Densification: for Gaussians, default (3DGS adaptive density control) or mcmc (MCMC with a cap)."""
+    strategy: Literal["default", "mcmc", "convex"] = "default"
+    """Densification: for Gaussians and GES, default (3DGS adaptive density control) or mcmc (MCMC with a cap);
+    triangles and convexes have their own (default; convex names the convexes' too)."""
     default: DefaultStrategy = field(default_factory=lambda: DefaultStrategy(
         refine_start_iter=300, refine_stop_iter=2000, refine_every=100, reset_every=100_000))
     mcmc: MCMCStrategy = field(default_factory=lambda: MCMCStrategy(
