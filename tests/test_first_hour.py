@@ -249,8 +249,9 @@ def test_help_speaks_to_users_and_shows_the_short_path_first():
     first = [o.split(",")[0].split()[0] for o in _help_options(text)][:6]
     assert first == ["-h", "-o", "--protocol", "--primitive", "--full", "--schedule"], first
     opts = _help_options(text)
-    for option in ("--format {auto,photos,colmap,blender,llff,dtu}", "--primitive {gaussian,triangle,convex}",
-                   "--device {auto,cpu,cuda}", "--rasterize-mode {classic,antialiased}"):
+    for option in ("--format {auto,photos,colmap,blender,llff,dtu}", "--primitive {gaussian,ges,triangle,convex}",
+                   "--device {auto,cpu,cuda}", "--rasterize-mode {classic,antialiased}",
+                   "--strategy {default,mcmc,convex}"):
         assert option in opts, option
-    for option in ("--backend STR", "--strategy STR"):  # choices named in the description
+    for option in ("--backend STR",):  # choices named in the description
         assert "cpu" in opts[option] or "mcmc" in opts[option], (option, opts[option])
