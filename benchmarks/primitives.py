@@ -8,8 +8,9 @@ time per frame, with ratios to Gaussians trained in the same run at the same pri
 Each (scene, primitive) trains through ``benchmarks/sparse_views.py`` (Gaussians with the MCMC strategy so
 the cap binds both), reusing a finished run folder of the same name; or ``--runs`` names finished run folders
 (e.g. ``sparsesplat reconstruct`` runs with the CLI defaults), each as scene:primitive:folder. Render time is
-the median over the test views of ``render()`` of the exported scene (user frame) on the CPU backend, after a
-warm-up; size is that of scene.ply. Results: benchmarks/results/<out>.md/.json.
+the median over the test views (three rounds, the kinds of a scene taking turns view by view) of ``render()`` of
+the exported scene (user frame) on the CPU backend, after a warm-up; size is that of scene.ply.
+Results: benchmarks/results/<out>.md/.json.
 """
 
 from __future__ import annotations
@@ -29,25 +30,32 @@ import torch
 from .sparse_views import RESULTS, SCENES, data_root, run_one
 
 
-def render_ms(primitive: str, run: Path, scene: str, backend: str = "cpu") -> float:
-    """Median milliseconds per test view to render the exported scene."""
+def render_ms(rows: list[dict], backend: str = "cpu", repeats: int = 3) -> None:
+    """Sets each row's ``render_ms``: the median milliseconds per test view to render its exported scene. The
+    rows of a scene take turns view by view, so a machine whose speed drifts (a shared one) slows them alike."""
     from sparsesplat.rasterizer import render
     from sparsesplat.rasterizer.scene_io import read_scene_ply
     from sparsesplat.recon.pipeline import ReconstructConfig, load_scene
 
-    rel, protocol = SCENES[scene]
-    # the protocol's published resolution, exactly as training and evaluation load it
-    data = load_scene(ReconstructConfig(data=data_root() / rel, out=run, protocol=protocol))
-    prims = read_scene_ply(run / "scene.ply", primitive)
-    cams = data.cameras[data.test_ids]
-    with torch.no_grad():
-        render(prims, cams[0], backend=backend, render_mode="RGB")
-        times = []
-        for i in range(len(cams)):
-            t0 = time.perf_counter()
-            render(prims, cams[i], backend=backend, render_mode="RGB")
-            times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        rs = [r for r in rows if r["scene"] == scene]
+        rel, protocol = SCENES[scene]
+        # the protocol's published resolution, exactly as training and evaluation load it
+        data = load_scene(ReconstructConfig(data=data_root() / rel, out=Path(rs[0]["run"]), protocol=protocol))
+        cams = data.cameras[data.test_ids]
+        prims = [read_scene_ply(Path(r["run"]) / "scene.ply", r["primitive"]) for r in rs]
+        times: list[list[float]] = [[] for _ in rs]
+        with torch.no_grad():
+            for p in prims:  # warm-up (and the build, on first use)
+                render(p, cams[0], backend=backend, render_mode="RGB")
+            for _ in range(repeats):
+                for i in range(len(cams)):
+                    for k, p in enumerate(prims):
+                        t0 = time.perf_counter()
+                        render(p, cams[i], backend=backend, render_mode="RGB")
+                        times[k].append(time.perf_counter() - t0)
+        for r, t in zip(rs, times):
+            r["render_ms"] = 1e3 * statistics.median(t)
 
 
 def main() -> None:
@@ -81,6 +89,7 @@ def main() -> None:
                                        loo_steps=None)
                 m = run_one(scene, a.seed, args)
             rows.append(measure(scene, prim, run, m))
+    render_ms(rows)
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     meta = {"machine": machine, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": "python -m sparsesplat.benchmarks.primitives " + " ".join(sys.argv[1:])}
@@ -88,11 +97,11 @@ def main() -> None:
 
 
 def measure(scene: str, primitive: str, run: Path, metrics: dict) -> dict:
-    """A row: the run's metrics, its render time and the size of its scene.ply."""
+    """A row: the run's metrics and the size of its scene.ply (``render_ms`` adds the render time)."""
     m = {**metrics, "scene": scene, "primitive": primitive, "run": str(run),
-         "render_ms": render_ms(primitive, run, scene), "ply_mb": (run / "scene.ply").stat().st_size / 1e6}
+         "ply_mb": (run / "scene.ply").stat().st_size / 1e6}
     print(json.dumps({k: m.get(k) for k in ("scene", "primitive", "psnr", "ssim", "num_primitives",
-                                             "train_seconds", "render_ms", "ply_mb")}), flush=True)
+                                             "train_seconds", "ply_mb")}), flush=True)
     return m
 
 
