@@ -44,13 +44,13 @@ def build(i: int, root: Path, flags: list[str] | None, cache: Path):
     """Compile the tree's CPU kernels as module ``ab_cpu<i>`` (cached per build index under ``cache``)."""
     from torch.utils import cpp_extension
 
-    from sparsesplat.rasterizer.build import _native_flags
+    from sparsesplat.rasterizer.build import _native_flags, sources
 
     csrc = root / "rasterizer" / "csrc"
     out = cache / f"ab_cpu{i}"
     out.mkdir(parents=True, exist_ok=True)
     cflags = ["-O3", "-fno-math-errno", "-fopenmp", *(_native_flags() if flags is None else flags)]
-    return cpp_extension.load(name=f"ab_cpu{i}", sources=sorted(str(p) for p in (csrc / "cpu").glob("*.cpp")),
+    return cpp_extension.load(name=f"ab_cpu{i}", sources=[str(p) for p in sources("cpu", csrc)],
                               extra_include_paths=[str(csrc)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
                               build_directory=str(out), verbose=False)
 
@@ -60,12 +60,14 @@ def scene_inputs(run: Path):
     output gradients."""
     from sparsesplat.rasterizer import Cameras
     from sparsesplat.rasterizer.backends import cpu
+    from sparsesplat.rasterizer.kinds.gaussian.compiled_stages import stages
     from sparsesplat.rasterizer.primitives import sanitize
     from sparsesplat.rasterizer.render import view_colors
     from sparsesplat.rasterizer.scene_io import read_scene_ply
     from sparsesplat.recon.view_run import read_cameras_json
 
     g = read_scene_ply(run / "scene.ply")
+    project_gaussians, _ = stages("cpu")
     _, cams = read_cameras_json(run / "cameras.json")
     W, H = cams.width, cams.height
     gen = torch.Generator().manual_seed(0)
@@ -75,7 +77,7 @@ def scene_inputs(run: Path):
         means, quats, scales, opac, sh, colors = s.means, s.quats, s.scales, s.opacities, s.sh, s.colors
         for i in range(len(cams)):
             vm, K = cams.viewmats[i:i + 1], cams.Ks[i:i + 1]
-            p = cpu.project_gaussians(means, quats, scales, opac, vm, K, W, H)
+            p = project_gaussians(means, quats, scales, opac, vm, K, W, H)
             rgb = view_colors(sh, colors, means, Cameras(vm, K, W, H), None, cpu)
             ins = [t.contiguous() for t in (p.means2d, p.conics, rgb, p.opacities, p.depths)]
             views.append((ins, p.radii.int().contiguous(),

@@ -22,12 +22,19 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-# Every source file of a backend's folder is compiled into its one module (bindings.cpp defines the module),
-# so a new primitive's kernels only add files.
-_SOURCES = {
-    "cpu": sorted(str(p.relative_to(CSRC)) for p in (CSRC / "cpu").glob("*.cpp")),
-    "cuda": sorted(str(p.relative_to(CSRC)) for p in [*(CSRC / "cuda").glob("*.cpp"), *(CSRC / "cuda").glob("*.cu")]),
-}
+KINDS = CSRC.parent / "kinds"
+
+
+def sources(kind: str, csrc: Path = CSRC) -> list[Path]:
+    """Every source file of the ``kind`` ('cpu' or 'cuda') extension of the rasterizer whose shared C++
+    folder is ``csrc``: the backend's own folder (``csrc/<kind>/``, whose bindings.cpp defines the module) and
+    each primitive kind's kernels beside it (``kinds/<k>/*.cpp`` or ``*.cu``), so a new kind only adds files."""
+    kinds = csrc.parent / "kinds"
+    if kind == "cpu":
+        return sorted([*(csrc / "cpu").glob("*.cpp"), *kinds.glob("*/*.cpp")])
+    return sorted([*(csrc / "cuda").glob("*.cpp"), *(csrc / "cuda").glob("*.cu"), *kinds.glob("*/*.cu")])
+
+
 _NAMES = {"cpu": "sparsesplat_cpu", "cuda": "sparsesplat_cuda"}
 
 _modules: dict[str, ModuleType] = {}
@@ -87,7 +94,7 @@ def _exclusive(build_dir: Path):
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in _SOURCES:
+    if kind not in _NAMES:
         raise ValueError(f"unknown compiled backend {kind!r}; choose 'cpu' or 'cuda'")
 
 
@@ -96,7 +103,8 @@ def _needs_build(kind: str, build_dir: Path) -> bool:
     lib = build_dir / f"{_NAMES[kind]}.so"
     if not lib.exists():
         return True
-    newest = max(p.stat().st_mtime for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh", ".cpp", ".cu"))
+    files = [*CSRC.rglob("*"), *KINDS.rglob("*")]
+    newest = max(p.stat().st_mtime for p in files if p.suffix in (".h", ".cuh", ".cpp", ".cu"))
     return newest > lib.stat().st_mtime
 
 
@@ -146,7 +154,7 @@ def _build(kind: str) -> ModuleType:
         print(f"building sparsesplat {label} rasterizer (first use, ~1 min)...", file=sys.stderr, flush=True)
     kwargs = dict(
         name=_NAMES[kind],
-        sources=[str(CSRC / s) for s in _SOURCES[kind]],
+        sources=[str(p) for p in sources(kind)],
         extra_include_paths=[str(CSRC)],
         build_directory=str(build_dir),
         verbose=False,

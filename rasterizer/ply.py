@@ -1,73 +1,22 @@
-"""Gaussian scenes and point clouds as PLY files, in the layout of the original 3DGS code.
-
-A Gaussian PLY holds one binary little-endian ``vertex`` element of float32 properties, in this order::
-
-    x y z  nx ny nz  f_dc_0..2  f_rest_0..(3*(K-1)-1)  opacity  scale_0..2  rot_0..3
-
-with values stored *raw*, as 3DGS trains them: ``opacity`` is a logit, ``scale_*`` are log-scales, ``rot_*``
-a wxyz quaternion (any norm), ``f_dc_*`` the degree-0 SH coefficients and ``f_rest_*`` the higher-degree
-coefficients channel-major (all of R, then G, then B). Normals are written as zeros. Files in this layout
-open in other 3DGS tools (SuperSplat, gsplat's and the SIBR viewers); files those tools write load here,
-whatever their SH degree, and extra properties are ignored.
-
-GES scenes (``GeneralizedGaussians``) are the same layout with one more property, ``beta``: each splat's shape
-as it renders (beta > 0, 2 for a Gaussian). Other 3DGS tools ignore it and draw the splats as Gaussians.
+"""PLY files every primitive kind writes through: one binary little-endian element of fixed-size
+properties (``write_binary_ply``), coloured point clouds, and the error a reader raises for a bad file.
+Each kind's own layout is ``kinds/<kind>/ply.py``.
 
 Part of the rasterizer (the ground floor), so it imports nothing else from sparsesplat.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
 from .fileio import atomic_path
-from .primitives import Gaussians, GeneralizedGaussians
-from .sh import rgb_to_sh0
-
-SHAPE_PROPERTY = "beta"  # GES: each splat's shape
-OPACITY_EPS = 1e-6  # opacities are clipped to [eps, 1 - eps] before the logit so it stays finite
-MIN_SCALE = 1e-12  # scales are clamped to this before the log
 
 
 class PlyFormatError(ValueError):
-    """A PLY file is unreadable or lacks what a Gaussian scene needs."""
-
-
-@dataclass
-class RawGaussians:
-    """Gaussians as stored (and trained): means (N,3), quats (N,4) wxyz, log_scales (N,3),
-    opacity_logits (N,), sh (N,K,3), and for GES scenes shapes (N,) (beta, as it renders; None otherwise).
-    float32 tensors on the CPU."""
-
-    means: torch.Tensor
-    quats: torch.Tensor
-    log_scales: torch.Tensor
-    opacity_logits: torch.Tensor
-    sh: torch.Tensor
-    shapes: Optional[torch.Tensor] = None
-
-    def activated(self) -> Gaussians:
-        """The ``Gaussians`` render() takes (``GeneralizedGaussians`` when the file held shapes):
-        exp(log_scales), sigmoid(opacity_logits)."""
-        kw = dict(means=self.means, quats=self.quats, scales=torch.exp(self.log_scales),
-                  opacities=torch.sigmoid(self.opacity_logits), sh=self.sh)
-        return Gaussians(**kw) if self.shapes is None else GeneralizedGaussians(shapes=self.shapes, **kw)
-
-
-def gaussian_property_names(num_sh: int) -> list[str]:
-    """Vertex property names, in file order, for ``num_sh`` = K SH coefficients per channel."""
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-    names += [f"f_rest_{i}" for i in range(3 * (num_sh - 1))]
-    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    return names
-
-
-# ----------------------------------------------------------------------------------------------- writing
+    """A PLY file is unreadable or lacks what a scene of its kind needs."""
 
 
 def write_binary_ply(path: Path, records: np.ndarray, element: str = "vertex", comment: str | None = None) -> None:
@@ -91,7 +40,8 @@ def float_records(table: np.ndarray, names: list[str]) -> np.ndarray:
     return data.view(np.dtype([(name, "<f4") for name in names])).reshape(len(data))
 
 
-def _np(t, n_cols: int | None, name: str, n: int) -> np.ndarray:
+def checked_array(t, n_cols: int | None, name: str, n: int) -> np.ndarray:
+    """``t`` (a tensor or array) as a float64 array, which must have shape (n,) or (n, n_cols)."""
     a = t.detach().to("cpu", torch.float64).numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
     want = (n,) if n_cols is None else (n, n_cols)
     if a.shape != want:
@@ -99,58 +49,13 @@ def _np(t, n_cols: int | None, name: str, n: int) -> np.ndarray:
     return a
 
 
-def save_gaussians_ply_raw(path, means, quats, log_scales, opacity_logits, sh, shapes=None) -> None:
-    """Write raw (trainer) parameters as a 3DGS PLY, atomically.
-
-    Args:
-        path: output file (folders are created).
-        means (N,3), quats (N,4) wxyz (any norm), log_scales (N,3), opacity_logits (N,) or (N,1),
-        sh (N,K,3) with K in 1, 4, 9, 16 (K=1: degree 0, no f_rest properties);
-        shapes (N,): GES's betas, written as the extra property ``beta`` (None: a Gaussian scene).
-    """
-    n = means.shape[0]
-    if sh.ndim != 3 or sh.shape[0] != n or sh.shape[2] != 3 or sh.shape[1] not in (1, 4, 9, 16):
-        raise ValueError(f"sh must be ({n}, K, 3) with K in 1, 4, 9, 16; got {tuple(sh.shape)}")
-    k = sh.shape[1]
-    sh_np = _np(sh.reshape(n, k * 3), k * 3, "sh", n).reshape(n, k, 3)
-    columns = [
-        _np(means, 3, "means", n),
-        np.zeros((n, 3)),
-        sh_np[:, 0, :],
-        sh_np[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * (k - 1)),  # channel-major, as 3DGS writes f_rest
-        _np(opacity_logits.reshape(n), None, "opacity_logits", n)[:, None],
-        _np(log_scales, 3, "log_scales", n),
-        _np(quats, 4, "quats", n),
-    ]
-    names = gaussian_property_names(k)
-    if shapes is not None:
-        columns.append(_np(shapes, None, "shapes", n)[:, None])
-        names.append(SHAPE_PROPERTY)
-    write_binary_ply(Path(path), float_records(np.concatenate(columns, axis=1), names))
-
-
-def save_gaussians_ply(path, gaussians: Gaussians) -> None:
-    """Write activated Gaussians (render()'s convention) as a 3DGS PLY, atomically.
-
-    Scales are clamped to >= 1e-12 before the log and opacities clipped to [1e-6, 1 - 1e-6] before the
-    logit so every stored value is finite. Gaussians given plain ``colors`` are stored as degree-0 SH.
-    ``GeneralizedGaussians`` (GES) keep their shapes (property ``beta``).
-    """
-    g = gaussians
-    sh = g.sh if g.sh is not None else rgb_to_sh0(g.colors.detach().double())[:, None, :]
-    scales = g.scales.detach().double().clamp_min(MIN_SCALE)
-    opac = g.opacities.detach().double().clamp(OPACITY_EPS, 1.0 - OPACITY_EPS)
-    shapes = g.shapes if isinstance(g, GeneralizedGaussians) else None
-    save_gaussians_ply_raw(path, g.means, g.quats, torch.log(scales), torch.logit(opac), sh, shapes=shapes)
-
-
 def save_points_ply(path, points, colors) -> None:
     """Write a coloured point cloud (x, y, z float; red, green, blue uchar), atomically.
 
     points: (M,3); colors: (M,3) in [0, 1] (rounded to 8 bits).
     """
-    pts = _np(points, 3, "points", len(points))
-    rgb = _np(colors, 3, "colors", len(pts))
+    pts = checked_array(points, 3, "points", len(points))
+    rgb = checked_array(colors, 3, "colors", len(pts))
     rgb8 = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
     dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
     vertices = np.empty(len(pts), dtype=dtype)
@@ -159,73 +64,3 @@ def save_points_ply(path, points, colors) -> None:
     for i, channel in enumerate(("red", "green", "blue")):
         vertices[channel] = rgb8[:, i]
     write_binary_ply(Path(path), vertices)
-
-
-# ----------------------------------------------------------------------------------------------- reading
-
-
-def _vertex_element(path: Path):
-    from plyfile import PlyData  # imported here: only readers need it
-
-    if not path.is_file():
-        raise FileNotFoundError(f"no PLY file at {path}")
-    try:
-        ply = PlyData.read(str(path))
-    except Exception as e:  # plyfile raises several types for malformed headers and short data
-        raise PlyFormatError(f"{path} is not a readable PLY file ({type(e).__name__}: {e})") from None
-    names = [el.name for el in ply.elements]
-    if "vertex" not in names:
-        raise PlyFormatError(f"{path} has no 'vertex' element (elements: {', '.join(names) or 'none'}); "
-                             f"a Gaussian PLY stores one Gaussian per vertex")
-    return ply["vertex"]
-
-
-def _rest_count(path: Path, props: set[str]) -> int:
-    """Number of f_rest_* properties, checked to be 0..n-1 with n = 3*(K-1) for K in 1, 4, 9, 16."""
-    idx = sorted(int(p[len("f_rest_"):]) for p in props if p.startswith("f_rest_") and p[7:].isdigit())
-    if idx != list(range(len(idx))) or len(idx) not in (0, 9, 24, 45):
-        raise PlyFormatError(
-            f"{path}: {len(idx)} f_rest_* properties; a 3DGS PLY has f_rest_0..f_rest_(n-1) with n = 0, 9, 24 "
-            f"or 45 (SH degree 0 to 3)"
-        )
-    return len(idx)
-
-
-def load_gaussians_ply_raw(path) -> RawGaussians:
-    """Read a 3DGS PLY (any SH degree, binary or ASCII, float or double) as raw parameters."""
-    path = Path(path)
-    vertex = _vertex_element(path)
-    props = {p.name for p in vertex.properties}
-    n_rest = _rest_count(path, props)
-    k = 1 + n_rest // 3
-    required = [name for name in gaussian_property_names(k) if name not in ("nx", "ny", "nz")]
-    missing = [name for name in required if name not in props]
-    if missing:
-        hint = " (it looks like a point cloud: use a Gaussian scene.ply)" if {"x", "red"} <= props else ""
-        raise PlyFormatError(
-            f"{path} is not a 3DGS Gaussian PLY: its vertex element lacks {', '.join(missing)}{hint}"
-        )
-    n = vertex.count
-
-    def cols(names: list[str]) -> torch.Tensor:
-        a = np.empty((n, len(names)), dtype=np.float32)
-        for i, name in enumerate(names):
-            a[:, i] = vertex[name]
-        return torch.from_numpy(a)
-
-    dc = cols(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :]
-    rest = cols([f"f_rest_{i}" for i in range(n_rest)]).reshape(n, 3, k - 1).transpose(1, 2)
-    return RawGaussians(
-        means=cols(["x", "y", "z"]),
-        quats=cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
-        log_scales=cols(["scale_0", "scale_1", "scale_2"]),
-        opacity_logits=cols(["opacity"])[:, 0],
-        sh=torch.cat([dc, rest], dim=1).contiguous(),
-        shapes=cols([SHAPE_PROPERTY])[:, 0] if SHAPE_PROPERTY in props else None,
-    )
-
-
-def load_gaussians_ply(path) -> Gaussians:
-    """Read a 3DGS PLY as activated ``Gaussians`` (scales = exp, opacities = sigmoid; quats as stored);
-    ``GeneralizedGaussians`` when it holds GES shapes."""
-    return load_gaussians_ply_raw(path).activated()

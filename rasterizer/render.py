@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from . import backends
 from .cameras import Cameras
-from .primitives import Gaussians, GeneralizedGaussians, sanitize
-from .profiling import stage
+from .registry import kind_of
 from .sh import sh_to_rgb
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
@@ -60,17 +59,6 @@ def _background(background, C, ref: torch.Tensor) -> torch.Tensor:
     return bg
 
 
-# render() dispatches on the primitive's type; each primitive kind registers its pipeline (projection,
-# colours, rasterization) here, e.g. ``register_renderer(Triangles, render_triangles)`` in its own module.
-# A pipeline takes (prims, cams, impl, sh_degree, rasterize_mode, **options) and returns a ``Rendered``.
-_RENDERERS: dict[type, Callable[..., "Rendered"]] = {}
-
-
-def register_renderer(kind: type, pipeline: Callable[..., "Rendered"]) -> None:
-    """Make ``render()`` draw primitives of type ``kind`` with ``pipeline``."""
-    _RENDERERS[kind] = pipeline
-
-
 @dataclass
 class Rendered:
     """What a primitive pipeline hands back to ``render()``: feats (C,H,W,4) = [sum w rgb, sum w z],
@@ -99,7 +87,7 @@ def render(
 
     Args:
         prims: activated primitives, e.g. ``Gaussians`` (means (N,3), quats (N,4) wxyz, scales (N,3),
-            opacities (N,), sh (N,K,3) or colors (N,3)); every type registered with ``register_renderer``.
+            opacities (N,), sh (N,K,3) or colors (N,3)); every type of a registered kind (``registry.py``).
         cams: ``Cameras`` with viewmats (C,4,4) world->camera (OpenCV), Ks (C,3,3), width, height.
             Gradients flow to ``cams.viewmats`` (pose refinement).
         backend: 'auto' | 'torch' | 'cpu' | 'cuda' | 'gsplat'.
@@ -116,10 +104,7 @@ def render(
         raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
     if rasterize_mode not in RASTERIZE_MODES:
         raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
-    pipeline = _RENDERERS.get(type(prims))
-    if pipeline is None:
-        kinds = ", ".join(k.__name__ for k in _RENDERERS)
-        raise TypeError(f"render() does not support {type(prims).__name__}; it draws {kinds}")
+    pipeline = kind_of(prims).pipeline
     ref = next(v for v in vars(prims).values() if isinstance(v, torch.Tensor))
     impl = backends.resolve(backend, ref.device)
     r = pipeline(prims, cams, impl, sh_degree, rasterize_mode, **options)
@@ -141,7 +126,7 @@ def render(
         depths=r.depths.detach(),
         width=cams.width,
         height=cams.height,
-        backend=impl.__name__.rsplit(".", 1)[-1],
+        backend=backends.backend_name(impl),
         normals=r.normals,
     )
     return RenderOutput(colors=out_colors, alphas=r.alphas, depths=depths, meta=meta)
@@ -155,39 +140,3 @@ def view_colors(sh, colors, centers: torch.Tensor, cams: Cameras, sh_degree: Opt
         to_rgb = getattr(impl, "sh_to_rgb", sh_to_rgb)
         return to_rgb(sh, centers[None] - cams.centers[:, None].to(centers.dtype), degree)
     return colors[None].expand(len(cams), -1, -1)
-
-
-def render_gaussians(prims: Gaussians, cams: Cameras, impl, sh_degree: Optional[int], rasterize_mode: str,
-                     eps2d: float = 0.3, near: float = 0.01, far: float = 1e10, tile_size: int = 16) -> Rendered:
-    """EWA projection of 3D Gaussians, then tile rasterization (DESIGN.md §3); GES (``GeneralizedGaussians``)
-    the same way, its shapes handed to both stages (the radii, and the falloff)."""
-    W, H = cams.width, cams.height
-    viewmats = cams.viewmats.to(prims.means.dtype)
-    Ks = cams.Ks.to(prims.means.dtype)
-    g = sanitize(prims)
-    means, quats, scales, opac, sh, colors = g.means, g.quats, g.scales, g.opacities, g.sh, g.colors
-    shapes = g.shapes if isinstance(g, GeneralizedGaussians) else None
-    shaped = {} if shapes is None else {"shapes": shapes}
-    if shapes is not None and getattr(impl, "SHAPED", True) is False:
-        raise ValueError(f"the {impl.__name__.rsplit('.', 1)[-1]} backend draws Gaussians only; render "
-                         "GeneralizedGaussians (GES) with backend 'torch', 'cpu' or 'cuda'")
-    with stage("project"):
-        proj = impl.project_gaussians(
-            means, quats, scales, opac, viewmats, Ks, W, H,
-            eps2d=eps2d, near=near, far=far, antialiased=rasterize_mode == "antialiased", **shaped,
-        )
-    if proj.means2d.requires_grad:
-        proj.means2d.retain_grad()
-    with stage("sh colors"):
-        rgb = view_colors(sh, colors, means, Cameras(viewmats, Ks, W, H), sh_degree, impl)
-    with stage("rasterize"):
-        if shapes is not None:
-            shaped["shapes"] = shapes[None].expand(len(cams), -1)
-        feats, alphas, max_weight = impl.rasterize(
-            proj.means2d, proj.conics, rgb, proj.opacities, proj.depths, proj.radii, W, H, tile_size, **shaped
-        )
-    return Rendered(feats, alphas, proj.means2d, proj.radii, max_weight, proj.depths)
-
-
-register_renderer(Gaussians, render_gaussians)
-register_renderer(GeneralizedGaussians, render_gaussians)

@@ -123,9 +123,9 @@ class ConvexModel(PrimitiveModel):
                         sh=torch.cat([p["sh0"], p["shN"]], dim=1))
 
     def export(self, path, norm) -> Convexes:
-        """scene.ply in the user's frame (``rasterizer/ply_convexes.py`` layout). Depths grow by norm.scale
+        """scene.ply in the user's frame (``rasterizer/kinds/convex/ply.py`` layout). Depths grow by norm.scale
         there, so delta and sigma (which multiply the view depth) shrink by it: every render is unchanged."""
-        from sparsesplat.rasterizer.ply_convexes import save_convexes_ply
+        from sparsesplat.rasterizer.kinds.convex.ply import save_convexes_ply
 
         cv = self.activated()
         with torch.no_grad():

@@ -15,7 +15,7 @@ from typing import Annotated, Callable, Optional, Sequence
 
 import tyro
 
-from sparsesplat.rasterizer.ply import gaussian_property_names
+from sparsesplat.rasterizer.kinds.gaussian.ply import gaussian_property_names
 from sparsesplat.rasterizer.splat_formats import FORMATS, SplatFormatError, format_of, read_splats, write_splats
 from sparsesplat.rasterizer.splat_formats.edit import SplatEdit, edit_splats
 

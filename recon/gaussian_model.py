@@ -100,7 +100,7 @@ class GaussianModel(PrimitiveModel):
     def export(self, path, norm) -> Gaussians:
         """scene.ply (standard 3DGS layout) in the user's frame: means scaled and shifted, scales scaled; every
         other field of the activated primitives (a subclass's too, e.g. GES's shapes) as it is."""
-        from sparsesplat.rasterizer.ply import save_gaussians_ply
+        from sparsesplat.rasterizer.kinds.gaussian.ply import save_gaussians_ply
 
         g = self.activated()
         with torch.no_grad():

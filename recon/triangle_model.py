@@ -4,7 +4,7 @@ Parameters are stored raw: ``vertices`` (N,3,3) world positions, ``sigma`` log o
 ``opacities`` logit, ``sh0`` (N,1,3) and ``shN`` (N,K-1,3). Initialization: one small random triangle per
 point of the initial cloud (equilateral, random orientation, circumradius from the nearest neighbours).
 Densification: ``TriangleStrategy`` (strategies/triangles.py). Export: ``scene.ply`` in the triangle layout
-(``rasterizer/triangle_io.py``) plus ``scene_mesh.{ply,obj,glb}`` with per-face colours.
+(``rasterizer/kinds/triangle/ply.py``) plus ``scene_mesh.{ply,obj,glb}`` with per-face colours.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class TriangleModel(PrimitiveModel):
 
     def export(self, path, norm):
         """``path`` (scene.ply, triangle layout) and a mesh beside it, all in the user's frame."""
-        from sparsesplat.rasterizer.triangle_io import (RawTriangles, mesh_arrays, save_triangle_mesh,
+        from sparsesplat.rasterizer.kinds.triangle.ply import (RawTriangles, mesh_arrays, save_triangle_mesh,
                                                         save_triangles_ply)
 
         path = Path(path)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from sparsesplat.rasterizer import Cameras
-from sparsesplat.rasterizer.scene_io import SCENE_READERS, read_scene_ply
+from sparsesplat.rasterizer.scene_io import read_scene_ply, readable_kinds
 from sparsesplat.viewer.scene import ViewerScene, make_thumbnail
 
 THUMB = 128  # longer side of frustum thumbnails, pixels
@@ -141,9 +141,9 @@ def load_run_for_viewer(run) -> ViewerScene:
     from .run_config import run_primitive
 
     kind = run_primitive(run)
-    if kind not in SCENE_READERS:
+    if kind not in readable_kinds():
         raise ValueError(f"{ply} holds {kind} primitives, which `sparsesplat view` cannot read yet "
-                         f"(it reads {', '.join(SCENE_READERS)})")
+                         f"(it reads {', '.join(readable_kinds())})")
     prims = read_scene_ply(ply, kind)
     names, cams = read_cameras_json(run / "cameras.json") if (run / "cameras.json").is_file() else ([], None)
     points, colors = read_colmap_points(run / "sparse" / "0")

@@ -10,7 +10,7 @@ import torch
 from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.rasterizer import Cameras, Convexes, render
 from sparsesplat.rasterizer.ply import PlyFormatError
-from sparsesplat.rasterizer.ply_convexes import load_convexes_ply, save_convexes_ply
+from sparsesplat.rasterizer.kinds.convex.ply import load_convexes_ply, save_convexes_ply
 from sparsesplat.recon.convex_model import ConvexModel, ConvexSettings, fibonacci_sphere
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import psnr

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sparsesplat.rasterizer import Cameras, Convexes, render
-from sparsesplat.rasterizer.backends import torch_convexes
+from sparsesplat.rasterizer.kinds.convex import torch_stages as torch_convexes
 from sparsesplat.rasterizer.build import BackendUnavailable, load_extension
 
 from convex_scenes import random_convexes
@@ -207,9 +207,9 @@ def test_constructor_checks_shapes():
 def test_gaussian_only_backend_says_so():
     import types
 
-    from sparsesplat.rasterizer.render_convexes import render_convexes
+    from sparsesplat.rasterizer.kinds.convex.pipeline import render_convexes
 
     gsplat_like = types.ModuleType("sparsesplat.rasterizer.backends.gsplat_backend")
     cv = random_convexes(3, hard_cases=False)
-    with pytest.raises(ValueError, match="gsplat rasterizer backend draws Gaussians only"):
+    with pytest.raises(ValueError, match="gsplat rasterizer backend cannot draw convexes .it draws Gaussians only"):
         render_convexes(cv, orbit_cameras(1, 16, 16), gsplat_like, None, "classic")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-CSRC = Path(__file__).resolve().parents[1] / "rasterizer" / "csrc"
-CU_FILES = sorted((CSRC / "cuda").glob("*.cu"))
+from sparsesplat.rasterizer.build import CSRC, sources
+
+CU_FILES = [p for p in sources("cuda") if p.suffix == ".cu"]
 
 
 def _nvcc() -> str | None:
@@ -55,5 +56,6 @@ def test_cu_file_compiles_with_nvcc(nvcc_results, source):
 
 
 def test_there_are_cuda_sources():
-    assert {p.name for p in CU_FILES} >= {"projection.cu", "rasterize.cu"}
+    names = {p.name for p in CU_FILES}
+    assert names >= {f"{k}_{stage}.cu" for k in ("gaussian", "triangle", "convex") for stage in ("projection", "rasterize")}
     assert (CSRC / "cuda" / "bindings.cpp").exists()

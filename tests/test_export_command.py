@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sparsesplat.rasterizer.ply import save_gaussians_ply_raw
+from sparsesplat.rasterizer.kinds.gaussian.ply import save_gaussians_ply_raw
 from sparsesplat.rasterizer.splat_formats import read_splats
 
 from test_splat_formats import random_scene

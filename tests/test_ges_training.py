@@ -14,7 +14,7 @@ from sparsesplat.datasets import load
 from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.datasets.writers import write_colmap_text
 from sparsesplat.rasterizer import Gaussians, GeneralizedGaussians, render
-from sparsesplat.rasterizer.ply import load_gaussians_ply, load_gaussians_ply_raw, save_gaussians_ply
+from sparsesplat.rasterizer.kinds.gaussian.ply import load_gaussians_ply, load_gaussians_ply_raw, save_gaussians_ply
 from sparsesplat.rasterizer.scene_io import read_scene_ply
 from sparsesplat.rasterizer.splat_formats import SplatFormatError, write_splats
 from sparsesplat.recon.export_splats import refuse_kind

@@ -15,7 +15,7 @@ from sparsesplat.datasets import load
 from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.datasets.writers import write_colmap_text, write_llff, write_photos
 from sparsesplat.rasterizer import render
-from sparsesplat.rasterizer.ply import load_gaussians_ply
+from sparsesplat.rasterizer.kinds.gaussian.ply import load_gaussians_ply
 from sparsesplat.recon.metrics import psnr
 from sparsesplat.recon.pipeline import ReconstructConfig, RunFolderExists, reconstruct
 from sparsesplat.recon.trainer import TrainConfig

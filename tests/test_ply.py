@@ -9,14 +9,13 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from sparsesplat.rasterizer import Gaussians
-from sparsesplat.rasterizer.ply import (
-    PlyFormatError,
+from sparsesplat.rasterizer.kinds.gaussian.ply import (
     load_gaussians_ply,
     load_gaussians_ply_raw,
     save_gaussians_ply,
     save_gaussians_ply_raw,
-    save_points_ply,
 )
+from sparsesplat.rasterizer.ply import PlyFormatError, save_points_ply
 
 
 def random_gaussians(n: int, k: int, seed: int = 0) -> Gaussians:

@@ -7,7 +7,7 @@ import torch
 
 from sparsesplat.rasterizer import Cameras, Gaussians, render
 from sparsesplat.rasterizer.backends import is_available
-from sparsesplat.rasterizer.backends.torch_backend import project_gaussians
+from sparsesplat.rasterizer.kinds.gaussian.torch_stages import project_gaussians
 from sparsesplat.rasterizer.quaternions import quat_to_rotmat
 from sparsesplat.rasterizer.sh import sh_basis
 

@@ -164,4 +164,4 @@ def test_auto_falls_back_to_torch_with_the_build_message(monkeypatch):
     g = random_gaussians(20, seed=0)
     with pytest.warns(RuntimeWarning, match="g\\+\\+ not found"):
         out = render(g, orbit_cameras(1, 16, 16), backend="auto")
-    assert out.meta.backend == "torch_backend"
+    assert out.meta.backend == "torch"

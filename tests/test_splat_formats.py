@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsesplat.rasterizer.ply import RawGaussians, load_gaussians_ply_raw
+from sparsesplat.rasterizer.kinds.gaussian.ply import RawGaussians, load_gaussians_ply_raw
 from sparsesplat.rasterizer.sh import C0
 from sparsesplat.rasterizer.splat_formats import FORMATS, SplatFormatError, format_of, read_splats, write_splats
 from sparsesplat.rasterizer.splat_formats.edit import SplatEdit, edit_splats

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from sparsesplat.benchmarks.splat_transform import tools_dir
-from sparsesplat.rasterizer.ply import RawGaussians
+from sparsesplat.rasterizer.kinds.gaussian.ply import RawGaussians
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 from sparsesplat.rasterizer.splat_formats import write_splats
 from browser_helpers import headless_chromium

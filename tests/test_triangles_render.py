@@ -198,10 +198,10 @@ def test_degenerate_triangles_are_culled_and_harmless(backend):
 
 def test_gsplat_backend_refuses_triangles_clearly():
     from sparsesplat.rasterizer.backends import gsplat_backend
-    from sparsesplat.rasterizer.render_triangles import render_triangles
+    from sparsesplat.rasterizer.kinds.triangle.pipeline import render_triangles
 
     tr = random_triangles(3, seed=0, hard_cases=False)
-    with pytest.raises(ValueError, match="Gaussians only"):
+    with pytest.raises(ValueError, match="gsplat rasterizer backend cannot draw triangles .it draws Gaussians only"):
         render_triangles(tr, orbit_cameras(1, 16, 16), gsplat_backend, None, "classic")
 
 

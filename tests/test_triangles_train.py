@@ -12,7 +12,7 @@ import torch
 
 from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.rasterizer import render
-from sparsesplat.rasterizer.triangle_io import (RawTriangles, TrianglePlyError, load_triangles_ply, mesh_arrays,
+from sparsesplat.rasterizer.kinds.triangle.ply import (RawTriangles, TrianglePlyError, load_triangles_ply, mesh_arrays,
                                                 save_triangle_mesh, save_triangles_ply)
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import psnr

@@ -13,7 +13,8 @@ from scipy.spatial.transform import Rotation
 
 from sparsesplat.rasterizer import Cameras, Gaussians, render
 from sparsesplat.rasterizer.cameras import intrinsics, look_at
-from sparsesplat.rasterizer.render import _RENDERERS, Rendered, register_renderer
+from sparsesplat.rasterizer.registry import Kind, register, unregister
+from sparsesplat.rasterizer.render import Rendered
 from sparsesplat.viewer.camera import (ViewCamera, camera_to_view, frame_size, matrix_to_quat, quat_to_matrix,
                                        view_to_cameras)
 from sparsesplat.viewer.camera_path import interpolate_path, slerp, write_video
@@ -191,7 +192,7 @@ def render_disc(prims, cams, impl, sh_degree, rasterize_mode, **_):
 
 
 def test_render_view_draws_any_registered_primitive():
-    register_renderer(Disc, render_disc)
+    register(Kind("disc", (Disc,), render_disc))
     try:
         view = ViewCamera((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0), math.radians(60), 1.0)
         frame = render_view(Disc([0.0, 0.0, 2.0], 5, (1.0, 0.0, 0.0)), view, RenderSettings(resolution=32))
@@ -200,7 +201,7 @@ def test_render_view_draws_any_registered_primitive():
                             RenderSettings(mode="Depth", resolution=32, near=1.0, far=3.0))
         np.testing.assert_allclose(depth.image[16, 16] / 255, apply_colormap(0.5), atol=1 / 255)
     finally:
-        _RENDERERS.pop(Disc, None)
+        unregister("disc")
 
 
 # ------------------------------------------------------------------------------------------- GUI state

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sparsesplat.rasterizer import Cameras, Gaussians
 from sparsesplat.rasterizer.cameras import intrinsics, look_at
-from sparsesplat.rasterizer.ply import save_gaussians_ply
+from sparsesplat.rasterizer.kinds.gaussian.ply import save_gaussians_ply
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 from sparsesplat.recon.export import write_cameras_json, write_colmap_text
 

@@ -1,7 +1,7 @@
 """The render callback: a viewer camera and the display settings -> an 8-bit image, through ``render()``.
 
 It works for every primitive type ``render()`` draws (each kind registers itself with
-``rasterizer.render.register_renderer``), so nothing here knows what a Gaussian is. Modes:
+``rasterizer.registry``), so nothing here knows what a Gaussian is. Modes:
 
 - ``RGB``: the colour image over the chosen background;
 - ``Depth``: the expected depth through a colour map between ``near`` and ``far`` (automatic: the 2nd and

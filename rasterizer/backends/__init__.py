@@ -1,18 +1,11 @@
 """Rasterizer backends and how ``render()`` picks one.
 
-Every backend module provides the same two differentiable stage functions for Gaussians:
-
-- ``project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near, far,
-  antialiased, shapes=None) -> Projection`` (see ``types.py``);
-- ``rasterize(means2d, conics, colors, opacities, depths, radii, width, height, tile_size, shapes=None)
-  -> (feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max_weight (C,N))``;
-  ``shapes`` (GES's betas: (N,) to the projection, (C,N) to the rasterizer) turns both into GES's, where a
-  backend can (``SHAPED = False`` in a module that cannot: gsplat);
-
-and, for triangles, ``project_triangles`` / ``rasterize_triangles`` (contract in ``torch_triangles.py``).
-
-``torch`` is the pure-PyTorch oracle; ``cpu`` (C++/OpenMP) and ``cuda`` are compiled on first use;
-``gsplat`` delegates to gsplat's CUDA kernels.
+A backend is a place the kernels run: ``torch`` (the pure-PyTorch oracle), ``cpu`` (C++/OpenMP) and ``cuda``
+(both compiled on first use), ``gsplat`` (gsplat's CUDA kernels, Gaussians only). ``resolve`` returns the
+backend's module, which ``render()`` hands to a kind's pipeline; the kind finds its own stage functions for
+it with ``kind_stages`` (each kind keeps them in ``kinds/<k>/``: ``torch_stages.py``, ``compiled_stages.py``).
+What the backends share: the tile compositing of the torch stages (``torch_tiles.py``), the argument checks
+and dtype rules of the compiled ones (``kernel_args.py``), and the compiled SH colours (``cpu.sh_to_rgb``).
 """
 
 from __future__ import annotations
@@ -20,6 +13,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from types import ModuleType
+from typing import Callable
 
 import torch
 
@@ -79,3 +73,19 @@ def resolve(name: str, device: torch.device) -> ModuleType:
     if name == "cpu" and device.type != "cpu":
         raise ValueError(f"backend 'cpu' needs CPU tensors; got tensors on {device}")
     return _module(name)
+
+
+def backend_name(impl: ModuleType) -> str:
+    """The name ('torch', 'cpu', 'cuda', 'gsplat') of a backend module ``resolve`` returned."""
+    return getattr(impl, "NAME", None) or impl.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+
+
+def kind_stages(impl: ModuleType, table: dict[str, Callable[[], tuple]], what: str) -> tuple:
+    """A kind's stage functions for backend ``impl``: ``table`` maps backend names to a function returning
+    them; a backend missing from it gets an error that says which ones draw ``what``."""
+    name = backend_name(impl)
+    if name not in table:
+        only = " (it draws Gaussians only)" if name == "gsplat" else ""
+        choices = ", ".join(repr(b) for b in table)
+        raise ValueError(f"the {name} rasterizer backend cannot draw {what}{only}; use backend {choices} or 'auto'")
+    return table[name]()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from .errors import SplatFormatError
 
 
@@ -42,7 +42,7 @@ class SplatFormat:
 
 
 def _ply_read(path: Path) -> RawGaussians:
-    from ..ply import PlyFormatError, load_gaussians_ply_raw
+    from ..kinds.gaussian.ply import PlyFormatError, load_gaussians_ply_raw
 
     with open(path, "rb") as f:
         head = f.read(1 << 16)
@@ -58,7 +58,7 @@ def _ply_read(path: Path) -> RawGaussians:
 
 
 def _ply_write(path: Path, raw: RawGaussians) -> None:
-    from ..ply import save_gaussians_ply_raw
+    from ..kinds.gaussian.ply import save_gaussians_ply_raw
 
     save_gaussians_ply_raw(path, raw.means, raw.quats, raw.log_scales, raw.opacity_logits, raw.sh, raw.shapes)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from ..sh import C0
 from .errors import SplatFormatError
 

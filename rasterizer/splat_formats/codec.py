@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from .errors import SplatFormatError
 
 SQRT1_2 = math.sqrt(0.5)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from ..sh import C0
 from .codec import SQRT1_2, as_numpy, logit, morton_order, sigmoid, to_raw
 from .errors import SplatFormatError

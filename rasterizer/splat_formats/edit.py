@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from .checks import nonfinite_splats
 from .errors import SplatFormatError
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from .codec import as_numpy, logit, morton_order, sigmoid, to_raw
 from .errors import SplatFormatError
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from ..sh import C0
 from .codec import as_numpy, logit, sigmoid, to_raw
 from .errors import SplatFormatError

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from ..ply import RawGaussians
+from ..kinds.gaussian.ply import RawGaussians
 from .codec import SQRT1_2, ByteReader, as_numpy, logit, sigmoid, to_raw
 from .errors import SplatFormatError
 

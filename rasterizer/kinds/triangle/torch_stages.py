@@ -8,7 +8,7 @@ Two stage functions, as every backend provides for triangles:
   -> (feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max_weight (C,N))``.
 
 The window function (DESIGN.md §3) is written in the incentre-relative form the compiled kernels use
-(``csrc/triangle.h``): with e_k = v_{k+1} - v_k, l_k = |e_k|, P = l_0 + l_1 + l_2, A2 = cross(e_0, e_1)
+(``triangle.h``): with e_k = v_{k+1} - v_k, l_k = |e_k|, P = l_0 + l_1 + l_2, A2 = cross(e_0, e_1)
 (twice the signed area) and s the incentre,
 
     q_k(p) = 1 + (P / (l_k A2)) cross(e_k, p - s)    (= -L_k(p) / r: 1 at s, 0 on edge k)
@@ -20,13 +20,28 @@ triangle shrunk about its incentre by (1 - t); its bounding box (plus a rounding
 
 from __future__ import annotations
 
+from typing import NamedTuple
 
 import torch
 
-from .torch_tiles import ALPHA_MAX, ALPHA_MIN, composite_tiles
-from .types import TriangleProjection
+from ...backends.torch_tiles import ALPHA_MAX, ALPHA_MIN, composite_tiles
 
 COS_MIN = 1e-3  # triangles seen closer to edge-on than this are culled
+
+
+class TriangleProjection(NamedTuple):
+    """Per (camera, triangle) screen-space values; culled entries have radii == 0 and zeros elsewhere.
+
+    verts2d (C,N,3,2) pixels; depths (C,N) view depth of the centroid; means2d (C,N,2) projected centroid
+    (no gradient); bounds (C,N,4) [xmin, ymin, xmax, ymax] pixel box holding every pixel centre where alpha
+    can reach 1/255; radii (C,N,2) int32 per-axis extent of that box around means2d.
+    """
+
+    verts2d: torch.Tensor
+    depths: torch.Tensor
+    means2d: torch.Tensor
+    bounds: torch.Tensor
+    radii: torch.Tensor
 
 
 def cross2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

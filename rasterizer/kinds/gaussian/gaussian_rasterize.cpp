@@ -17,8 +17,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "../gaussian.h"
-#include "tiles.h"
+#include "gaussian.h"
+#include "cpu/tiles.h"
 
 namespace sparsesplat {
 namespace {

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fileio import atomic_path
-from .ply import float_records, write_binary_ply
-from .primitives import Triangles
-from .sh import C0
+from ...fileio import atomic_path
+from ...ply import float_records, write_binary_ply
+from ...sh import C0
+from .primitive import Triangles
 
 LAYOUT_COMMENT = "sparsesplat triangles"
 

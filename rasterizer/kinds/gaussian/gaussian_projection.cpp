@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "../gaussian.h"
+#include "gaussian.h"
 
 namespace sparsesplat {
 namespace {

@@ -16,8 +16,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "../triangle.h"
-#include "tiles.h"
+#include "triangle.h"
+#include "cpu/tiles.h"
 
 namespace sparsesplat {
 namespace {

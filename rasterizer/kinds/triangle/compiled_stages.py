@@ -1,22 +1,24 @@
 """Compiled triangle stages (C++/OpenMP or CUDA) behind autograd Functions, with analytic gradients.
 
-``make_triangle_stages(kind)`` returns ``(project_triangles, rasterize_triangles)`` bound to the ``kind``
-extension ('cpu' or 'cuda'); the math is ``csrc/triangle.h``, the contract the one of
-``backends/torch_triangles.py``. float64 inputs run in float64 (gradcheck); everything else in float32.
+``stages(kind)`` returns ``(project_triangles, rasterize_triangles)`` bound to the ``kind``
+extension ('cpu' or 'cuda'); the math is ``triangle.h``, the contract the one of
+``torch_stages.py``. float64 inputs run in float64 (gradcheck); everything else in float32.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
 
-from ..build import load_extension
-from .kernel_args import check_tensors, grad_or_zeros, kernel_dtype, prepared
-from .types import TriangleProjection
+from ...backends.kernel_args import check_tensors, grad_or_zeros, kernel_dtype, prepared
+from ...build import load_extension
+from .torch_stages import TriangleProjection
 
 
-def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
+@functools.cache
+def stages(kind: str) -> tuple[Callable, Callable]:
     """(project_triangles, rasterize_triangles) bound to the ``kind`` extension."""
 
     class _Project(torch.autograd.Function):
@@ -77,7 +79,7 @@ def make_triangle_stages(kind: str) -> tuple[Callable, Callable]:
 
     def project_triangles(vertices, sigmas, opacities, viewmats, Ks, width, height, near=0.01, far=1e10
                           ) -> TriangleProjection:
-        """Project, cull and bound N triangles in C cameras (see ``backends/torch_triangles.py``).
+        """Project, cull and bound N triangles in C cameras (see ``torch_stages.py``).
 
         vertices (N,3,3), sigmas (N,), opacities (N,), viewmats (C,4,4), Ks (C,3,3).
         """

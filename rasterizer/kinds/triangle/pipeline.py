@@ -1,8 +1,8 @@
 """The triangle pipeline of ``render()`` (Triangle Splatting, DESIGN.md §3): sanitize, project and cull,
 colour from SH at the centroid, tile rasterization with the incentre-normalized window function.
 
-Registered with ``register_renderer(Triangles, render_triangles)``; the backend module ``impl`` provides
-``project_triangles`` and ``rasterize_triangles`` (see ``backends/torch_triangles.py`` for their contract).
+The stage functions per backend (``STAGES``): ``torch_stages.py`` (the contract and the oracle) and
+``compiled_stages.py`` (cpu, cuda).
 """
 
 from __future__ import annotations
@@ -11,10 +11,19 @@ from typing import Optional
 
 import torch
 
-from .cameras import Cameras
-from .primitives import Triangles, sanitize
-from .render import Rendered, register_renderer, view_colors
+from ...backends import kind_stages
+from ...cameras import Cameras
+from ...primitive_base import sanitize
+from ...render import Rendered, view_colors
+from . import compiled_stages, torch_stages
+from .primitive import Triangles
 
+
+STAGES = {
+    "torch": lambda: (torch_stages.project_triangles, torch_stages.rasterize_triangles),
+    "cpu": lambda: compiled_stages.stages("cpu"),
+    "cuda": lambda: compiled_stages.stages("cuda"),
+}
 
 def facing_normals(vertices: torch.Tensor, cams: Cameras) -> torch.Tensor:
     """Unit normals (C,N,3) of triangles (N,3,3), flipped per camera to face it (differentiable)."""
@@ -32,10 +41,7 @@ def render_triangles(prims: Triangles, cams: Cameras, impl, sh_degree: Optional[
     ``meta.means2d`` is the projected centroid; its ``.grad`` after backward is the gradient of the loss
     w.r.t. a screen-space translation of the whole triangle (what densification accumulates).
     """
-    name = impl.__name__.rsplit(".", 1)[-1]
-    if not hasattr(impl, "project_triangles"):
-        raise ValueError(f"the {name!r} backend draws Gaussians only; use backend='cpu', 'cuda' or 'torch' "
-                         "(or 'auto') for triangles")
+    project_triangles, rasterize_triangles = kind_stages(impl, STAGES, "triangles")
     if rasterize_mode != "classic":
         raise ValueError("rasterize_mode='antialiased' applies to Gaussians only; triangles use 'classic'")
     W, H = cams.width, cams.height
@@ -43,7 +49,7 @@ def render_triangles(prims: Triangles, cams: Cameras, impl, sh_degree: Optional[
     viewmats, Ks = cams.viewmats.to(dt), cams.Ks.to(dt)
     t = sanitize(prims)
     verts, sigma, opac, sh, colors = t.vertices, t.sigma, t.opacities, t.sh, t.colors
-    proj = impl.project_triangles(verts, sigma, opac, viewmats, Ks, W, H, near=near, far=far)
+    proj = project_triangles(verts, sigma, opac, viewmats, Ks, W, H, near=near, far=far)
     vis = (proj.radii > 0).all(-1)
     # A leaf whose gradient is the sum of the three vertices' screen gradients (translation of the triangle),
     # added as zero so the values and the vertices' own gradients are unchanged.
@@ -53,11 +59,9 @@ def render_triangles(prims: Triangles, cams: Cameras, impl, sh_degree: Optional[
     zero = torch.zeros((), dtype=dt, device=verts.device)
     sig = torch.where(vis, sigma[None], zero)
     o = torch.where(vis, opac[None], zero)
-    feats, alphas, max_weight = impl.rasterize_triangles(
+    feats, alphas, max_weight = rasterize_triangles(
         verts2d, sig, rgb, o, proj.depths, proj.bounds, proj.radii, W, H, tile_size
     )
     normals = facing_normals(verts, Cameras(viewmats, Ks, W, H))
     return Rendered(feats, alphas, means2d, proj.radii, max_weight, proj.depths, normals=normals)
 
-
-register_renderer(Triangles, render_triangles)

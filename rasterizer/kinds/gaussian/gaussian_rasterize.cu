@@ -21,8 +21,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "../gaussian.h"
-#include "tiles.cuh"
+#include "gaussian.h"
+#include "cuda/tiles.cuh"
 
 namespace sparsesplat {
 namespace {

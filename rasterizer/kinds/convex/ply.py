@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .ply import PlyFormatError, float_records, write_binary_ply
-from .primitives import Convexes
-from .sh import rgb_to_sh0
+from ...ply import PlyFormatError, float_records, write_binary_ply
+from ...sh import rgb_to_sh0
+from .primitive import Convexes
 
 LAYOUT_COMMENT = "sparsesplat convexes v1"
 

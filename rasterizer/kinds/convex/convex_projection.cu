@@ -10,7 +10,7 @@
 
 #include <vector>
 
-#include "../convex.h"
+#include "convex.h"
 
 namespace sparsesplat {
 namespace {

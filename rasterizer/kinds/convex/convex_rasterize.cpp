@@ -17,8 +17,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "../convex.h"
-#include "tiles.h"
+#include "convex.h"
+#include "cpu/tiles.h"
 
 namespace sparsesplat {
 namespace {

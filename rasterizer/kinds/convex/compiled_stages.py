@@ -1,22 +1,24 @@
 """Convex stages of the compiled backends (C++/OpenMP and CUDA) behind autograd Functions.
 
-Same two stage functions as ``torch_convexes.py``; gradients are analytic (``csrc/convex.h``): edge-line
+Same two stage functions as ``torch_stages.py``; gradients are analytic (``convex.h``): edge-line
 gradients go back to the hull vertices, through the projection to the 3D points, and to delta, sigma,
 opacity, colours and the camera poses. float64 inputs run in float64 (gradcheck), the rest in float32.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
 
-from ..build import load_extension
-from .kernel_args import check_tensors, grad_or_zeros, kernel_dtype, prepared
-from .torch_convexes import ConvexProjection
+from ...backends.kernel_args import check_tensors, grad_or_zeros, kernel_dtype, prepared
+from ...build import load_extension
+from .torch_stages import ConvexProjection
 
 
-def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
+@functools.cache
+def stages(kind: str) -> tuple[Callable, Callable]:
     """(project_convexes, rasterize_convexes) bound to the ``kind`` ('cpu' or 'cuda') extension."""
 
     class _Project(torch.autograd.Function):
@@ -83,7 +85,7 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
 
     def project_convexes(points, delta, sigma, opacities, viewmats, Ks, width, height,
                          near=0.01, far=1e10) -> ConvexProjection:
-        """Project N convexes into C cameras (see ``torch_convexes.project_convexes``).
+        """Project N convexes into C cameras (see ``torch_stages.project_convexes``).
 
         points (N,P,3) with 3 <= P <= 8, delta (N,), sigma (N,), opacities (N,), viewmats (C,4,4), Ks (C,3,3).
         """
@@ -119,5 +121,3 @@ def make_convex_stages(kind: str) -> tuple[Callable, Callable]:
 
     return project_convexes, rasterize_convexes
 
-
-project_convexes, rasterize_convexes = make_convex_stages("cpu")

@@ -1,6 +1,6 @@
 """Pure-PyTorch convex stages (3D Convex Splatting): the readable oracle the compiled backends are held to.
 
-Two stage functions, the same on every backend (math in ``csrc/convex.h``, DESIGN.md §3):
+Two stage functions, the same on every backend (math in ``convex.h``, DESIGN.md §3):
 
 - ``project_convexes(points, delta, sigma, opacities, viewmats, Ks, width, height, near, far)
   -> ConvexProjection``: projected centroid, the 2D hull's edge lines (scaled by z delta, relative to the
@@ -18,7 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-HULL_EPS = 1e-5  # as kHullEps in csrc/convex.h
+from ...backends.torch_tiles import composite_tiles
+
+HULL_EPS = 1e-5  # as kHullEps in convex.h
 ALPHA_MAX = 0.99
 
 
@@ -189,7 +191,6 @@ def rasterize_convexes(means2d, lines, nedges, sharp, colors, opacities, depths,
                        tile_size=16, max_elements: int = 1 << 22):
     """Composite projected convexes into feats (C,H,W,4) = [sum w rgb, sum w z], alphas (C,H,W,1), max weights
     (C,N). Tiles are processed in chunks padded to the chunk's longest list (about ``max_elements`` samples)."""
-    from .torch_tiles import composite_tiles
 
     def alpha_fn(cam, gidx, pix, valid):
         d = pix[:, :, None, :] - means2d[cam][gidx][:, None, :, :]  # (B,P,L,2)

@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "../convex.h"
+#include "convex.h"
 
 namespace sparsesplat {
 namespace {

@@ -17,8 +17,8 @@
 
 #include <vector>
 
-#include "../convex.h"
-#include "tiles.cuh"
+#include "convex.h"
+#include "cuda/tiles.cuh"
 
 namespace sparsesplat {
 namespace {

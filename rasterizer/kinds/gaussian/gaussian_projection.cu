@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "../gaussian.h"
+#include "gaussian.h"
 
 namespace sparsesplat {
 namespace {

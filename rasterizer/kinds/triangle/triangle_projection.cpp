@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "../triangle.h"
+#include "triangle.h"
 
 namespace sparsesplat {
 namespace {

@@ -18,8 +18,8 @@
 
 #include <vector>
 
-#include "../triangle.h"
-#include "tiles.cuh"
+#include "triangle.h"
+#include "cuda/tiles.cuh"
 
 namespace sparsesplat {
 namespace {

@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "../triangle.h"
+#include "triangle.h"
 
 namespace sparsesplat {
 namespace {
