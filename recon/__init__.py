@@ -4,9 +4,10 @@ What lives here:
     pipeline.py        reconstruct(): scene -> initial points -> training -> evaluation -> run folder
     init.py            known-pose initialization (init_points.py: SIFT tracks triangulated; normalize.py)
     primitive_model.py the shared trainable-primitive machinery (raw params, Adam per param, edits, registry)
-    gaussian_model.py  3D Gaussians on it
+    kinds/             one module per primitive kind on it: gaussian, ges, triangle, convex (model, settings,
+                       its own densification where it has one)
     trainer.py         the training loop (loss, SH ramp, regularizers, NaN guard, checkpoints)
-    strategies/        densification: 3DGS adaptive density control, MCMC
+    strategies/        densification of the Gaussian kinds: 3DGS adaptive density control, MCMC
     regularizers.py    DropGaussian, binocular consistency
     metrics.py         PSNR, SSIM (3DGS), LPIPS when available, masked variants
     export.py          cameras.json, transforms.json, COLMAP text model, side-by-side renders

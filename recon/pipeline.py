@@ -21,7 +21,7 @@ import tyro
 
 from sparsesplat.rasterizer import render
 
-from .models import model_class
+from .kinds import model_class
 from .primitive_model import PrimitiveModel
 from . import run_config
 from .io import atomic_path, write_json

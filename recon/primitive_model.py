@@ -22,6 +22,8 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
+from sparsesplat.rasterizer.registry import KINDS
+
 
 def neighbour_spacing(points: np.ndarray, scene_scale: float) -> np.ndarray:
     """Each point's root mean square distance to its 3 nearest neighbours, the size every kind starts its
@@ -207,6 +209,10 @@ MODELS: dict[str, type[PrimitiveModel]] = {}
 
 
 def register_model(cls: type[PrimitiveModel]) -> type[PrimitiveModel]:
-    """Make ``cls`` selectable as ``--primitive <cls.KIND>`` (usable as a class decorator)."""
+    """Make ``cls`` selectable as ``--primitive <cls.KIND>`` (usable as a class decorator). ``KIND`` must name a
+    kind the rasterizer draws (``rasterizer/registry.py``), so a trained model can always be rendered."""
+    if cls.KIND not in KINDS:
+        raise ValueError(f"{cls.__name__}.KIND = {cls.KIND!r} is not a primitive kind the rasterizer draws "
+                         f"({', '.join(KINDS)}); register its rasterizer kind first (rasterizer/kinds/README.md)")
     MODELS[cls.KIND] = cls
     return cls

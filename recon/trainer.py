@@ -21,16 +21,16 @@ from sparsesplat.rasterizer.primitives import all_finite
 from sparsesplat.rasterizer.profiling import stage
 
 from .appearance import PhotoAppearance
-from .convex_model import ConvexSettings
-from .gaussian_model import LearningRates
-from .ges_model import GesOptions
-from .primitive_model import PrimitiveModel
+from .kinds.convex import ConvexSettings
+from .kinds.gaussian import LearningRates
+from .kinds.ges import GesOptions
+from .kinds.triangle import TriangleOptions
 from .metrics import psnr, ssim
+from .primitive_model import PrimitiveModel
 from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss, drop_primitives,
                            inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
 from .transients import transient_inliers
-from .triangle_model import TriangleOptions
 
 
 @dataclass

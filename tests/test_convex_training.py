@@ -11,10 +11,10 @@ from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.rasterizer import Cameras, Convexes, render
 from sparsesplat.rasterizer.ply import PlyFormatError
 from sparsesplat.rasterizer.kinds.convex.ply import load_convexes_ply, save_convexes_ply
-from sparsesplat.recon.convex_model import ConvexModel, ConvexSettings, fibonacci_sphere
+from sparsesplat.recon.kinds.convex import ConvexModel, ConvexSettings, fibonacci_sphere
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import psnr
-from sparsesplat.recon.strategies.convex import split_children
+from sparsesplat.recon.kinds.convex import split_children
 from sparsesplat.recon.trainer import Trainer, TrainConfig
 
 from convex_scenes import random_convexes
@@ -120,7 +120,7 @@ def test_training_improves_held_out_views():
 def test_strategy_calibrates_sigma_to_the_view_depth_once():
     from types import SimpleNamespace
 
-    from sparsesplat.recon.strategies.convex import ConvexStrategy
+    from sparsesplat.recon.kinds.convex import ConvexStrategy
 
     m = ConvexModel.from_points(np.random.default_rng(0).normal(size=(4, 3)), np.full((4, 3), 0.5), 0,
                                 ConvexSettings(), 1.0)

@@ -14,7 +14,7 @@ from sparsesplat.rasterizer import Cameras
 from sparsesplat.rasterizer.cameras import look_at
 from sparsesplat.recon.cotraining import (CoTrainer, focus_depth, mean_pose, random_pseudo_camera,
                                           second_field_config, unmatched)
-from sparsesplat.recon.gaussian_model import GaussianModel
+from sparsesplat.recon.kinds.gaussian import GaussianModel
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import ssim
 from sparsesplat.recon.trainer import Trainer, TrainConfig, load_checkpoint, save_checkpoint

@@ -16,7 +16,7 @@ import torch
 
 from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.recon import distributed
-from sparsesplat.recon.gaussian_model import GaussianModel
+from sparsesplat.recon.kinds.gaussian import GaussianModel
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.strategies import DefaultStrategy
 from sparsesplat.recon.trainer import Trainer, TrainConfig

@@ -18,7 +18,7 @@ from sparsesplat.rasterizer.kinds.gaussian.ply import load_gaussians_ply, load_g
 from sparsesplat.rasterizer.scene_io import read_scene_ply
 from sparsesplat.rasterizer.splat_formats import SplatFormatError, write_splats
 from sparsesplat.recon.export_splats import refuse_kind
-from sparsesplat.recon.ges_model import SHAPE_MIN, shape_to_raw
+from sparsesplat.recon.kinds.ges import SHAPE_MIN, shape_to_raw
 from sparsesplat.recon.metrics import psnr
 from sparsesplat.recon.pipeline import ReconstructConfig, reconstruct
 from sparsesplat.recon.trainer import TrainConfig

@@ -123,7 +123,7 @@ def test_trainer_extra_loss_hook_sees_the_step_and_adds_its_gradient():
 
     import numpy as np
 
-    from sparsesplat.recon.gaussian_model import GaussianModel
+    from sparsesplat.recon.kinds.gaussian import GaussianModel
     from sparsesplat.recon.trainer import TrainConfig, Trainer
 
     cams = _cams([(0, 0, -3), (0.5, 0, -3)], [0, 0]).to(dtype=torch.float32)

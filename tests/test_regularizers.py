@@ -145,7 +145,7 @@ def test_backdrop_is_the_background_coloured_region_that_reaches_the_border():
 
 
 def test_anisotropy_loss_costs_only_the_excess_ratio_of_gaussians_and_nothing_for_other_kinds():
-    from sparsesplat.recon.gaussian_model import GaussianModel, LearningRates
+    from sparsesplat.recon.kinds.gaussian import GaussianModel, LearningRates
 
     pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float64)
     model = GaussianModel.from_points(pts, np.full((3, 3), 0.5), 0, LearningRates(), 1.0)

@@ -11,7 +11,7 @@ import torch
 
 from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.rasterizer import render
-from sparsesplat.recon.gaussian_model import GaussianModel, LearningRates
+from sparsesplat.recon.kinds.gaussian import GaussianModel, LearningRates
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import psnr
 from sparsesplat.recon.strategies import DefaultStrategy, MCMCStrategy
@@ -236,7 +236,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_model_registry_and_checkpoint_kind():
-    from sparsesplat.recon.models import model_class
+    from sparsesplat.recon.kinds import model_class
 
     assert model_class("gaussian") is GaussianModel
     with pytest.raises(ValueError, match="unknown primitive 'blob'.*gaussian"):

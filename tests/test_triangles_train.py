@@ -16,10 +16,10 @@ from sparsesplat.rasterizer.kinds.triangle.ply import (RawTriangles, TrianglePly
                                                 save_triangle_mesh, save_triangles_ply)
 from sparsesplat.recon.init import normalize_scene
 from sparsesplat.recon.metrics import psnr
-from sparsesplat.recon.models import model_class
-from sparsesplat.recon.strategies.triangles import TriangleStrategy, subdivide
+from sparsesplat.recon.kinds import model_class
+from sparsesplat.recon.kinds.triangle import TriangleStrategy, subdivide
 from sparsesplat.recon.trainer import Trainer, TrainConfig, load_checkpoint, save_checkpoint
-from sparsesplat.recon.triangle_model import TriangleModel, TriangleOptions, random_triangles_at
+from sparsesplat.recon.kinds.triangle import TriangleModel, TriangleOptions, random_triangles_at
 
 
 def _area(v):

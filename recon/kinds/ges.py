@@ -18,9 +18,9 @@ import torch
 
 from sparsesplat.rasterizer import GeneralizedGaussians
 
-from .gaussian_model import PARAM_NAMES as GAUSSIAN_PARAMS
-from .gaussian_model import GaussianModel, LearningRates
-from .primitive_model import register_model
+from ..primitive_model import register_model
+from .gaussian import PARAM_NAMES as GAUSSIAN_PARAMS
+from .gaussian import GaussianModel, LearningRates
 
 SHAPE_MIN = 1.0
 

@@ -14,7 +14,7 @@ import torch
 from sparsesplat.rasterizer import Gaussians
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 
-from .primitive_model import PrimitiveModel, neighbour_spacing, register_model
+from ..primitive_model import PrimitiveModel, neighbour_spacing, register_model
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
