@@ -18,12 +18,9 @@
 
 #include <cstdint>
 
-namespace sparsesplat {
+#include "common.cuh"
 
-inline void check_cuda_tensor(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
+namespace sparsesplat {
 
 // Bits needed for tile keys below n (at least 1, at most 31): the radix sort's end bit is 32 + this.
 inline int bits_for(int64_t n) {

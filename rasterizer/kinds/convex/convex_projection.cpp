@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "convex.h"
+#include "cpu/projection_backward.h"
 
 namespace sparsesplat {
 namespace {
@@ -80,44 +81,24 @@ void convex_bwd_impl(const at::Tensor& points, const at::Tensor& delta, const at
     T* out_o = v_opacities.data_ptr<T>();
     T* out_vm = v_viewmats.data_ptr<T>();
 
-    std::vector<PinholeCamera<T>> cams;
-    for (int64_t c = 0; c < C; ++c) cams.push_back(load_camera(vm + 16 * c, K + 9 * c, W, H));
-    // Per-thread camera gradients (C x 12: R row-major then t), reduced in thread order: reproducible.
-    std::vector<std::vector<T>> v_cams(omp_get_max_threads(), std::vector<T>(12 * C, T(0)));
-#pragma omp parallel
-    {
-        std::vector<T>& v_cam = v_cams[omp_get_thread_num()];
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; ++n) {
-            T acc_x[3 * kConvexMaxPoints] = {}, acc_dl = 0, acc_sg = 0, acc_o = 0;
-            for (int64_t c = 0; c < C; ++c) {
-                const int64_t idx = c * N + n;
-                if (r[2 * idx] <= 0 || r[2 * idx + 1] <= 0) continue;
-                const ConvexProjection<T> g =
-                    project_convex(x + 3 * P * n, P, dl[n], sg[n], o[n], cams[c], T(near_plane), T(far_plane));
-                if (!g.valid) continue;
-                T dx[3 * kConvexMaxPoints], ddl, dsg, dop, dR[9], dt[3];
-                project_convex_vjp(g, x + 3 * P * n, dl[n], sg[n], cams[c], g_m2 + 2 * idx, g_l + 3 * P * idx,
-                                   g_s[idx], g_d[idx], g_o[idx], dx, ddl, dsg, dop, dR, dt);
-                for (int k = 0; k < 3 * P; ++k) acc_x[k] += dx[k];
-                acc_dl += ddl, acc_sg += dsg, acc_o += dop;
-                T* vc = v_cam.data() + 12 * c;
-                for (int k = 0; k < 9; ++k) vc[k] += dR[k];
-                for (int k = 0; k < 3; ++k) vc[9 + k] += dt[k];
-            }
-            for (int k = 0; k < 3 * P; ++k) out_x[3 * P * n + k] = acc_x[k];
-            out_dl[n] = acc_dl, out_sg[n] = acc_sg, out_o[n] = acc_o;
-        }
-    }
-    for (const std::vector<T>& v_cam : v_cams)
+    projection_backward<T>(C, N, vm, K, W, H, out_vm, [&](int64_t n, const auto& cams, auto& camera_grads) {
+        T acc_x[3 * kConvexMaxPoints] = {}, acc_dl = 0, acc_sg = 0, acc_o = 0;
         for (int64_t c = 0; c < C; ++c) {
-            T* dst = out_vm + 16 * c;
-            const T* src = v_cam.data() + 12 * c;
-            for (int i = 0; i < 3; ++i) {
-                for (int j = 0; j < 3; ++j) dst[4 * i + j] += src[3 * i + j];
-                dst[4 * i + 3] += src[9 + i];
-            }
+            const int64_t idx = c * N + n;
+            if (!visible(r, idx)) continue;
+            const ConvexProjection<T> g =
+                project_convex(x + 3 * P * n, P, dl[n], sg[n], o[n], cams[c], T(near_plane), T(far_plane));
+            if (!g.valid) continue;
+            T dx[3 * kConvexMaxPoints], ddl, dsg, dop, dR[9], dt[3];
+            project_convex_vjp(g, x + 3 * P * n, dl[n], sg[n], cams[c], g_m2 + 2 * idx, g_l + 3 * P * idx,
+                               g_s[idx], g_d[idx], g_o[idx], dx, ddl, dsg, dop, dR, dt);
+            for (int k = 0; k < 3 * P; ++k) acc_x[k] += dx[k];
+            acc_dl += ddl, acc_sg += dsg, acc_o += dop;
+            camera_grads.add(c, dR, dt);
         }
+        for (int k = 0; k < 3 * P; ++k) out_x[3 * P * n + k] = acc_x[k];
+        out_dl[n] = acc_dl, out_sg[n] = acc_sg, out_o[n] = acc_o;
+    });
 }
 
 }  // namespace

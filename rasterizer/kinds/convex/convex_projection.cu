@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "convex.h"
+#include "cuda/common.cuh"
 
 namespace sparsesplat {
 namespace {
@@ -74,11 +75,6 @@ __global__ void convex_project_bwd_kernel(int64_t C, int64_t N, int P, const T* 
     }
 }
 
-void check_cvx_cuda(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
-
 }  // namespace
 
 // Same outputs as project_convexes_fwd_cpu.
@@ -86,7 +82,7 @@ std::vector<at::Tensor> project_convexes_fwd_cuda(const at::Tensor& points, cons
                                                   const at::Tensor& sigma, const at::Tensor& opacities,
                                                   const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
                                                   int64_t height, double near_plane, double far_plane) {
-    check_cvx_cuda(points, "points");
+    check_cuda_tensor(points, "points");
     const c10::cuda::CUDAGuard guard(points.device());
     auto stream = c10::cuda::getCurrentCUDAStream();
     const int64_t C = viewmats.size(0), N = points.size(0), P = points.size(1);
@@ -119,7 +115,7 @@ std::vector<at::Tensor> project_convexes_bwd_cuda(const at::Tensor& points, cons
                                                   const at::Tensor& radii, const at::Tensor& v_means2d,
                                                   const at::Tensor& v_lines, const at::Tensor& v_sharp,
                                                   const at::Tensor& v_depths, const at::Tensor& v_opac) {
-    check_cvx_cuda(points, "points");
+    check_cuda_tensor(points, "points");
     const c10::cuda::CUDAGuard guard(points.device());
     auto stream = c10::cuda::getCurrentCUDAStream();
     const int64_t C = viewmats.size(0), N = points.size(0), P = points.size(1);

@@ -129,12 +129,6 @@ __global__ void cvx_fwd_kernel(int64_t N, int L, int W, int H, int tiles_x, int 
     last[pix] = n_used;
 }
 
-template <typename T>
-__device__ T cvx_warp_sum(T v) {
-    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    return v;
-}
-
 // Gradient slots: means2d (2), s, opacity, colour (3), depth, then the lines (3 per edge).
 constexpr int kCvxFixed = 8;
 
@@ -200,7 +194,7 @@ __global__ void cvx_bwd_kernel(int64_t N, int L, int W, int H, int tiles_x, int 
                                   g[3]);
             }
             if (!__any_sync(0xffffffffu, valid)) continue;
-            for (int f = 0; f < kCvxFixed + 3 * e.n; ++f) g[f] = cvx_warp_sum(g[f]);
+            for (int f = 0; f < kCvxFixed + 3 * e.n; ++f) g[f] = warp_sum(g[f]);
             if (lead) {
                 const int64_t gi = cam_off + e.id;
                 atomicAdd(v_m2 + 2 * gi, g[0]);

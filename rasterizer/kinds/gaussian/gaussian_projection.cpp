@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "cpu/projection_backward.h"
 #include "gaussian.h"
 
 namespace sparsesplat {
@@ -79,49 +80,27 @@ void project_bwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
     T* out_o = v_opacities.data_ptr<T>();
     T* out_vm = v_viewmats.data_ptr<T>();
 
-    std::vector<PinholeCamera<T>> cams;
-    for (int64_t c = 0; c < C; ++c) cams.push_back(load_camera(vm + 16 * c, K + 9 * c, W, H));
-
-    // Per-thread camera gradients (C x 12: R row-major then t), reduced in thread order at the end so
-    // the result is reproducible.
-    std::vector<std::vector<T>> v_cams(omp_get_max_threads(), std::vector<T>(12 * C, T(0)));
-#pragma omp parallel
-    {
-        std::vector<T>& v_cam = v_cams[omp_get_thread_num()];
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; ++n) {
-            T acc_m[3] = {0, 0, 0}, acc_q[4] = {0, 0, 0, 0}, acc_s[3] = {0, 0, 0}, acc_o = 0;
-            for (int64_t c = 0; c < C; ++c) {
-                const int64_t idx = c * N + n;
-                if (r[2 * idx] <= 0 || r[2 * idx + 1] <= 0) continue;
-                const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cams[c],
-                                                                 T(eps2d), T(near_plane), T(far_plane), antialiased,
-                                                                 beta ? beta[n] : T(0));
-                if (!g.valid) continue;
-                T dm[3], dq[4], ds[3], dopac, dR[9], dt[3];
-                project_gaussian_vjp(g, m + 3 * n, s + 3 * n, o[n], cams[c], T(eps2d), antialiased, g_m2 + 2 * idx,
-                                     g_con + 3 * idx, g_d[idx], g_o[idx], dm, dq, ds, dopac, dR, dt);
-                for (int k = 0; k < 3; ++k) acc_m[k] += dm[k], acc_s[k] += ds[k];
-                for (int k = 0; k < 4; ++k) acc_q[k] += dq[k];
-                acc_o += dopac;
-                T* vc = v_cam.data() + 12 * c;
-                for (int k = 0; k < 9; ++k) vc[k] += dR[k];
-                for (int k = 0; k < 3; ++k) vc[9 + k] += dt[k];
-            }
-            for (int k = 0; k < 3; ++k) out_m[3 * n + k] = acc_m[k], out_s[3 * n + k] = acc_s[k];
-            for (int k = 0; k < 4; ++k) out_q[4 * n + k] = acc_q[k];
-            out_o[n] = acc_o;
-        }
-    }
-    for (const std::vector<T>& v_cam : v_cams)
+    projection_backward<T>(C, N, vm, K, W, H, out_vm, [&](int64_t n, const auto& cams, auto& camera_grads) {
+        T acc_m[3] = {0, 0, 0}, acc_q[4] = {0, 0, 0, 0}, acc_s[3] = {0, 0, 0}, acc_o = 0;
         for (int64_t c = 0; c < C; ++c) {
-            T* dst = out_vm + 16 * c;
-            const T* src = v_cam.data() + 12 * c;
-            for (int i = 0; i < 3; ++i) {
-                for (int j = 0; j < 3; ++j) dst[4 * i + j] += src[3 * i + j];
-                dst[4 * i + 3] += src[9 + i];
-            }
+            const int64_t idx = c * N + n;
+            if (!visible(r, idx)) continue;
+            const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cams[c],
+                                                             T(eps2d), T(near_plane), T(far_plane), antialiased,
+                                                             beta ? beta[n] : T(0));
+            if (!g.valid) continue;
+            T dm[3], dq[4], ds[3], dopac, dR[9], dt[3];
+            project_gaussian_vjp(g, m + 3 * n, s + 3 * n, o[n], cams[c], T(eps2d), antialiased, g_m2 + 2 * idx,
+                                 g_con + 3 * idx, g_d[idx], g_o[idx], dm, dq, ds, dopac, dR, dt);
+            for (int k = 0; k < 3; ++k) acc_m[k] += dm[k], acc_s[k] += ds[k];
+            for (int k = 0; k < 4; ++k) acc_q[k] += dq[k];
+            acc_o += dopac;
+            camera_grads.add(c, dR, dt);
         }
+        for (int k = 0; k < 3; ++k) out_m[3 * n + k] = acc_m[k], out_s[3 * n + k] = acc_s[k];
+        for (int k = 0; k < 4; ++k) out_q[4 * n + k] = acc_q[k];
+        out_o[n] = acc_o;
+    });
 }
 
 }  // namespace

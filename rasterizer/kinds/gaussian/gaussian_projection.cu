@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gaussian.h"
+#include "cuda/common.cuh"
 
 namespace sparsesplat {
 namespace {
@@ -37,12 +38,6 @@ __global__ void project_fwd_kernel(int64_t C, int64_t N, const T* __restrict__ m
     opac_out[idx] = g.opacity;
     radii[2 * idx] = g.radius[0];
     radii[2 * idx + 1] = g.radius[1];
-}
-
-template <typename T>
-__device__ T warp_sum(T v) {
-    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    return v;
 }
 
 // Grid (ceil(N / kThreads), C): a block never straddles two cameras, so the camera gradient is
@@ -78,21 +73,7 @@ __global__ void project_bwd_kernel(int64_t N, const T* __restrict__ means, const
             atomicAdd(v_opacities + n, dopac);
         }
     }
-    const bool lead = (threadIdx.x % 32) == 0;
-    T* vm = v_viewmats + 16 * c;
-    for (int i = 0; i < 3; ++i) {
-        for (int j = 0; j < 3; ++j) {
-            const T s = warp_sum(dR[3 * i + j]);
-            if (lead && s != T(0)) atomicAdd(vm + 4 * i + j, s);
-        }
-        const T s = warp_sum(dt[i]);
-        if (lead && s != T(0)) atomicAdd(vm + 4 * i + 3, s);
-    }
-}
-
-void check_cuda(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+    add_pose_gradient_warp(v_viewmats + 16 * c, dR, dt);
 }
 
 }  // namespace
@@ -102,8 +83,8 @@ std::vector<at::Tensor> project_gaussians_fwd_cuda(const at::Tensor& means, cons
                                                    const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
                                                    int64_t height, double eps2d, double near_plane,
                                                    double far_plane, bool antialiased, const at::Tensor& shapes) {
-    check_cuda(means, "means");
-    check_cuda(viewmats, "viewmats");
+    check_cuda_tensor(means, "means");
+    check_cuda_tensor(viewmats, "viewmats");
     const c10::cuda::CUDAGuard guard(means.device());
     const int64_t C = viewmats.size(0), N = means.size(0);
     auto opts = means.options();
@@ -134,7 +115,7 @@ std::vector<at::Tensor> project_gaussians_bwd_cuda(const at::Tensor& means, cons
                                                    const at::Tensor& v_means2d, const at::Tensor& v_conics,
                                                    const at::Tensor& v_depths, const at::Tensor& v_opac,
                                                    const at::Tensor& shapes) {
-    check_cuda(means, "means");
+    check_cuda_tensor(means, "means");
     const c10::cuda::CUDAGuard guard(means.device());
     const int64_t C = viewmats.size(0), N = means.size(0);
     at::Tensor v_means = at::zeros_like(means), v_quats = at::zeros_like(quats);

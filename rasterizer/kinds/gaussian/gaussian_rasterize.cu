@@ -146,12 +146,6 @@ __global__ void rasterize_fwd_kernel(int64_t N, int W, int H, int tiles_x, int t
     last[pix] = n_used;
 }
 
-template <typename T>
-__device__ T warp_sum(T v) {
-    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    return v;
-}
-
 template <typename T, bool Shaped>
 __global__ void rasterize_bwd_kernel(int64_t N, int W, int H, int tiles_x, int tiles_y, const int64_t* offsets,
                                      const int32_t* ids, const T* m2, const T* con, const T* col, const T* opac,

@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "cpu/projection_backward.h"
 #include "triangle.h"
 
 namespace sparsesplat {
@@ -35,40 +36,21 @@ template <typename T>
 void tri_project_bwd(int64_t C, int64_t N, int W, int H, const T* v, const T* sg, const T* op, const T* vm,
                      const T* K, double near_plane, double far_plane, const int* r, const T* g_v2, const T* g_d,
                      T* out_v, T* out_vm) {
-    std::vector<PinholeCamera<T>> cams;
-    for (int64_t c = 0; c < C; ++c) cams.push_back(load_camera(vm + 16 * c, K + 9 * c, W, H));
-    std::vector<std::vector<T>> v_cams(omp_get_max_threads(), std::vector<T>(12 * C, T(0)));
-#pragma omp parallel
-    {
-        std::vector<T>& v_cam = v_cams[omp_get_thread_num()];
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; ++n) {
-            T acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-            for (int64_t c = 0; c < C; ++c) {
-                const int64_t idx = c * N + n;
-                if (r[2 * idx] <= 0 || r[2 * idx + 1] <= 0) continue;
-                const TriangleProjection<T> tp =
-                    project_triangle(v + 9 * n, sg[n], op[n], cams[c], T(near_plane), T(far_plane));
-                if (!tp.valid) continue;
-                T dv[9], dR[9], dt[3];
-                project_triangle_vjp(tp, v + 9 * n, cams[c], g_v2 + 6 * idx, g_d[idx], dv, dR, dt);
-                for (int k = 0; k < 9; ++k) acc[k] += dv[k];
-                T* vc = v_cam.data() + 12 * c;
-                for (int k = 0; k < 9; ++k) vc[k] += dR[k];
-                for (int k = 0; k < 3; ++k) vc[9 + k] += dt[k];
-            }
-            for (int k = 0; k < 9; ++k) out_v[9 * n + k] = acc[k];
-        }
-    }
-    for (const std::vector<T>& v_cam : v_cams)
+    projection_backward<T>(C, N, vm, K, W, H, out_vm, [&](int64_t n, const auto& cams, auto& camera_grads) {
+        T acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
         for (int64_t c = 0; c < C; ++c) {
-            T* dst = out_vm + 16 * c;
-            const T* src = v_cam.data() + 12 * c;
-            for (int i = 0; i < 3; ++i) {
-                for (int j = 0; j < 3; ++j) dst[4 * i + j] += src[3 * i + j];
-                dst[4 * i + 3] += src[9 + i];
-            }
+            const int64_t idx = c * N + n;
+            if (!visible(r, idx)) continue;
+            const TriangleProjection<T> tp =
+                project_triangle(v + 9 * n, sg[n], op[n], cams[c], T(near_plane), T(far_plane));
+            if (!tp.valid) continue;
+            T dv[9], dR[9], dt[3];
+            project_triangle_vjp(tp, v + 9 * n, cams[c], g_v2 + 6 * idx, g_d[idx], dv, dR, dt);
+            for (int k = 0; k < 9; ++k) acc[k] += dv[k];
+            camera_grads.add(c, dR, dt);
         }
+        for (int k = 0; k < 9; ++k) out_v[9 * n + k] = acc[k];
+    });
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "triangle.h"
+#include "cuda/common.cuh"
 
 namespace sparsesplat {
 namespace {
@@ -32,12 +33,6 @@ __global__ void tri_project_fwd_kernel(int64_t C, int64_t N, const T* __restrict
     means2d[2 * idx] = tp.mean2d[0], means2d[2 * idx + 1] = tp.mean2d[1];
     for (int k = 0; k < 4; ++k) bounds[4 * idx + k] = tp.bounds[k];
     radii[2 * idx] = tp.radius[0], radii[2 * idx + 1] = tp.radius[1];
-}
-
-template <typename T>
-__device__ T tri_warp_sum(T v) {
-    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    return v;
 }
 
 // Grid (ceil(N / threads), C): a block never straddles two cameras, so the camera gradient is
@@ -63,21 +58,7 @@ __global__ void tri_project_bwd_kernel(int64_t N, const T* __restrict__ verts, c
             for (int k = 0; k < 9; ++k) atomicAdd(v_verts + 9 * n + k, dv[k]);
         }
     }
-    const bool lead = (threadIdx.x % 32) == 0;
-    T* vm = v_viewmats + 16 * c;
-    for (int i = 0; i < 3; ++i) {
-        for (int j = 0; j < 3; ++j) {
-            const T s = tri_warp_sum(dR[3 * i + j]);
-            if (lead && s != T(0)) atomicAdd(vm + 4 * i + j, s);
-        }
-        const T s = tri_warp_sum(dt[i]);
-        if (lead && s != T(0)) atomicAdd(vm + 4 * i + 3, s);
-    }
-}
-
-void tri_check_cuda(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+    add_pose_gradient_warp(v_viewmats + 16 * c, dR, dt);
 }
 
 }  // namespace
@@ -86,8 +67,8 @@ std::vector<at::Tensor> project_triangles_fwd_cuda(const at::Tensor& vertices, c
                                                    const at::Tensor& opacities, const at::Tensor& viewmats,
                                                    const at::Tensor& Ks, int64_t width, int64_t height,
                                                    double near_plane, double far_plane) {
-    tri_check_cuda(vertices, "vertices");
-    tri_check_cuda(viewmats, "viewmats");
+    check_cuda_tensor(vertices, "vertices");
+    check_cuda_tensor(viewmats, "viewmats");
     const c10::cuda::CUDAGuard guard(vertices.device());
     const int64_t C = viewmats.size(0), N = vertices.size(0);
     auto opts = vertices.options();
@@ -114,7 +95,7 @@ std::vector<at::Tensor> project_triangles_bwd_cuda(const at::Tensor& vertices, c
                                                    const at::Tensor& Ks, int64_t width, int64_t height,
                                                    double near_plane, double far_plane, const at::Tensor& radii,
                                                    const at::Tensor& v_verts2d, const at::Tensor& v_depths) {
-    tri_check_cuda(vertices, "vertices");
+    check_cuda_tensor(vertices, "vertices");
     const c10::cuda::CUDAGuard guard(vertices.device());
     const int64_t C = viewmats.size(0), N = vertices.size(0);
     at::Tensor v_vertices = at::zeros_like(vertices), v_viewmats = at::zeros_like(viewmats);

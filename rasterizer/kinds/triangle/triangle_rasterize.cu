@@ -128,12 +128,6 @@ __global__ void tri_fwd_kernel(int64_t N, int W, int H, int tiles_x, int tiles_y
 }
 
 template <typename T>
-__device__ T tri_warp_sum2(T v) {
-    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    return v;
-}
-
-template <typename T>
 __global__ void tri_bwd_kernel(int64_t N, int W, int H, int tiles_x, int tiles_y, const int64_t* offsets,
                                const int32_t* ids, const TriangleEntry<T>* entries, const int32_t* last,
                                const T* T_final, const T* v_feats, const T* v_alphas, T* acc_grad) {
@@ -194,7 +188,7 @@ __global__ void tri_bwd_kernel(int64_t N, int W, int H, int tiles_x, int tiles_y
                 triangle_sample_vjp(v_alpha, px, py, e, K, qv, kk, clamped, g);
             }
             if (!__any_sync(0xffffffffu, valid)) continue;
-            for (int f = 0; f < kTriGrad; ++f) g[f] = tri_warp_sum2(g[f]);
+            for (int f = 0; f < kTriGrad; ++f) g[f] = warp_sum(g[f]);
             if (lead) {
                 T* dst = acc_grad + kTriGrad * (cam_off + batch[q].id);
                 for (int f = 0; f < kTriGrad; ++f)
