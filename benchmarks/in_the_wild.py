@@ -55,7 +55,7 @@ def run(setting: str, args, out_root: Path) -> dict:
     from sparsesplat.recon.trainer import TrainConfig
 
     rel, protocol = SCENES[args.scene]
-    from sparsesplat.recon.pipeline import PROTOCOL_RESOLUTION
+    from sparsesplat.recon.scene_input import PROTOCOL_RESOLUTION
 
     family = protocol.rstrip("0123456789-").rstrip("-")
     scene = load(data_root() / rel, protocol=protocol, downscale=PROTOCOL_RESOLUTION.get((family, family), 1))

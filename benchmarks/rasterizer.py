@@ -80,7 +80,7 @@ def make_convexes(n: int, width: int, seed: int = 0, device="cpu", P: int = 6):
     chosen so edges are about 2 pixels soft at the benchmark cameras (focal ~1.07 W, depth ~4)."""
     from sparsesplat.rasterizer import Convexes
     from sparsesplat.rasterizer.quaternions import quat_to_rotmat
-    from sparsesplat.recon.convex_model import fibonacci_sphere
+    from sparsesplat.recon.kinds.convex import fibonacci_sphere
 
     g = make_gaussians(n, seed=seed)
     r = g.scales.mean(dim=1)  # (N,)
@@ -98,7 +98,7 @@ def make_triangles(n: int, seed: int = 0, device="cpu"):
     """Triangles on the same surface points as ``make_gaussians``: equilateral, randomly oriented,
     circumradius twice the Gaussians' scale (about their visible reach), sigma 1, same opacities and SH."""
     from sparsesplat.rasterizer import Triangles
-    from sparsesplat.recon.triangle_model import random_triangles_at
+    from sparsesplat.recon.kinds.triangle import random_triangles_at
 
     g = make_gaussians(n, seed)
     r = 2.0 * g.scales.mean(-1).double().numpy()

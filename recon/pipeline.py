@@ -27,23 +27,16 @@ from . import run_config
 from .io import atomic_path, write_json
 from .prior_hooks import PriorSettings, build_prior_hooks
 from .cotraining import CoTrainer, second_field_config
+from .scene_input import SceneInput
 from .trainer import NonFiniteError, Trainer, TrainConfig, load_checkpoint, save_checkpoint
 
 
 @dataclass
-class ReconstructConfig:
+class ReconstructConfig(SceneInput):
     """Reconstruct a 3D scene from a few photos (their cameras are estimated) or from a posed dataset (COLMAP,
-    Blender, LLFF, DTU) into a run folder. The first options are all most runs need:
-    sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]"""
+    Blender, LLFF, DTU) into a run folder. The input and output options, then --primitive and --full, are all
+    most runs need: sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]"""
 
-    data: tyro.conf.Positional[Path]
-    """Folder of photos, or of a posed dataset (COLMAP, Blender, LLFF, DTU)."""
-    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
-    """Run folder to write (created when the run starts training; refused if it exists, see --resume and
-    --overwrite)."""
-    protocol: Annotated[Optional[str], tyro.conf.arg(metavar="NAME")] = None
-    """Sparse-view protocol choosing the training and test views: llff3, llff6, llff9, blender8, dtu3, dtu6,
-    dtu9, mip360-12 or mip360-24 (none: every view trains and none is held out for testing)."""
     primitive: Annotated[str, tyro.conf.arg(metavar="{gaussian,ges,triangle,convex}")] = "gaussian"
     """What the scene is made of: gaussian (3D Gaussians), ges (generalized exponential splats: Gaussians with a
     learned shape each, flat-topped or peaked), triangle (triangle splats, exports a mesh) or convex (smooth 3D
@@ -53,10 +46,6 @@ class ReconstructConfig:
     schedule: Literal["auto", "fast", "full"] = "auto"
     """Training schedule: fast (3000 steps, for a CPU), full (the papers' 10k/30k steps, for a GPU) or auto (full
     on a CUDA device, fast otherwise). Printed at the start; --iters sets the step count of either."""
-    format: Annotated[str, tyro.conf.arg(metavar="{auto,photos,colmap,blender,llff,dtu}")] = "auto"
-    """Scene format: auto (detected from the folder's files), photos, colmap, blender, llff or dtu."""
-    downscale: Annotated[float, tyro.conf.arg(aliases=["--scale"])] = 1.0
-    """Image downscale factor (2 = half size). Protocols set the published resolution when left at 1."""
     init: Annotated[str, tyro.conf.arg(metavar="{auto,mvs,sfm,hull,triangulate,random,dense,mono-depth}")] = "auto"
     """Initial points: auto (= mvs: the scene's SfM points, or SIFT matches triangulated with the known poses,
     plus plane-sweep multi-view stereo points from the training photos; else the visual hull when the photos
@@ -86,8 +75,6 @@ class ReconstructConfig:
     with one GPU each): every step's --views-per-step views (default: one per process) are split between
     them and their gradients summed. Pays with many views or high resolution, not with 3 views (README). Under
     torchrun, leave it at 1: the processes are torchrun's."""
-    overwrite: bool = False
-    """Replace an existing run folder."""
     export: tuple[str, ...] = ()
     """Also write the scene in these splat formats at the end (Gaussians only): spz, splat, compressed.ply,
     sog, e.g. --export spz sog or --export spz,sog (scene.spz, ... beside scene.ply; `sparsesplat export` does the
@@ -109,12 +96,6 @@ class ReconstructConfig:
     """--prior diffusion: a diffusers image-to-image pipeline, local folder or hub id."""
     priors: PriorSettings = field(default_factory=PriorSettings)
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
-
-
-# Published sparse-view resolutions (DESIGN.md §7), used when the user leaves --downscale at 1 and the
-# data is the protocol's own format: a factor or a target (W, H).
-PROTOCOL_RESOLUTION = {("llff", "llff"): 8, ("blender", "blender"): (400, 400), ("dtu", "dtu"): (400, 300),
-                       ("mip360", "colmap"): 4}
 
 
 class RunFolderExists(ValueError):
@@ -214,16 +195,7 @@ def apply_schedule(cfg: ReconstructConfig) -> str:
 
 
 def load_scene(cfg: ReconstructConfig):
-    from sparsesplat.datasets import load
-
-    from sparsesplat.datasets import detect_format
-
-    downscale = cfg.downscale
-    if downscale == 1.0 and cfg.protocol:
-        family = cfg.protocol.split("-")[0].rstrip("0123456789")
-        fmt = detect_format(cfg.data, cfg.protocol) if cfg.format == "auto" else cfg.format
-        downscale = PROTOCOL_RESOLUTION.get((family, fmt), 1.0)
-    scene = load(cfg.data, format=cfg.format, protocol=cfg.protocol, downscale=downscale)
+    scene = cfg.load()
     if not scene.poses_known and cfg.poses == "known":
         raise ValueError(f"{cfg.data} holds photos without camera poses; leave --poses at auto to estimate them")
     if len(scene.train_ids) < 1:

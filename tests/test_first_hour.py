@@ -246,8 +246,10 @@ def test_help_speaks_to_users_and_shows_the_short_path_first():
     assert "tyro" not in description and "dataclass" not in description and "photos" in description
     text = _help("reconstruct")
     assert "posed views" not in text and "photos" in text.split("╭")[0]
-    first = [o.split(",")[0].split()[0] for o in _help_options(text)][:6]
-    assert first == ["-h", "-o", "--protocol", "--primitive", "--full", "--schedule"], first
+    first = [o.split(",")[0].split()[0] for o in _help_options(text)][:9]
+    # what to read and where to write (shared with `poses`), then what to build
+    assert first == ["-h", "-o", "--protocol", "--format", "--scale", "--overwrite", "--primitive", "--full",
+                     "--schedule"], first
     opts = _help_options(text)
     for option in ("--format {auto,photos,colmap,blender,llff,dtu}", "--primitive {gaussian,ges,triangle,convex}",
                    "--device {auto,cpu,cuda}", "--rasterize-mode {classic,antialiased}",

@@ -12,27 +12,18 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
 import tyro
 
+from ..scene_input import SceneInput
+
 
 @dataclass
-class PosesCommand:
+class PosesCommand(SceneInput):
     """Estimate camera poses (and an initial point cloud) from photos without camera files."""
 
-    data: tyro.conf.Positional[Path]
-    """Folder of photos (or any scene; its own poses are then only used to report errors)."""
-    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
-    """Output folder."""
-    format: Annotated[str, tyro.conf.arg(metavar="{auto,photos,colmap,blender,llff,dtu}")] = "auto"
-    """Scene format: auto (detected), photos, colmap, blender, llff or dtu."""
-    downscale: float = 1.0
-    """Image downscale factor (2 = half size)."""
-    protocol: Annotated[Optional[str], tyro.conf.arg(metavar="NAME")] = None
-    """Estimate from the training views of a sparse-view protocol only (e.g. llff3, blender8)."""
     dense: bool = True
     """Add rectified-stereo points to points.ply (slower; the sparse points alone are few at 3 views)."""
     depth_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
@@ -41,11 +32,8 @@ class PosesCommand:
     matcher_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
     """Learned feature matcher (transformers SuperPoint+LightGlue or SuperGlue: a local folder or a hub id such
     as ETH-CVG/lightglue_superpoint) used beside SIFT: matches across wide baselines (360-degree photo sets)."""
-    overwrite: bool = False
-    """Replace an existing output folder."""
 
     def run(self) -> int:
-        from sparsesplat.datasets import load
         from sparsesplat.rasterizer.ply import save_points_ply
 
         from ..export import write_cameras_json, write_colmap_text, write_transforms_json
@@ -60,7 +48,7 @@ class PosesCommand:
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        scene = load(self.data, format=self.format, protocol=self.protocol, downscale=self.downscale)
+        scene = self.load()
         print(scene.summary())
         scene = scene.subset(scene.train_ids)  # test views take no part
         posed = pose_scene(scene, pose_config(self), log=print)
