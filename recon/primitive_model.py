@@ -24,6 +24,8 @@ import torch
 
 from sparsesplat.rasterizer.registry import KINDS
 
+INIT_OPACITY = 0.1  # every primitive's opacity at the start (TrainConfig.init_opacity); triangles keep their own
+
 
 def neighbour_spacing(points: np.ndarray, scene_scale: float) -> np.ndarray:
     """Each point's root mean square distance to its 3 nearest neighbours, the size every kind starts its

@@ -26,7 +26,7 @@ from .kinds.gaussian import LearningRates
 from .kinds.ges import GesOptions
 from .kinds.triangle import TriangleOptions
 from .metrics import psnr, ssim
-from .primitive_model import PrimitiveModel
+from .primitive_model import INIT_OPACITY, PrimitiveModel
 from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss, drop_primitives,
                            inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
@@ -63,7 +63,7 @@ class TrainConfig:
     """Convexes (--primitive convex): initialization, learning rates and their densification."""
     ges: GesOptions = field(default_factory=GesOptions)
     """GES splats (--primitive ges): the shapes' learning rate and start (their Gaussian parameters use lrs)."""
-    init_opacity: float = 0.1
+    init_opacity: float = INIT_OPACITY
     """Opacity of every primitive at the start."""
     dropout: float = 0.2
     """DropGaussian: the fraction of primitives dropped per step rises linearly to this (0 disables)."""

@@ -35,7 +35,7 @@ import torch
 from sparsesplat.rasterizer import Convexes
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 
-from ..primitive_model import PrimitiveModel, neighbour_spacing, register_model
+from ..primitive_model import INIT_OPACITY, PrimitiveModel, neighbour_spacing, register_model
 
 
 @dataclass
@@ -211,7 +211,7 @@ class ConvexModel(PrimitiveModel):
 
     @classmethod
     def from_points(cls, points: np.ndarray, colors: np.ndarray, sh_degree: int, settings: ConvexSettings,
-                    scene_scale: float, init_opacity: float = 0.1, device="cpu") -> "ConvexModel":
+                    scene_scale: float, init_opacity: float = INIT_OPACITY, device="cpu") -> "ConvexModel":
         pts = np.asarray(points, dtype=np.float64)
         P = settings.points_per_convex
         if not 3 <= P <= 8:

@@ -14,7 +14,7 @@ import torch
 from sparsesplat.rasterizer import Gaussians
 from sparsesplat.rasterizer.sh import rgb_to_sh0
 
-from ..primitive_model import PrimitiveModel, neighbour_spacing, register_model
+from ..primitive_model import INIT_OPACITY, PrimitiveModel, neighbour_spacing, register_model
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
@@ -47,16 +47,16 @@ class GaussianModel(PrimitiveModel):
     PARAM_NAMES = PARAM_NAMES
     POSITION = "means"
 
-    @classmethod
-    def from_points(cls, points: np.ndarray, colors: np.ndarray, sh_degree: int, lrs: LearningRates,
-                    scene_scale: float, init_opacity: float = 0.1, init_scale: float = 1.0,
-                    device="cpu") -> "GaussianModel":
-        """Isotropic Gaussians at ``points`` sized by the mean distance to their 3 nearest neighbours."""
+    @staticmethod
+    def initial_params(points: np.ndarray, colors: np.ndarray, sh_degree: int, scene_scale: float,
+                       init_opacity: float = INIT_OPACITY, init_scale: float = 1.0, device="cpu") -> dict:
+        """Raw parameters of isotropic Gaussians at ``points``, sized by the mean distance to their 3 nearest
+        neighbours (``init_scale`` times it)."""
         pts = np.asarray(points, dtype=np.float64)
         dist = neighbour_spacing(pts, scene_scale)
         n = len(pts)
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
-        params = {
+        return {
             "means": t(pts),
             "quats": torch.tensor([1.0, 0, 0, 0], device=device).repeat(n, 1),
             "scales": torch.log(t(dist * init_scale))[:, None].repeat(1, 3),
@@ -64,6 +64,13 @@ class GaussianModel(PrimitiveModel):
             "sh0": rgb_to_sh0(t(colors))[:, None, :],
             "shN": torch.zeros(n, (sh_degree + 1) ** 2 - 1, 3, device=device),
         }
+
+    @classmethod
+    def from_points(cls, points: np.ndarray, colors: np.ndarray, sh_degree: int, lrs: LearningRates,
+                    scene_scale: float, init_opacity: float = INIT_OPACITY, init_scale: float = 1.0,
+                    device="cpu") -> "GaussianModel":
+        """Isotropic Gaussians at ``points`` (``initial_params``), with their optimizers."""
+        params = cls.initial_params(points, colors, sh_degree, scene_scale, init_opacity, init_scale, device)
         return cls(params, lrs, scene_scale)
 
     @classmethod

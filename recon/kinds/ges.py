@@ -58,12 +58,11 @@ class GesModel(GaussianModel):
     @classmethod
     def create(cls, points, colors, cfg, scene_scale: float, device="cpu") -> "GesModel":
         lrs = GesLearningRates(**asdict(cfg.lrs), shapes=cfg.ges.shapes_lr)
-        g = GaussianModel.from_points(points, colors, cfg.sh_degree, cfg.lrs, scene_scale,
-                                      init_opacity=cfg.init_opacity, device=device)
         if not cfg.ges.init_shape > SHAPE_MIN:
             raise ValueError(f"--ges.init-shape must exceed {SHAPE_MIN:g}, got {cfg.ges.init_shape}")
-        beta = torch.full((len(g),), float(cfg.ges.init_shape), device=device)
-        return cls({**g.params, "shapes": shape_to_raw(beta)}, lrs, scene_scale)
+        params = cls.initial_params(points, colors, cfg.sh_degree, scene_scale, cfg.init_opacity, device=device)
+        beta = torch.full((len(params["means"]),), float(cfg.ges.init_shape), device=device)
+        return cls({**params, "shapes": shape_to_raw(beta)}, lrs, scene_scale)
 
     def activated(self) -> GeneralizedGaussians:
         g = super().activated()
