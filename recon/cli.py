@@ -83,22 +83,25 @@ class Info:
 
 class Reconstruct(ReconstructConfig):
     """Reconstruct a 3D scene from a few photos (their cameras are estimated) or from a posed dataset (COLMAP,
-    Blender, LLFF, DTU) into a run folder. The first options are all most runs need:
-    sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]"""
+    Blender, LLFF, DTU) into a run folder. The input and output options, then --primitive and --full, are all
+    most runs need: sparsesplat reconstruct PHOTOS -o runs/NAME [--protocol llff3] [--primitive triangle] [--full]
+    (--resume continues a run with its own settings)."""
 
     def run(self) -> int:
         from .pipeline import apply_schedule, reconstruct
         from .progress import TrainingProgress
+        from .run_config import resumed_settings
 
-        apply_schedule(self)  # the bar needs the step count; reconstruct() applies it again (a no-op) and says which
-        with TrainingProgress(self.train.iters) as bar:
-            metrics = reconstruct(self, progress=bar.update, log=bar.log, on_start=bar.start)
+        cfg = resumed_settings(self) if self.resume else self
+        apply_schedule(cfg)  # the bar needs the step count; reconstruct() applies it again (a no-op) and says which
+        with TrainingProgress(cfg.train.iters) as bar:
+            metrics = reconstruct(cfg, progress=bar.update, log=bar.log, on_start=bar.start)
         if not metrics:  # a data-parallel follower (torchrun rank > 0): rank 0 reports
             return 0
         psnr = metrics.get("psnr")
         tail = f", test PSNR {psnr:.2f} dB, SSIM {metrics['ssim']:.3f}" if psnr is not None else ""
-        print(f"done: {metrics['num_primitives']} {self.primitive} primitives in {metrics['train_seconds']:.0f} s{tail}")
-        print(f"run folder: {self.out}")
+        print(f"done: {metrics['num_primitives']} {cfg.primitive} primitives in {metrics['train_seconds']:.0f} s{tail}")
+        print(f"run folder: {cfg.out}")
         return 0
 
 

@@ -69,7 +69,8 @@ class ReconstructConfig(SceneInput):
     device: Annotated[str, tyro.conf.arg(metavar="{auto,cpu,cuda}")] = "auto"
     """Where to train: auto (cuda when available), cpu or cuda."""
     resume: bool = False
-    """Continue from the newest checkpoint in the run folder."""
+    """Continue from the newest checkpoint in the run folder, with the run's own settings (its config.yaml); a
+    setting given here other than its default replaces the run's (e.g. --resume --iters 6000 trains longer)."""
     nproc: int = 1
     """Processes that train together on this machine (data-parallel on torch.distributed: gloo on the CPU, NCCL
     with one GPU each): every step's --views-per-step views (default: one per process) are split between

@@ -118,3 +118,39 @@ def _convert(tp, value, unknown: list, where, prefix: str):
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+# Settings that belong to this command line, never to the run being continued.
+_THIS_COMMAND = ("data", "out", "resume", "overwrite")
+
+
+def resumed_settings(cfg, log=print):
+    """The settings to continue run folder ``cfg.out`` with (``--resume``): the run's own (its config.yaml), with
+    every setting this command line sets to other than its default taking this command line's value (so
+    ``--resume --iters 6000`` trains the same run longer). A setting given on the command line at its default
+    value cannot be told from one left out: it keeps the run's. Without a config.yaml, ``cfg`` as it is."""
+    if not (Path(cfg.out) / "config.yaml").is_file():
+        return cfg
+    cls = type(cfg)
+    saved = config_dict(read_run_config(cfg.out, cls))
+    now = config_dict(cfg)
+    default = config_dict(cls(data=cfg.data, out=cfg.out))
+    changed: list[str] = []
+
+    def merge(s: dict, n: dict, d: dict, prefix: str) -> dict:
+        out = {}
+        for key, value in n.items():
+            if isinstance(value, dict) and isinstance(s.get(key), dict):
+                out[key] = merge(s[key], value, d[key], prefix + key + ".")
+            elif key in _THIS_COMMAND or value != d.get(key) or key not in s:
+                out[key] = value
+                if key not in _THIS_COMMAND and key in s and s[key] != value:
+                    changed.append(f"{prefix}{key} {s[key]!r} -> {value!r}")
+            else:
+                out[key] = s[key]
+        return out
+
+    merged = from_dict(cls, merge(saved, now, default, ""), [], f"{Path(cfg.out) / 'config.yaml'}")
+    log(f"resuming with the settings of {Path(cfg.out) / 'config.yaml'}"
+        + (f"; changed on this command line: {', '.join(changed)}" if changed else ""))
+    return merged

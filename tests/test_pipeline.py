@@ -221,3 +221,24 @@ def test_lego_cli_smoke_run_beats_the_initial_render(data_dir, tmp_path):
     m1 = json.loads((tmp_path / "lego" / "metrics.json").read_text())
     assert m1["init_method"] == "hull" and len(m1["test_views"]) == 25
     assert m1["psnr"] > m0["psnr"] + 0.3 and m1["ssim"] > m0["ssim"] + 0.05, (m0, m1)
+
+
+def test_resume_continues_with_the_runs_own_settings(colmap_scene, tmp_path, capsys):
+    """`--resume` reads the run's config.yaml: settings left off the command line are the run's (not the
+    defaults, which would not even match the checkpoint's SH degree), and those given replace them."""
+    from sparsesplat.recon.cli import main
+    from sparsesplat.recon.run_config import read_run_config
+
+    data, _ = colmap_scene
+    out = tmp_path / "run"
+    assert main(["reconstruct", str(data), "-o", str(out), "--protocol", "llff6", "--init", "sfm", "--iters", "40",
+                 "--sh-degree", "0", "--dropout", "0.0", "--checkpoint-every", "0"]) == 0
+    capsys.readouterr()
+    assert main(["reconstruct", str(data), "-o", str(out), "--resume", "--iters", "60"]) == 0
+    said = "".join(capsys.readouterr())
+    assert "changed on this command line: train.iters 40 -> 60" in said, said
+    assert "resumed from" in said and "step_000040.pt" in said
+    cfg = read_run_config(out)
+    assert (cfg.protocol, cfg.init, cfg.train.sh_degree, cfg.train.dropout, cfg.train.iters) == ("llff6", "sfm", 0, 0.0, 60)
+    assert (out / "checkpoints" / "step_000060.pt").is_file()
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 60
