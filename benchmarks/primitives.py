@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .sparse_views import RESULTS, SCENES, data_root, run_one
+from .sparse_views import RESULTS, SCENES, data_root, reconstruct_settings, run_one
 
 
 def render_ms(rows: list[dict], backend: str = "cpu", repeats: int = 3) -> None:
@@ -83,10 +83,9 @@ def main() -> None:
             if (run / "metrics.json").is_file() and (run / "scene.ply").is_file():
                 m = {"scene": scene, **json.loads((run / "metrics.json").read_text())}
             else:
-                args = SimpleNamespace(out=stem, strategy="mcmc" if prim == "gaussian" else "default", dropout=0.2,
-                                       binocular=0.0, opacity_decay=0.0, iters=a.iters, init="auto", full=False,
-                                       primitive=prim, cap=a.cap, depth_model=None, diffusion_model=None, poses="auto",
-                                       loo_steps=None)
+                flags = ["--primitive", prim, "--strategy", "mcmc" if prim == "gaussian" else "default",
+                         "--dropout", "0.2", "--binocular-weight", "0", "--opacity-decay", "0", "--iters", str(a.iters)]
+                args = SimpleNamespace(out=stem, cap=a.cap, template=reconstruct_settings(flags))
                 m = run_one(scene, a.seed, args)
             rows.append(measure(scene, prim, run, m))
     render_ms(rows)

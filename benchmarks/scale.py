@@ -38,10 +38,11 @@ def _run(cmd: list[str], env: dict) -> float:
 
 def sweep_times(seeds: int, iters: int, workers: int, cores: int, tmp: Path) -> dict:
     base = [sys.executable, "-m", "sparsesplat.benchmarks.sparse_views", "--scenes", "example", "--seeds",
-            *map(str, range(seeds)), "--iters", str(iters), "--init", "random", "--out", "sweep"]
-    one = _run(base + ["--results", str(tmp / "one")], {"OMP_NUM_THREADS": str(cores)})
+            *map(str, range(seeds)), "--out", "sweep"]
+    run = ["--", "--iters", str(iters), "--init", "random"]  # the reconstruct options of every run
+    one = _run(base + ["--results", str(tmp / "one")] + run, {"OMP_NUM_THREADS": str(cores)})
     many = _run(base + ["--results", str(tmp / "ray"), "--workers", str(workers), "--threads-per-run",
-                        str(max(1, cores // workers))], {})
+                        str(max(1, cores // workers))] + run, {})
     a, b = _psnr_by_seed(tmp / "one" / "sweep.json"), _psnr_by_seed(tmp / "ray" / "sweep.json")
     assert a.keys() == b.keys(), "the sweep on Ray did not finish every run"
     # the thread counts differ (cores vs cores/workers per run), so the sums in the CPU rasterizer may differ in

@@ -4,10 +4,17 @@ seeds, beside published numbers.
     python -m sparsesplat.benchmarks.sparse_views                      # fern llff3, lego blender8, DTU dtu3; 2 seeds
     python -m sparsesplat.benchmarks.sparse_views --seeds 0 1 2 --workers 2 --out quality --plot   # on Ray, 2 at a time
     python -m sparsesplat.benchmarks.sparse_views --workers 16 --gpus-per-run 1 --ray-address HEAD:6379   # a cluster
-    python -m sparsesplat.benchmarks.sparse_views --scenes fern --seeds 0 1 2 --iters 3000
-    python -m sparsesplat.benchmarks.sparse_views --full               # the papers' schedules (GPU)
+    python -m sparsesplat.benchmarks.sparse_views --scenes fern --seeds 0 1 2 -- --iters 3000
+    python -m sparsesplat.benchmarks.sparse_views -- --full            # the papers' schedules (GPU)
+    python -m sparsesplat.benchmarks.sparse_views --scenes lego dtu -- --fields 2 --primitive ges
     python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior none repair   # each prior vs none
-    python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior repair --repair-steps 0   # pseudo views alone
+    python -m sparsesplat.benchmarks.sparse_views --scenes fern --prior repair -- --priors.repair.steps 0
+
+Every run of the grid takes the settings of ``sparsesplat reconstruct``: the options after ``--`` are that
+command's (any of them, as ``sparsesplat reconstruct --help`` lists them), the rest its defaults, except that
+each run gets its scene, protocol and seed, ``--checkpoint-every 0`` unless given, and a named schedule (fast
+unless ``--full`` or ``--schedule full``: never left to the device). The options before ``--`` say what to run
+(scenes, seeds, the priors to compare, ``--cap``) and how (Ray, results).
 
 Scenes are looked up in ../shared/data (or $SPARSESPLAT_DATA); ``example`` is the bundled example (a smoke test of
 a sweep or a cluster). Results: benchmarks/results/<stem>.md/.json (or --results DIR); run folders under
@@ -22,6 +29,7 @@ ones listed. Runs finished before with the same settings are taken as they are w
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -79,38 +87,71 @@ def data_root() -> Path:
     return Path(os.environ.get("SPARSESPLAT_DATA", REPO.parent / "shared" / "data"))
 
 
+def reconstruct_settings(flags: list[str]):
+    """The ``sparsesplat reconstruct`` options ``flags`` (what follows ``--``) as the ``ReconstructConfig`` every
+    run of the grid starts from (its data and output folder are set per run)."""
+    import tyro
+
+    from sparsesplat.recon.pipeline import ReconstructConfig
+
+    cfg = tyro.cli(ReconstructConfig, args=["SCENE", "-o", "RUN", *flags],
+                   prog="python -m sparsesplat.benchmarks.sparse_views [grid options] --")
+    if cfg.prior != ("none",):
+        sys.exit("give priors as the benchmark's --prior (before --): each is a row of the comparison")
+    return cfg
+
+
+def template(args):
+    """The settings every run starts from: ``args.template`` (the options after ``--``), else the CLI defaults."""
+    from sparsesplat.recon.pipeline import ReconstructConfig
+
+    cfg = getattr(args, "template", None)
+    return cfg if cfg is not None else ReconstructConfig(data=Path("SCENE"), out=Path("RUN"))
+
+
 def run_config(scene: str, seed: int, args, prior: str = "none"):
     """The ``ReconstructConfig`` of one run of the grid (its folder: <results>/runs/<stem>_<scene>_s<seed>[_prior])."""
-    from sparsesplat.recon.pipeline import ReconstructConfig
     from sparsesplat.recon.trainer import TrainConfig
 
     rel, protocol = SCENES[scene]
     runs = results_dir(args) / "runs"
     out = runs / f"{args.out}_{scene}_s{seed}" if prior == "none" else runs / f"{args.out}_{scene}_s{seed}_{prior}"
-    train = TrainConfig(seed=seed, checkpoint_every=0, strategy=args.strategy)
-    for name, value in (("dropout", args.dropout), ("binocular_weight", args.binocular),
-                        ("opacity_decay", args.opacity_decay), ("stereo_depth_weight", args.stereo_depth),
-                        ("background_alpha_weight", args.background_alpha),
-                        ("depth_smoothness_weight", args.depth_smoothness)):
-        if value is not None:  # else the CLI's default
-            setattr(train, name, value)
-    if args.iters:
-        train.iters = args.iters
-    if args.cap:  # matched primitive budgets across kinds
+    cfg = copy.deepcopy(template(args))
+    cfg.data, cfg.out, cfg.protocol, cfg.overwrite = data_root() / rel, out, protocol, True
+    cfg.prior = tuple(prior.split("+"))
+    cfg.train.seed = seed
+    if cfg.train.checkpoint_every == TrainConfig().checkpoint_every:
+        cfg.train.checkpoint_every = 0
+    if getattr(args, "cap", None):  # matched primitive budgets across kinds
+        train = cfg.train
         train.mcmc.cap_max = train.triangle.strategy.cap_max = train.convex.strategy.max_primitives = args.cap
-    cfg = ReconstructConfig(data=data_root() / rel, out=out, protocol=protocol, overwrite=True, init=args.init,
-                            train=train, prior=tuple(prior.split("+")), primitive=args.primitive,
-                            poses=args.poses)
-    if args.depth_model:
-        cfg.depth_model = args.depth_model
-    if args.diffusion_model:
-        cfg.diffusion_model = args.diffusion_model
-    if args.loo_steps is not None:
-        cfg.priors.loo_steps = args.loo_steps
-    if args.repair_steps is not None:
-        cfg.priors.repair.steps = args.repair_steps
-    cfg.schedule = "full" if args.full else "fast"  # named, not left to the device
+    cfg.schedule = "full" if cfg.full or cfg.schedule == "full" else "fast"  # named, not left to the device
     return cfg
+
+
+def settings_line(args) -> str:
+    """What the runs used, for the table: the schedule and every setting the options after ``--`` changed from
+    the CLI defaults ("train.fields=2, ..."), then the grid's cap and priors."""
+    from sparsesplat.recon.pipeline import ReconstructConfig
+    from sparsesplat.recon.run_config import config_dict
+
+    cfg = template(args)
+    now, default = config_dict(cfg), config_dict(ReconstructConfig(data=cfg.data, out=cfg.out))
+
+    def changed(a: dict, d: dict, prefix: str = ""):
+        for key, value in a.items():
+            if key in ("data", "out", "full", "schedule"):
+                continue
+            if isinstance(value, dict):
+                yield from changed(value, d.get(key) or {}, prefix + key + ".")
+            elif value != d.get(key):
+                yield f"{prefix}{key}={json.dumps(value, separators=(',', ':'))}"
+
+    schedule = "full" if cfg.full or cfg.schedule == "full" else "fast"
+    parts = [f"schedule={schedule}", *changed(now, default)]
+    if getattr(args, "cap", None):
+        parts.append(f"cap={args.cap}")
+    return ", ".join(parts + [f"priors={' '.join(getattr(args, 'prior', ['none']))}"])
 
 
 def reused(scene: str, seed: int, args, prior: str = "none") -> Optional[dict]:
@@ -183,18 +224,6 @@ def _same_run(saved: dict, now: dict, default: dict) -> bool:
         elif saved[k] != now[k] and now[k] != "auto":
             return False
     return True
-
-
-def _setting(value, field: str):
-    """What a run used: the flag's value, else the CLI's default."""
-    from sparsesplat.recon.trainer import TrainConfig
-
-    return value if value is not None else getattr(TrainConfig(), field)
-
-
-def _prior_steps(args) -> list[str]:
-    """The prior schedule options given on the command line ("repair_steps=0", ...); none at their defaults."""
-    return [f"{k}={v}" for k, v in (("loo_steps", args.loo_steps), ("repair_steps", args.repair_steps)) if v is not None]
 
 
 def _run_job(job) -> dict:
@@ -340,30 +369,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--iters", type=int, default=None, help="training steps (default: the CLI's default)")
-    ap.add_argument("--strategy", default="default", choices=["default", "mcmc"])
-    ap.add_argument("--dropout", type=float, default=None, help="DropGaussian rate (default: the CLI's)")
-    ap.add_argument("--binocular", type=float, default=None, help="binocular consistency weight (default: the CLI's)")
-    ap.add_argument("--opacity-decay", type=float, default=None, help="default: the CLI's")
-    ap.add_argument("--stereo-depth", type=float, default=None, help="stereo depth loss weight (default: the CLI's)")
-    ap.add_argument("--background-alpha", type=float, default=None,
-                    help="background transparency loss weight (default: the CLI's)")
-    ap.add_argument("--depth-smoothness", type=float, default=None,
-                    help="edge-aware depth smoothness weight (default: the CLI's)")
-    ap.add_argument("--init", default="auto")
-    ap.add_argument("--primitive", default="gaussian", help="gaussian, ges, triangle or convex")
-    ap.add_argument("--cap", type=int, default=None, help="primitive cap (MCMC Gaussians, triangles, convexes)")
-    ap.add_argument("--poses", default="auto", choices=["auto", "known", "estimate"],
-                    help="estimate: ignore the dataset's poses (test views are aligned for evaluation)")
-    ap.add_argument("--full", action="store_true", help="the papers' schedules (for a GPU)")
+    ap.add_argument("--cap", type=int, default=None,
+                    help="one primitive cap for every kind (MCMC Gaussians, triangles, convexes): matched budgets")
     ap.add_argument("--prior", nargs="+", default=["none"],
                     help="priors to compare, each none or a '+'-joined combination of depth, repair, diffusion")
-    ap.add_argument("--depth-model", default=None, help="--prior depth: local folder or hub id")
-    ap.add_argument("--diffusion-model", default=None, help="--prior diffusion: local folder or hub id")
-    ap.add_argument("--loo-steps", type=int, default=None, help="--prior repair: steps of each leave-one-out run")
-    ap.add_argument("--repair-steps", type=int, default=None,
-                    help="--prior repair: training steps of the repair network (0: it stays the identity, which "
-                         "isolates what the pseudo views alone do)")
     ap.add_argument("--workers", type=int, default=1,
                     help="runs at once as Ray tasks (1 and no --ray-address: one by one in this process)")
     ap.add_argument("--ray-address", default=None,
@@ -381,7 +390,10 @@ def main() -> None:
     ap.add_argument("--include", nargs="*", default=[],
                     help="earlier result stems (benchmarks/results/<stem>.json) whose rows join this table, e.g. "
                          "seeds run before with the same settings")
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:split])
+    args.template = reconstruct_settings(argv[split + 1:])
     if any(s != "example" for s in args.scenes) and not data_root().is_dir():
         sys.exit(f"scenes not found in {data_root()}; set SPARSESPLAT_DATA to the folder holding llff/ and nerf_synthetic/")
     if args.threads_per_run is None:
@@ -389,27 +401,16 @@ def main() -> None:
     results = results_dir(args)
     jobs = [(scene, seed, prior) for scene in args.scenes for seed in args.seeds for prior in args.prior]
     rows, failed = run_grid(jobs, args)
-    steps = _prior_steps(args)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     meta = {"machine": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "missing": failed,
             "command": "python -m sparsesplat.benchmarks.sparse_views " + " ".join(sys.argv[1:]),
-            "settings": f"primitive={args.primitive}, cap={args.cap}, strategy={args.strategy}, "
-                        f"dropout={_setting(args.dropout, 'dropout')}, "
-                        f"binocular={_setting(args.binocular, 'binocular_weight')}, "
-                        f"opacity_decay={_setting(args.opacity_decay, 'opacity_decay')}, "
-                        f"stereo_depth={_setting(args.stereo_depth, 'stereo_depth_weight')}, "
-                        f"background_alpha={_setting(args.background_alpha, 'background_alpha_weight')}, "
-                        f"depth_smoothness={_setting(args.depth_smoothness, 'depth_smoothness_weight')}, "
-                        f"init={args.init}, poses={args.poses}, "
-                        f"iters={args.iters or 'default'}, full={args.full}, priors={' '.join(args.prior)}"
-                        + "".join(f", {item}" for item in steps)}
-    if steps:  # this run's prior rows are a variant of the prior: say which in their label
-        rows = [{**r, "variant": ", ".join(steps)} if r.get("prior", "none") != "none" else r for r in rows]
+            "settings": settings_line(args)}
     ours = _settings(meta["settings"])
     for stem in args.include:
         earlier = json.loads((results / f"{stem}.json").read_text())
         theirs = _settings(earlier["meta"]["settings"])
-        variant = ", ".join(f"{k}={v}" for k, v in theirs.items() if k != "priors" and ours.get(k) != v)
+        variant = ", ".join(f"{k}={theirs.get(k, 'default')}" for k in dict.fromkeys([*theirs, *ours])
+                            if k != "priors" and theirs.get(k, "default") != ours.get(k, "default"))
         rows += [{**r, "variant": r.get("variant") or variant} for r in earlier["rows"] if r["scene"] in args.scenes]
         meta.setdefault("included", []).append(f"{stem}.json ({earlier['meta']['settings']})")
     rows.sort(key=lambda r: (list(SCENES).index(r["scene"]), r.get("prior", "none") != "none", r.get("variant", ""),

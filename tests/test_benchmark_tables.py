@@ -95,3 +95,30 @@ def test_primitives_table_gives_each_kind_its_ratios_to_the_gaussians_of_its_sce
     table = (tmp_path / "p.md").read_text()
     assert "| ges | 24.70 | 0.900 | 100 | 2.1 | 150 | 30.0 | 1.50x | 1.50x |" in table
     assert "| gaussian | 24.50 | 0.900 | 100 | 2.0 | 100 | 20.0 | 1.00x | 1.00x |" in table
+
+
+def test_the_grid_takes_any_reconstruct_option_after_the_separator(tmp_path):
+    """What follows `--` is parsed as `sparsesplat reconstruct` options: every run copies them, with its own
+    scene, protocol, seed and folder, no checkpoints unless asked, and a named schedule; the table's settings
+    line lists what differs from the CLI defaults."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    args = SimpleNamespace(out="t", results=str(tmp_path), cap=None, prior=["none"],
+                           template=sv.reconstruct_settings(["--fields", "2", "--primitive", "ges", "--iters", "500",
+                                                             "--default.grow-grad2d", "0.0005"]))
+    a, b = sv.run_config("lego", 0, args), sv.run_config("dtu", 1, args)
+    assert (a.primitive, a.train.fields, a.train.iters, a.train.default.grow_grad2d) == ("ges", 2, 500, 0.0005)
+    assert (a.protocol, b.protocol, a.train.seed, b.train.seed) == ("blender8", "dtu3", 0, 1)
+    assert a.out == tmp_path / "runs" / "t_lego_s0" and a.overwrite and a.train.checkpoint_every == 0
+    assert a.schedule == "fast" and b.train is not a.train  # each run its own copy
+    line = sv.settings_line(args)
+    assert line.startswith("schedule=fast, ") and "primitive=\"ges\"" in line and "train.fields=2" in line
+    assert "train.default.grow_grad2d=0.0005" in line and "train.dropout" not in line  # defaults are not listed
+    full = SimpleNamespace(**{**vars(args), "template": sv.reconstruct_settings(["--full"])})
+    assert sv.run_config("fern", 0, full).schedule == "full"
+    with pytest.raises(SystemExit, match="give priors as the benchmark's --prior"):
+        sv.reconstruct_settings(["--prior", "depth"])
+    with pytest.raises(SystemExit):  # not a reconstruct option: tyro says so
+        sv.reconstruct_settings(["--no-such-option", "1"])

@@ -23,7 +23,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers c
 
 def _sparse_views(results: Path, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "sparsesplat.benchmarks.sparse_views", "--scenes", "example", "--seeds", "0", "1",
-           "2", "3", "--iters", "6", "--init", "random", "--results", str(results), "--out", "grid", *extra]
+           "2", "3", "--results", str(results), "--out", "grid", *extra, "--", "--iters", "6", "--init", "random"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -44,8 +44,8 @@ def test_a_sweep_of_four_runs_on_two_ray_workers_writes_the_table_of_running_the
     assert strip_seconds(table(tmp_path / "ray" / "grid.md")) == strip_seconds(table(tmp_path / "seq" / "grid.md"))
     # a finished run is never run again: --reuse takes all four without starting Ray
     again = subprocess.run([sys.executable, "-m", "sparsesplat.benchmarks.sparse_views", "--scenes", "example",
-                            "--seeds", "0", "1", "2", "3", "--iters", "6", "--init", "random", "--results",
-                            str(tmp_path / "ray"), "--out", "grid", "--workers", "2", "--reuse"],
+                            "--seeds", "0", "1", "2", "3", "--results", str(tmp_path / "ray"), "--out", "grid",
+                            "--workers", "2", "--reuse", "--", "--iters", "6", "--init", "random"],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("reusing the finished run") == 4 and "sweep:" not in again.stderr
