@@ -8,6 +8,7 @@ Every file is written atomically; a run folder that exists is refused unless --r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -151,8 +152,10 @@ FULL_SCHEDULE = "full"
 
 
 def apply_full_schedule(cfg: ReconstructConfig) -> None:
-    """The papers' GPU schedules (3DGS defaults, 10k steps for forward-facing LLFF/DTU, 30k otherwise). Only
-    settings still at their (fast, CPU) defaults change: an explicit --iters or refinement setting wins."""
+    """The papers' GPU schedules (3DGS defaults, 10k steps for forward-facing LLFF/DTU, 30k otherwise), and every
+    densification strategy's own window for that length: each settings dataclass in the tree with a
+    ``full_schedule(iters)`` (every kind's strategy) says its own, so the preset covers a new kind by itself.
+    Only settings still at their (fast, CPU) defaults change: an explicit --iters or refinement setting wins."""
     t, base = cfg.train, TrainConfig()
     long_run = cfg.protocol is None or cfg.protocol.startswith(("blender", "mip360"))
 
@@ -163,14 +166,19 @@ def apply_full_schedule(cfg: ReconstructConfig) -> None:
     put(t, base, "iters", 30_000 if long_run else 10_000)
     put(t, base, "sh_every", 1000)
     put(t, base, "checkpoint_every", 7000)
-    for name, value in (("refine_start_iter", 500), ("refine_stop_iter", t.iters // 2), ("refine_every", 100),
-                        ("reset_every", 3000)):
-        put(t.default, base.default, name, value)
-    for name, value in (("refine_start_iter", 500), ("refine_stop_iter", t.iters // 2)):  # 3DCS densifies half the run
-        put(t.convex.strategy, base.convex.strategy, name, value)
-    for name, value in (("refine_start_iter", 500), ("refine_stop_iter", int(t.iters * 0.8))):
-        put(t.mcmc, base.mcmc, name, value)
-        put(t.triangle.strategy, base.triangle.strategy, name, value)
+    for obj, ref in _with_full_schedule(t, base):
+        for name, value in obj.full_schedule(t.iters).items():
+            put(obj, ref, name, value)
+
+
+def _with_full_schedule(obj, ref):
+    """(settings, their defaults) for every dataclass below ``obj`` that has a ``full_schedule`` method."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            if hasattr(value, "full_schedule"):
+                yield value, getattr(ref, f.name)
+            yield from _with_full_schedule(value, getattr(ref, f.name))
 
 
 def resolve_schedule(cfg: ReconstructConfig) -> str:

@@ -69,6 +69,10 @@ class ConvexStrategy:
     """When a convex is first seen, sigma is set so the view's sharpness z sigma equals this (edges a few
     pixels soft); sigma multiplies the view depth, whose scale the model cannot know before training."""
 
+    def full_schedule(self, iters: int) -> dict:
+        """3D Convex Splatting's refinement window (it densifies half the run) for ``iters`` steps (``--full``)."""
+        return {"refine_start_iter": 500, "refine_stop_iter": iters // 2}
+
     def initialize_state(self, model) -> dict:
         n, dev = len(model), model.params["sigma"].device  # on the model's device: no host copy per step
         return {"sigma_grad": torch.zeros(n, device=dev), "count": torch.zeros(n, device=dev),

@@ -75,6 +75,10 @@ class TriangleStrategy:
     opacity_reg: float = 0.005
     """Weight of the mean opacity in the loss (pushes unneeded triangles towards death)."""
 
+    def full_schedule(self, iters: int) -> dict:
+        """Triangle Splatting's refinement window for a run of ``iters`` steps (``--full``)."""
+        return {"refine_start_iter": 500, "refine_stop_iter": int(iters * 0.8)}
+
     def initialize_state(self, model) -> dict:
         # on the model's device: no host copy per step
         return {"max_weight": torch.zeros(len(model), device=model.params["opacities"].device), "views": 0}

@@ -31,6 +31,10 @@ class DefaultStrategy:
     max_primitives: int = 2_000_000
     """Never grow beyond this many Gaussians (a memory guard)."""
 
+    def full_schedule(self, iters: int) -> dict:
+        """The papers' (3DGS) refinement window for a run of ``iters`` steps (``--full``)."""
+        return {"refine_start_iter": 500, "refine_stop_iter": iters // 2, "refine_every": 100, "reset_every": 3000}
+
     def initialize_state(self, model) -> dict:
         n, dev = len(model), model.params["means"].device
         # on the model's device: moving the per-step statistics to the host would sync the GPU every step

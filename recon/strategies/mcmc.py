@@ -63,6 +63,10 @@ class MCMCStrategy:
     scale_reg: float = 0.01
     """Weight of the mean scale in the loss (keeps Gaussians small)."""
 
+    def full_schedule(self, iters: int) -> dict:
+        """3DGS-MCMC's refinement window for a run of ``iters`` steps (``--full``)."""
+        return {"refine_start_iter": 500, "refine_stop_iter": int(iters * 0.8)}
+
     def initialize_state(self, model) -> dict:
         return {}
 
