@@ -42,3 +42,25 @@ def test_explicit_settings_win_over_the_full_schedule_and_applying_twice_changes
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_default_is_full():
     assert resolve_schedule(ReconstructConfig(data=Path("s"), out=Path("r"), device="auto")) == "full"
+
+
+def test_every_densification_strategy_in_the_settings_says_its_full_schedule():
+    """A strategy (anything with step_post_backward) anywhere in the settings tree has a full_schedule, so --full
+    cannot leave a kind at the fast schedule's refinement window."""
+    import dataclasses
+
+    def strategies(obj):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                if hasattr(value, "step_post_backward"):
+                    yield f.name, value
+                yield from strategies(value)
+
+    found = dict(strategies(TrainConfig()))
+    assert {"default", "mcmc"} <= set(found) and len(found) == 4  # + the triangle and convex kinds' own
+    cfg = _cfg(protocol="llff3", full=True)
+    apply_schedule(cfg)
+    for name, strategy in strategies(cfg.train):
+        assert hasattr(strategy, "full_schedule"), name
+        assert strategy.refine_stop_iter >= 5000, name  # the 10k-step window, not the 3000-step one
