@@ -191,6 +191,23 @@ HOSTDEV ConvexProjection<T> project_convex(const T* pts, int P, T delta, T sigma
     return g;
 }
 
+// Writes entry idx (camera-major) of the projection's outputs (P points per convex); culled entries are left
+// as they are (zero).
+template <typename T>
+HOSTDEV void store_projection(const ConvexProjection<T>& g, int64_t idx, int P, T* means2d, T* lines, int* nedges,
+                              T* sharp, T* depths, T* opacities, int* radii) {
+    means2d[2 * idx] = g.m[0];
+    means2d[2 * idx + 1] = g.m[1];
+    for (int k = 0; k < g.n; ++k)
+        for (int r = 0; r < 3; ++r) lines[(idx * P + k) * 3 + r] = g.lines[k][r];
+    nedges[idx] = g.n;
+    sharp[idx] = g.s;
+    depths[idx] = g.pc[2];
+    opacities[idx] = g.opacity;
+    radii[2 * idx] = g.radius[0];
+    radii[2 * idx + 1] = g.radius[1];
+}
+
 // Gradients of one projection: from the incoming gradients of means2d (2), lines (n x 3, row-major),
 // s, depth and opacity, to the points (P x 3), delta, sigma, opacity and the camera (v_R 3x3, v_t 3).
 // Outputs are written (not accumulated).

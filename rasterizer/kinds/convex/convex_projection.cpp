@@ -41,16 +41,7 @@ void convex_fwd_impl(const at::Tensor& points, const at::Tensor& delta, const at
         const ConvexProjection<T> g =
             project_convex(x + 3 * P * n, P, dl[n], sg[n], o[n], cam, T(near_plane), T(far_plane));
         if (!g.valid) continue;  // culled entries stay zero (outputs were zero-initialized)
-        out_m2[2 * idx] = g.m[0];
-        out_m2[2 * idx + 1] = g.m[1];
-        for (int k = 0; k < g.n; ++k)
-            for (int r = 0; r < 3; ++r) out_l[(idx * P + k) * 3 + r] = g.lines[k][r];
-        out_n[idx] = g.n;
-        out_s[idx] = g.s;
-        out_d[idx] = g.pc[2];
-        out_o[idx] = g.opacity;
-        out_r[2 * idx] = g.radius[0];
-        out_r[2 * idx + 1] = g.radius[1];
+        store_projection(g, idx, P, out_m2, out_l, out_n, out_s, out_d, out_o, out_r);
     }
 }
 

@@ -32,16 +32,7 @@ __global__ void convex_project_fwd_kernel(int64_t C, int64_t N, int P, const T* 
     const ConvexProjection<T> g =
         project_convex(points + 3 * P * n, P, delta[n], sigma[n], opacities[n], cam, near_plane, far_plane);
     if (!g.valid) return;  // outputs were zero-initialized
-    means2d[2 * idx] = g.m[0];
-    means2d[2 * idx + 1] = g.m[1];
-    for (int k = 0; k < g.n; ++k)
-        for (int r = 0; r < 3; ++r) lines[(idx * P + k) * 3 + r] = g.lines[k][r];
-    nedges[idx] = g.n;
-    sharp[idx] = g.s;
-    depths[idx] = g.pc[2];
-    opac_out[idx] = g.opacity;
-    radii[2 * idx] = g.radius[0];
-    radii[2 * idx + 1] = g.radius[1];
+    store_projection(g, idx, P, means2d, lines, nedges, sharp, depths, opac_out, radii);
 }
 
 template <typename T>

@@ -174,6 +174,19 @@ HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, con
     return g;
 }
 
+// Writes entry idx (camera-major) of the projection's outputs; culled entries are left as they are (zero).
+template <typename T>
+HOSTDEV void store_projection(const GaussianProjection<T>& g, int64_t idx, T* means2d, T* conics, T* depths,
+                              T* opacities, int* radii) {
+    means2d[2 * idx] = g.mean2d[0];
+    means2d[2 * idx + 1] = g.mean2d[1];
+    for (int k = 0; k < 3; ++k) conics[3 * idx + k] = g.conic[k];
+    depths[idx] = g.p[2];
+    opacities[idx] = g.opacity;
+    radii[2 * idx] = g.radius[0];
+    radii[2 * idx + 1] = g.radius[1];
+}
+
 // Gradients of one projection. Inputs: the recomputed state `g` (valid), the incoming gradients of
 // mean2d (2), conic (3), depth and effective opacity. Outputs are written (not accumulated):
 // v_mean (3), v_quat (4), v_scale (3), v_opacity, v_R (3x3 row-major) and v_t (3).

@@ -41,13 +41,7 @@ void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
                                                          T(near_plane), T(far_plane), antialiased,
                                                          beta ? beta[n] : T(0));
         if (g.valid) {
-            out_m2[2 * idx] = g.mean2d[0];
-            out_m2[2 * idx + 1] = g.mean2d[1];
-            for (int k = 0; k < 3; ++k) out_con[3 * idx + k] = g.conic[k];
-            out_d[idx] = g.p[2];
-            out_o[idx] = g.opacity;
-            out_r[2 * idx] = g.radius[0];
-            out_r[2 * idx + 1] = g.radius[1];
+            store_projection(g, idx, out_m2, out_con, out_d, out_o, out_r);
         } else {  // culled entries are all zeros (outputs were zero-initialized)
             out_r[2 * idx] = out_r[2 * idx + 1] = 0;
         }

@@ -31,13 +31,7 @@ __global__ void project_fwd_kernel(int64_t C, int64_t N, const T* __restrict__ m
                                                      cam, eps2d, near_plane, far_plane, antialiased,
                                                      shapes ? shapes[n] : T(0));
     if (!g.valid) return;  // outputs were zero-initialized
-    means2d[2 * idx] = g.mean2d[0];
-    means2d[2 * idx + 1] = g.mean2d[1];
-    for (int k = 0; k < 3; ++k) conics[3 * idx + k] = g.conic[k];
-    depths[idx] = g.p[2];
-    opac_out[idx] = g.opacity;
-    radii[2 * idx] = g.radius[0];
-    radii[2 * idx + 1] = g.radius[1];
+    store_projection(g, idx, means2d, conics, depths, opac_out, radii);
 }
 
 // Grid (ceil(N / kThreads), C): a block never straddles two cameras, so the camera gradient is

@@ -181,6 +181,17 @@ HOSTDEV TriangleProjection<T> project_triangle(const T* verts, T sigma, T opacit
     return tp;
 }
 
+// Writes entry idx (camera-major) of the projection's outputs; culled entries are left as they are (zero).
+template <typename T>
+HOSTDEV void store_projection(const TriangleProjection<T>& tp, int64_t idx, T* v2, T* depths, T* means2d,
+                              T* bounds, int* radii) {
+    for (int k = 0; k < 6; ++k) v2[6 * idx + k] = tp.v2[k];
+    depths[idx] = tp.depth;
+    means2d[2 * idx] = tp.mean2d[0], means2d[2 * idx + 1] = tp.mean2d[1];
+    for (int k = 0; k < 4; ++k) bounds[4 * idx + k] = tp.bounds[k];
+    radii[2 * idx] = tp.radius[0], radii[2 * idx + 1] = tp.radius[1];
+}
+
 // Gradients of one projection (valid) given those of the 2D vertices (6) and the depth. Writes v_verts (9),
 // v_R (3x3 row-major) and v_t (3).
 template <typename T>

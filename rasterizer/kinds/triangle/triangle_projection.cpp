@@ -24,11 +24,7 @@ void tri_project_fwd(int64_t C, int64_t N, int W, int H, const T* v, const T* sg
         const PinholeCamera<T> cam = load_camera(vm + 16 * c, K + 9 * c, W, H);
         const TriangleProjection<T> tp = project_triangle(v + 9 * n, sg[n], op[n], cam, T(near_plane), T(far_plane));
         if (!tp.valid) continue;  // culled entries stay zero
-        for (int k = 0; k < 6; ++k) o_v2[6 * idx + k] = tp.v2[k];
-        o_d[idx] = tp.depth;
-        o_m[2 * idx] = tp.mean2d[0], o_m[2 * idx + 1] = tp.mean2d[1];
-        for (int k = 0; k < 4; ++k) o_b[4 * idx + k] = tp.bounds[k];
-        o_r[2 * idx] = tp.radius[0], o_r[2 * idx + 1] = tp.radius[1];
+        store_projection(tp, idx, o_v2, o_d, o_m, o_b, o_r);
     }
 }
 

@@ -28,11 +28,7 @@ __global__ void tri_project_fwd_kernel(int64_t C, int64_t N, const T* __restrict
     const PinholeCamera<T> cam = load_camera(viewmats + 16 * c, Ks + 9 * c, W, H);
     const TriangleProjection<T> tp = project_triangle(verts + 9 * n, sg[n], op[n], cam, near_plane, far_plane);
     if (!tp.valid) return;  // outputs were zero-initialized
-    for (int k = 0; k < 6; ++k) v2[6 * idx + k] = tp.v2[k];
-    depths[idx] = tp.depth;
-    means2d[2 * idx] = tp.mean2d[0], means2d[2 * idx + 1] = tp.mean2d[1];
-    for (int k = 0; k < 4; ++k) bounds[4 * idx + k] = tp.bounds[k];
-    radii[2 * idx] = tp.radius[0], radii[2 * idx + 1] = tp.radius[1];
+    store_projection(tp, idx, v2, depths, means2d, bounds, radii);
 }
 
 // Grid (ceil(N / threads), C): a block never straddles two cameras, so the camera gradient is
