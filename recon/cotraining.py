@@ -100,7 +100,7 @@ class CoTrainer:
         self.pruned = [0, 0]
         self._pseudo: Optional[Cameras] = None
         self._cached: Optional[torch.Tensor] = None  # field 0's render of this step's pseudo view, detached
-        self._focus = focus_depth(trainers[0].cameras, trainers[0].model.params["means"])
+        self._focus = focus_depth(trainers[0].cameras, _centers(trainers[0].model))
         for i, t in enumerate(trainers):
             t.extra_losses.append(self._coreg_loss(i))
 
@@ -171,8 +171,8 @@ class CoTrainer:
     def coprune(self) -> list[int]:
         """Remove each field's primitives that have no counterpart in the other field; returns the counts."""
         distance = self.cfg.coprune_distance * self.model.scene_scale
-        means = [t.model.params["means"] for t in self.trainers]
-        drop = [unmatched(means[0], means[1], distance), unmatched(means[1], means[0], distance)]
+        centers = [_centers(t.model) for t in self.trainers]
+        drop = [unmatched(centers[0], centers[1], distance), unmatched(centers[1], centers[0], distance)]
         counts = []
         for t, mask in zip(self.trainers, drop):
             if mask.all():  # never empty a field: the other has drifted away entirely, nothing to judge by
@@ -210,3 +210,9 @@ def _refine_start(trainer: Trainer) -> int:
 def second_field_config(cfg: TrainConfig) -> TrainConfig:
     """Field 1's settings: field 0's with another seed, so its view order, dropout and splits differ."""
     return dataclasses.replace(cfg, seed=cfg.seed + 1)
+
+
+def _centers(model) -> torch.Tensor:
+    """(N,3) centres of a field's primitives, any kind (a Gaussian's mean, a triangle's or convex's centroid)."""
+    with torch.no_grad():
+        return model.activated().centers.detach()
