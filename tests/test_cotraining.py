@@ -164,3 +164,27 @@ def test_cotraining_checkpoint_resumes_both_fields_exactly(tiny_scene, tmp_path)
     single = co.trainers[0]
     with pytest.raises(ValueError, match="one field"):
         resumed.load_state_dict(single.state_dict())
+
+
+def test_two_fields_of_triangles_coprune_by_their_centroids(tiny_scene):
+    """Co-training is not Gaussian-only: triangles (no means) co-prune by their centroids."""
+    from sparsesplat.recon.kinds.triangle import TriangleModel
+
+    cfg = TrainConfig(iters=2, sh_every=100, checkpoint_every=0, fields=2, coprune_every=0, coprune_distance=0.005)
+    train = [0, 2, 4, 6]
+    cams = tiny_scene.cameras.to(dtype=torch.float32)
+    norm = normalize_scene(cams[train], tiny_scene.points)
+    images = torch.from_numpy(tiny_scene.images)[train]
+
+    def field(c):
+        model = TriangleModel.create(norm.apply_points(tiny_scene.points), tiny_scene.point_colors, c,
+                                     norm.scene_scale)
+        return Trainer(model, images, norm.apply_cameras(cams)[train], torch.zeros(3), c)
+
+    co = CoTrainer([field(cfg), field(second_field_config(cfg))], cfg)
+    f0, f1 = co.trainers  # both start with a triangle centred on each point (their orientations differ)
+    n = len(f0.model)
+    assert co.coprune() == [0, 0]
+    with torch.no_grad():  # move 7 of field 1's triangles far away: they and their twins lose confirmation
+        f1.model.params["vertices"][:7] += 100 * f1.model.scene_scale
+    assert co.coprune() == [7, 7] and len(f0.model) == len(f1.model) == n - 7
