@@ -50,21 +50,17 @@ def alter_photos(scene, gain: tuple[float, float], white_balance: tuple[float, f
 
 
 def run(setting: str, args, out_root: Path) -> dict:
-    from sparsesplat.datasets import load
     from sparsesplat.recon.pipeline import ReconstructConfig, reconstruct
     from sparsesplat.recon.trainer import TrainConfig
 
     rel, protocol = SCENES[args.scene]
-    from sparsesplat.recon.scene_input import PROTOCOL_RESOLUTION
-
-    family = protocol.rstrip("0123456789-").rstrip("-")
-    scene = load(data_root() / rel, protocol=protocol, downscale=PROTOCOL_RESOLUTION.get((family, family), 1))
-    altered, factors, clipped = alter_photos(scene, tuple(args.gain), tuple(args.white_balance), args.seed)
     train = TrainConfig(seed=args.seed, checkpoint_every=0, **SETTINGS[setting])
     if args.iters:
         train.iters = args.iters
     cfg = ReconstructConfig(data=data_root() / rel, out=out_root / f"{args.out}_{args.scene}_{setting}_s{args.seed}",
                             protocol=protocol, overwrite=True, train=train, schedule="fast")
+    scene = cfg.load()  # at the protocol's published resolution, as reconstruct would load it
+    altered, factors, clipped = alter_photos(scene, tuple(args.gain), tuple(args.white_balance), args.seed)
     t0 = time.time()
     m = reconstruct(cfg, log=lambda *_: None, scene=altered)
     print(f"{args.scene} {setting}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
