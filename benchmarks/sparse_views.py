@@ -132,23 +132,13 @@ def run_config(scene: str, seed: int, args, prior: str = "none"):
 def settings_line(args) -> str:
     """What the runs used, for the table: the schedule and every setting the options after ``--`` changed from
     the CLI defaults ("train.fields=2, ..."), then the grid's cap and priors."""
-    from sparsesplat.recon.pipeline import ReconstructConfig
-    from sparsesplat.recon.run_config import config_dict
+    from sparsesplat.recon.run_config import changed_settings
 
     cfg = template(args)
-    now, default = config_dict(cfg), config_dict(ReconstructConfig(data=cfg.data, out=cfg.out))
-
-    def changed(a: dict, d: dict, prefix: str = ""):
-        for key, value in a.items():
-            if key in ("data", "out", "full", "schedule"):
-                continue
-            if isinstance(value, dict):
-                yield from changed(value, d.get(key) or {}, prefix + key + ".")
-            elif value != d.get(key):
-                yield f"{prefix}{key}={json.dumps(value, separators=(',', ':'))}"
-
+    changed = [f"{name}={json.dumps(value, separators=(',', ':'))}" for name, value in changed_settings(cfg).items()
+               if name not in ("full", "schedule")]
     schedule = "full" if cfg.full or cfg.schedule == "full" else "fast"
-    parts = [f"schedule={schedule}", *changed(now, default)]
+    parts = [f"schedule={schedule}", *changed]
     if getattr(args, "cap", None):
         parts.append(f"cap={args.cap}")
     return ", ".join(parts + [f"priors={' '.join(getattr(args, 'prior', ['none']))}"])

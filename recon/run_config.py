@@ -120,6 +120,21 @@ def _convert(tp, value, unknown: list, where, prefix: str):
     return value
 
 
+def changed_settings(cfg) -> dict:
+    """Every setting of ``cfg`` (a settings dataclass with ``data`` and ``out``) that differs from its class's
+    default, by dotted name ("train.fields": 2), as ``config_dict`` writes the values."""
+    now, default = config_dict(cfg), config_dict(type(cfg)(data=cfg.data, out=cfg.out))
+
+    def walk(a: dict, d: dict, prefix: str):
+        for key, value in a.items():
+            if isinstance(value, dict):
+                yield from walk(value, d.get(key) or {}, prefix + key + ".")
+            elif value != d.get(key):
+                yield prefix + key, value
+
+    return dict(walk(now, default, ""))
+
+
 # Settings that belong to this command line, never to the run being continued.
 _THIS_COMMAND = ("data", "out", "resume", "overwrite")
 
@@ -129,28 +144,21 @@ def resumed_settings(cfg, log=print):
     every setting this command line sets to other than its default taking this command line's value (so
     ``--resume --iters 6000`` trains the same run longer). A setting given on the command line at its default
     value cannot be told from one left out: it keeps the run's. Without a config.yaml, ``cfg`` as it is."""
-    if not (Path(cfg.out) / "config.yaml").is_file():
+    path = Path(cfg.out) / "config.yaml"
+    if not path.is_file():
         return cfg
-    cls = type(cfg)
-    saved = config_dict(read_run_config(cfg.out, cls))
+    settings = config_dict(read_run_config(cfg.out, type(cfg)))  # every setting, today's defaults where it lacks one
     now = config_dict(cfg)
-    default = config_dict(cls(data=cfg.data, out=cfg.out))
     changed: list[str] = []
-
-    def merge(s: dict, n: dict, d: dict, prefix: str) -> dict:
-        out = {}
-        for key, value in n.items():
-            if isinstance(value, dict) and isinstance(s.get(key), dict):
-                out[key] = merge(s[key], value, d[key], prefix + key + ".")
-            elif key in _THIS_COMMAND or value != d.get(key) or key not in s:
-                out[key] = value
-                if key not in _THIS_COMMAND and key in s and s[key] != value:
-                    changed.append(f"{prefix}{key} {s[key]!r} -> {value!r}")
-            else:
-                out[key] = s[key]
-        return out
-
-    merged = from_dict(cls, merge(saved, now, default, ""), [], f"{Path(cfg.out) / 'config.yaml'}")
-    log(f"resuming with the settings of {Path(cfg.out) / 'config.yaml'}"
-        + (f"; changed on this command line: {', '.join(changed)}" if changed else ""))
+    for name, value in {**changed_settings(cfg), **{k: now[k] for k in _THIS_COMMAND}}.items():
+        *parents, key = name.split(".")
+        node = settings
+        for part in parents:
+            node = node[part]
+        if name not in _THIS_COMMAND and node.get(key) != value:
+            changed.append(f"{name} {node.get(key)!r} -> {value!r}")
+        node[key] = value
+    merged = from_dict(type(cfg), settings, [], path)
+    said = f"; changed on this command line: {', '.join(changed)}" if changed else ""
+    log(f"resuming with the settings of {path}{said}")
     return merged
