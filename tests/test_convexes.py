@@ -205,11 +205,9 @@ def test_constructor_checks_shapes():
 
 
 def test_gaussian_only_backend_says_so():
-    import types
-
+    from sparsesplat.rasterizer.backends import gsplat_backend  # the module; gsplat itself is not imported
     from sparsesplat.rasterizer.kinds.convex.pipeline import render_convexes
 
-    gsplat_like = types.ModuleType("sparsesplat.rasterizer.backends.gsplat_backend")
     cv = random_convexes(3, hard_cases=False)
     with pytest.raises(ValueError, match="gsplat rasterizer backend cannot draw convexes .it draws Gaussians only"):
-        render_convexes(cv, orbit_cameras(1, 16, 16), gsplat_like, None, "classic")
+        render_convexes(cv, orbit_cameras(1, 16, 16), gsplat_backend, None, "classic")

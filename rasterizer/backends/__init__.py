@@ -77,7 +77,7 @@ def resolve(name: str, device: torch.device) -> ModuleType:
 
 def backend_name(impl: ModuleType) -> str:
     """The name ('torch', 'cpu', 'cuda', 'gsplat') of a backend module ``resolve`` returned."""
-    return getattr(impl, "NAME", None) or impl.__name__.rsplit(".", 1)[-1].removesuffix("_backend")
+    return impl.NAME
 
 
 def kind_stages(impl: ModuleType, table: dict[str, Callable[[], tuple]], what: str) -> tuple:
@@ -85,7 +85,7 @@ def kind_stages(impl: ModuleType, table: dict[str, Callable[[], tuple]], what: s
     them; a backend missing from it gets an error that says which ones draw ``what``."""
     name = backend_name(impl)
     if name not in table:
-        only = " (it draws Gaussians only)" if name == "gsplat" else ""
+        only = f" (it draws {impl.DRAWS})" if hasattr(impl, "DRAWS") else ""
         choices = ", ".join(repr(b) for b in table)
         raise ValueError(f"the {name} rasterizer backend cannot draw {what}{only}; use backend {choices} or 'auto'")
     return table[name]()

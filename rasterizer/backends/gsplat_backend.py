@@ -3,3 +3,4 @@
 """
 
 NAME = "gsplat"
+DRAWS = "Gaussians only"  # what a kind that cannot run here is told (backends.kind_stages)
