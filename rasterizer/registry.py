@@ -51,8 +51,8 @@ def kind_of(prims) -> Kind:
     raise TypeError(f"render() does not support {type(prims).__name__}; it draws {drawn}")
 
 
-def named(name: str, what: str = "primitive") -> Kind:
+def named(name: str) -> Kind:
     """The kind called ``name``, with an error listing the known names."""
     if name not in KINDS:
-        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(sorted(KINDS))}")
+        raise ValueError(f"unknown primitive {name!r}; choose one of {', '.join(sorted(KINDS))}")
     return KINDS[name]
