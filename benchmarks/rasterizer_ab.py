@@ -100,9 +100,10 @@ def time_builds(exts, views, W: int, H: int, tile: int, repeats: int) -> list[di
         for ins, radii, v_feats, v_alphas in views:
             for e, ext in enumerate(exts):
                 t0 = time.perf_counter()
-                _, _, _, offsets, ids, last, T_final = ext.rasterize_fwd(*ins, radii, W, H, tile, *extra[e])
+                # what the backward takes of the forward: the binning (row masks too since they exist), last, T_final
+                _, _, _, *binning = ext.rasterize_fwd(*ins, radii, W, H, tile, *extra[e])
                 t1 = time.perf_counter()
-                ext.rasterize_bwd(*ins, W, H, tile, offsets, ids, last, T_final, v_feats, v_alphas, *extra[e])
+                ext.rasterize_bwd(*ins, W, H, tile, *binning, v_feats, v_alphas, *extra[e])
                 t2 = time.perf_counter()
                 fwd[e] += t1 - t0
                 bwd[e] += t2 - t1

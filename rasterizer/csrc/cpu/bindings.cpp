@@ -18,7 +18,7 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor&, const at::Tensor&, 
 std::vector<at::Tensor> rasterize_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                           const at::Tensor&, int64_t, int64_t, int64_t, const at::Tensor&,
                                           const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          const at::Tensor&, const at::Tensor&);
+                                          const at::Tensor&, const at::Tensor&, const at::Tensor&);
 // triangles (triangle_projection / triangle_rasterize)
 std::vector<at::Tensor> project_triangles_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                   const at::Tensor&, const at::Tensor&, int64_t, int64_t, double,

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -33,87 +34,174 @@ inline void atomic_max(T* dst, T v) {
 }
 
 // Per-tile lists of one render: tile t (= camera * tiles_x * tiles_y + row * tiles_x + column) holds
-// ids[offsets[t] .. offsets[t+1]), primitive indices within their camera, front to back.
+// ids[offsets[t] .. offsets[t+1]), primitive indices within their camera, front to back; rows (when the
+// kind gives row masks, else empty) holds each pair's bit mask of the tile rows its entry can meet.
 struct Binning {
     int tiles_x, tiles_y;
     std::vector<int64_t> offsets;  // C * tiles + 1
     std::vector<int32_t> ids;
+    std::vector<uint32_t> rows;
 };
 
-// Bins C*N entries (entry idx = camera * N + primitive) into per-tile lists:
-// tile rectangles per entry -> (tile, primitive) pairs in entry order -> counting sort by tile (stable) ->
-// each tile's list sorted by (depth, index), so ties are deterministic.
+// The rows_of of a kind without row masks: every tile of an entry's rectangle is kept.
+struct AllRows {};
+
+// An order-preserving unsigned key of a sort depth (-0 and +0 equal), for the radix sort below.
+inline uint32_t depth_key(float d) {
+    d = d + 0.0f;  // -0 -> +0, as the comparison treats them
+    uint32_t u;
+    std::memcpy(&u, &d, sizeof u);
+    return (u >> 31) ? ~u : u | 0x80000000u;
+}
+inline uint64_t depth_key(double d) {
+    d = d + 0.0;
+    uint64_t u;
+    std::memcpy(&u, &d, sizeof u);
+    return (u >> 63) ? ~u : u | 0x8000000000000000ull;
+}
+
+// Entries sorted by (key, index): a stable LSD radix sort (8-bit digits) of entries given in index order;
+// digits that every key shares are skipped.
+template <typename K>
+void radix_sort_by_key(std::vector<K>& keys, std::vector<int64_t>& entries) {
+    const size_t n = keys.size();
+    std::vector<K> keys_tmp(n);
+    std::vector<int64_t> entries_tmp(n);
+    for (int shift = 0; shift < int(8 * sizeof(K)); shift += 8) {
+        size_t count[257] = {0};
+        for (size_t i = 0; i < n; ++i) ++count[((keys[i] >> shift) & 0xff) + 1];
+        if (std::find(count + 1, count + 257, n) != count + 257) continue;  // one digit for all
+        for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+        for (size_t i = 0; i < n; ++i) {
+            const size_t at = count[(keys[i] >> shift) & 0xff]++;
+            keys_tmp[at] = keys[i];
+            entries_tmp[at] = entries[i];
+        }
+        keys.swap(keys_tmp);
+        entries.swap(entries_tmp);
+    }
+}
+
+// Bins C*N entries (entry idx = camera * N + primitive) into per-tile lists, each front to back in
+// (depth, index) order (so ties are deterministic):
+//   1. each entry's tile rectangle and, with row masks, the rows it meets in each of those tiles (a tile
+//      it meets in no row is dropped);
+//   2. the kept entries sorted once by (depth, index) (radix sort);
+//   3. their (tile, primitive) pairs counted and placed per tile in that order (each thread places the
+//      pairs of its own range of tiles, so the lists do not depend on the thread count).
 //   rect_of(idx, x0, x1, y0, y1) -> bool: the half-open tile ranges [x0,x1) x [y0,y1) of entry idx; false
 //     (or an empty range) when it is culled. Called once per entry, possibly from several threads.
 //   depth_of(idx) -> scalar: the sort key of entry idx.
-template <typename RectOf, typename DepthOf>
-Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, DepthOf depth_of) {
+//   rows_of(idx, tx, ty) -> uint32_t (optional): the bit mask of the rows of tile (tx, ty) that entry idx can
+//     meet (bit r: the tile's row r; 0: none, the pair is dropped). It must be conservative, as the
+//     compositing's own tests decide each pixel.
+template <typename RectOf, typename DepthOf, typename RowsOf = AllRows>
+Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, DepthOf depth_of,
+                  RowsOf rows_of = {}) {
+    constexpr bool kMasks = !std::is_same_v<RowsOf, AllRows>;
     Binning b;
     b.tiles_x = (W + tile - 1) / tile;
     b.tiles_y = (H + tile - 1) / tile;
-    const int64_t TT = int64_t(b.tiles_x) * b.tiles_y;
-    // 1. tile rectangles and pair counts per entry
-    std::vector<int32_t> rect(4 * C * N, 0);
-    std::vector<int64_t> pair_off(C * N + 1, 0);
+    const int64_t TT = int64_t(b.tiles_x) * b.tiles_y, CN = C * N;
+    // 1. tile rectangles (and the row masks of their tiles); kept pairs per entry
+    std::vector<int32_t> rect(4 * CN, 0);
+    std::vector<int64_t> rect_off(CN + 1, 0);
 #pragma omp parallel for schedule(static)
-    for (int64_t idx = 0; idx < C * N; ++idx) {
+    for (int64_t idx = 0; idx < CN; ++idx) {
         int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
         if (!rect_of(idx, x0, x1, y0, y1) || x1 < x0 || y1 < y0) x0 = x1 = y0 = y1 = 0;
         int32_t* rc = rect.data() + 4 * idx;
         rc[0] = x0, rc[1] = x1, rc[2] = y0, rc[3] = y1;
-        pair_off[idx + 1] = int64_t(x1 - x0) * (y1 - y0);
+        rect_off[idx + 1] = int64_t(x1 - x0) * (y1 - y0);
     }
-    for (int64_t i = 0; i < C * N; ++i) pair_off[i + 1] += pair_off[i];
-    const int64_t P = pair_off[C * N];
-    // 2. pairs (global tile key, primitive) in entry order
-    std::vector<int64_t> pair_tile(P);
-    std::vector<int32_t> pair_id(P);
+    for (int64_t i = 0; i < CN; ++i) rect_off[i + 1] += rect_off[i];
+    std::vector<uint32_t> masks(kMasks ? rect_off[CN] : 0);
+    std::vector<int64_t> kept(CN);
 #pragma omp parallel for schedule(dynamic, 256)
-    for (int64_t idx = 0; idx < C * N; ++idx) {
+    for (int64_t idx = 0; idx < CN; ++idx) {
         const int32_t* rc = rect.data() + 4 * idx;
-        int64_t k = pair_off[idx];
-        const int64_t base = (idx / N) * TT;
-        for (int y = rc[2]; y < rc[3]; ++y)
-            for (int x = rc[0]; x < rc[1]; ++x, ++k) {
-                pair_tile[k] = base + int64_t(y) * b.tiles_x + x;
-                pair_id[k] = int32_t(idx % N);
-            }
+        if constexpr (kMasks) {
+            int64_t k = rect_off[idx], n = 0;
+            for (int y = rc[2]; y < rc[3]; ++y)
+                for (int x = rc[0]; x < rc[1]; ++x, ++k) n += (masks[k] = rows_of(idx, x, y)) != 0;
+            kept[idx] = n;
+        } else {
+            kept[idx] = rect_off[idx + 1] - rect_off[idx];
+        }
     }
-    // 3. counting sort by tile (stable: entry order within a tile)
+    // 2. the entries with pairs, by (depth, index)
+    using D = decltype(depth_of(int64_t(0)));
+    using Key = decltype(depth_key(D(0)));
+    std::vector<int64_t> order;
+    std::vector<Key> keys;
+    for (int64_t idx = 0; idx < CN; ++idx)
+        if (kept[idx] > 0) order.push_back(idx);
+    keys.resize(order.size());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < int64_t(order.size()); ++i) keys[i] = depth_key(depth_of(order[i]));
+    radix_sort_by_key(keys, order);
+    // 3. pairs per tile, then each tile's pairs in that order
     b.offsets.assign(C * TT + 1, 0);
-    for (int64_t k = 0; k < P; ++k) ++b.offsets[pair_tile[k] + 1];
-    for (int64_t t = 0; t < C * TT; ++t) b.offsets[t + 1] += b.offsets[t];
-    b.ids.resize(P);
-    {
-        std::vector<int64_t> cursor(b.offsets.begin(), b.offsets.end() - 1);
-        for (int64_t k = 0; k < P; ++k) b.ids[cursor[pair_tile[k]]++] = pair_id[k];
+    for (int64_t idx = 0; idx < CN; ++idx) {
+        if (kept[idx] == 0) continue;
+        const int32_t* rc = rect.data() + 4 * idx;
+        const int64_t base = (idx / N) * TT;
+        int64_t k = rect_off[idx];
+        for (int y = rc[2]; y < rc[3]; ++y)
+            for (int x = rc[0]; x < rc[1]; ++x, ++k)
+                if (!kMasks || masks[k]) ++b.offsets[base + int64_t(y) * b.tiles_x + x + 1];
     }
-    // 4. each tile front to back: (depth, index), sorting (depth, index) records gathered once per tile so the
-    // comparisons read the tile's own memory
+    for (int64_t t = 0; t < C * TT; ++t) b.offsets[t + 1] += b.offsets[t];
+    const int64_t P = b.offsets[C * TT];
+    b.ids.resize(P);
+    if (kMasks) b.rows.resize(P);
 #pragma omp parallel
     {
-        using D = decltype(depth_of(int64_t(0)));
-        std::vector<std::pair<D, int32_t>> keyed;
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t t = 0; t < C * TT; ++t) {
-            const int64_t cam_off = (t / TT) * N, lo = b.offsets[t], hi = b.offsets[t + 1];
-            keyed.resize(hi - lo);
-            for (int64_t k = lo; k < hi; ++k) keyed[k - lo] = {depth_of(cam_off + b.ids[k]), b.ids[k]};
-            std::sort(keyed.begin(), keyed.end(), [](const std::pair<D, int32_t>& x, const std::pair<D, int32_t>& y) {
-                return x.first < y.first || (x.first == y.first && x.second < y.second);
-            });
-            for (int64_t k = lo; k < hi; ++k) b.ids[k] = keyed[k - lo].second;
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        const int64_t t0 = C * TT * me / nth, t1 = C * TT * (me + 1) / nth;  // this thread's tiles
+        std::vector<int64_t> cursor(b.offsets.begin() + t0, b.offsets.begin() + t1);
+        for (const int64_t idx : order) {
+            const int32_t* rc = rect.data() + 4 * idx;
+            const int64_t base = (idx / N) * TT;
+            if (base + int64_t(rc[3] - 1) * b.tiles_x + rc[1] <= t0 || base + int64_t(rc[2]) * b.tiles_x + rc[0] >= t1)
+                continue;  // no tile of its rectangle is this thread's
+            int64_t k = rect_off[idx];
+            for (int y = rc[2]; y < rc[3]; ++y)
+                for (int x = rc[0]; x < rc[1]; ++x, ++k) {
+                    const int64_t t = base + int64_t(y) * b.tiles_x + x;
+                    if (t < t0 || t >= t1 || (kMasks && !masks[k])) continue;
+                    const int64_t at = cursor[t - t0]++;
+                    b.ids[at] = int32_t(idx % N);
+                    if constexpr (kMasks) b.rows[at] = masks[k];
+                }
         }
     }
     return b;
 }
 
-// The binning as the tensors the forward pass returns for the backward: offsets (int64), ids (int32).
-inline void binning_tensors(const Binning& b, const at::TensorOptions& opts, at::Tensor& offsets, at::Tensor& ids) {
+// The binning as the tensors the forward pass returns for the backward: offsets (int64), ids (int32) and,
+// when rows is given, the pairs' row masks (their bits as int32; empty when the kind gives none).
+inline void binning_tensors(const Binning& b, const at::TensorOptions& opts, at::Tensor& offsets, at::Tensor& ids,
+                            at::Tensor* rows = nullptr) {
     offsets = at::empty({int64_t(b.offsets.size())}, opts.dtype(at::kLong));
     std::copy(b.offsets.begin(), b.offsets.end(), offsets.data_ptr<int64_t>());
     ids = at::empty({int64_t(b.ids.size())}, opts.dtype(at::kInt));
     std::copy(b.ids.begin(), b.ids.end(), ids.data_ptr<int32_t>());
+    if (rows) {
+        *rows = at::empty({int64_t(b.rows.size())}, opts.dtype(at::kInt));
+        std::memcpy(rows->data_ptr<int32_t>(), b.rows.data(), b.rows.size() * sizeof(uint32_t));
+    }
+}
+
+// The tiles by decreasing list length (ties in tile order): the compositing loops hand them out in this
+// order, so that a long list does not start last and leave the other threads waiting.
+inline std::vector<int64_t> heaviest_first(const int64_t* offsets, int64_t n_tiles) {
+    std::vector<int64_t> order(n_tiles);
+    for (int64_t t = 0; t < n_tiles; ++t) order[t] = t;
+    std::stable_sort(order.begin(), order.end(), [offsets](int64_t x, int64_t y) {
+        return offsets[x + 1] - offsets[x] > offsets[y + 1] - offsets[y];
+    });
+    return order;
 }
 
 // Deterministic reduction of per-(tile, entry) gradients: each thread owns a range of entries
@@ -145,8 +233,9 @@ struct Span {
 
 // The per-tile compositing loops below are shared by every kind. A kind supplies:
 //   Kind::Walker w(kind)                    per-thread state, built inside the parallel region;
-//   w.begin_tile(ids, L, cam_off, i_lo, i_hi, j_lo, j_hi)   a tile's list (ids[0..L), camera offset
-//                                           cam_off) and its pixel rows and columns;
+//   w.begin_tile(ids, rows, L, cam_off, i_lo, i_hi, j_lo, j_hi)   a tile's list (ids[0..L), camera offset
+//                                           cam_off; rows[0..L): the row masks of its binning, or nullptr)
+//                                           and its pixel rows and columns;
 //   w.row_spans(i, py, j_lo, j_hi, spans)   the entries that can meet pixel row i (py = i + 0.5), in list
 //                                           order, with their column spans;
 //   w.at(k, py)                              a view of list entry k on that row, with
@@ -174,6 +263,11 @@ struct has_lane_samples : std::false_type {};
 template <typename K>
 struct has_lane_samples<K, std::void_t<decltype(K::kLaneSamples)>> : std::integral_constant<bool, K::kLaneSamples> {};
 
+// Spans whose lane samples are computed together before they are blended in order: the samples are
+// independent of each other, so computing a few at once lets the core overlap their latency, where the
+// blending (front to back) is a chain. Samples computed past a run's early stop are not used.
+constexpr int kSampleBatch = 4;
+
 // Forward of one run of a row (pixels j_lo .. j_lo + kLanes - 1): the spans front to back on all lanes.
 // Writes the run's transmittance, accumulated features (AoS, 4 per pixel) and last-used counts; updates
 // maxw_lanes.
@@ -186,29 +280,38 @@ void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vecto
     const V t_min = lane_splat(T(kTransmittanceMin));
     V Tr = one, a0 = zero, a1 = zero, a2 = zero, a3 = zero;
     M n_used = lane_splat_m<T>(0), done = lane_splat_m<T>(0);
-    for (const Span& sp : spans) {
-        const auto e = walk.at(sp.k, py);
-        V alpha;
-        M hit;
-        typename Kind::LaneSample ls;
-        e.sample_lanes(px, alpha, hit, ls);
-        const M use = hit & ~done;
-        if (!lane_any<T>(use)) continue;
-        const V next = Tr * (one - alpha);
-        const M stop = use & (next < t_min);  // this sample is not added; the pixel is done
-        const M add = use & ~stop;
-        const V w = add ? alpha * Tr : zero;
-        const T* feat = e.feat();
-        a0 += w * feat[0];
-        a1 += w * feat[1];
-        a2 += w * feat[2];
-        a3 += w * feat[3];
-        maxw_lanes[sp.k] = w > maxw_lanes[sp.k] ? w : maxw_lanes[sp.k];
-        Tr = add ? next : Tr;
-        n_used = add ? lane_splat_m<T>(sp.k + 1) : n_used;
-        done |= stop;
-        if (lane_all<T>(done)) break;
+    const int64_t n_spans = int64_t(spans.size());
+    for (int64_t r0 = 0; r0 < n_spans; r0 += kSampleBatch) {
+        const int nb = int(std::min<int64_t>(kSampleBatch, n_spans - r0));
+        V alphas[kSampleBatch];
+        M hits[kSampleBatch];
+        for (int q = 0; q < kSampleBatch; ++q) {
+            if (q >= nb) break;
+            typename Kind::LaneSample ls;
+            walk.at(spans[r0 + q].k, py).sample_lanes(px, alphas[q], hits[q], ls);
+        }
+        for (int q = 0; q < nb; ++q) {
+            const Span& sp = spans[r0 + q];
+            const V alpha = alphas[q];
+            const M use = hits[q] & ~done;
+            if (!lane_any<T>(use)) continue;
+            const V next = Tr * (one - alpha);
+            const M stop = use & (next < t_min);  // this sample is not added; the pixel is done
+            const M add = use & ~stop;
+            const V w = add ? alpha * Tr : zero;
+            const T* feat = walk.at(sp.k, py).feat();
+            a0 += w * feat[0];
+            a1 += w * feat[1];
+            a2 += w * feat[2];
+            a3 += w * feat[3];
+            maxw_lanes[sp.k] = w > maxw_lanes[sp.k] ? w : maxw_lanes[sp.k];
+            Tr = add ? next : Tr;
+            n_used = add ? lane_splat_m<T>(sp.k + 1) : n_used;
+            done |= stop;
+            if (lane_all<T>(done)) goto finished;
+        }
     }
+finished:
     for (int l = 0; l < kLanes; ++l) {
         Tr_out[l] = Tr[l];
         acc_out[4 * l] = a0[l], acc_out[4 * l + 1] = a1[l], acc_out[4 * l + 2] = a2[l], acc_out[4 * l + 3] = a3[l];
@@ -275,6 +378,7 @@ template <typename T, typename Kind>
 void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& b, const Kind& kind, T* feats,
                    T* alphas, T* max_w, int32_t* last, T* T_final) {
     const int64_t TT = int64_t(b.tiles_x) * b.tiles_y;
+    const std::vector<int64_t> order = heaviest_first(b.offsets.data(), C * TT);
 #pragma omp parallel
     {
         typename Kind::Walker walk(kind);
@@ -284,14 +388,15 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
         std::vector<int32_t> n_used(std::max(tile, kLanes));
         std::vector<char> done(tile);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < C * TT; ++t) {
-            const int64_t c = t / TT, tl = t % TT;
+        for (int64_t o = 0; o < C * TT; ++o) {
+            const int64_t t = order[o], c = t / TT, tl = t % TT;
             const int tx = int(tl % b.tiles_x), ty = int(tl / b.tiles_x);
             const int64_t L = b.offsets[t + 1] - b.offsets[t];
             const int32_t* ids = b.ids.data() + b.offsets[t];
+            const uint32_t* rows = b.rows.empty() ? nullptr : b.rows.data() + b.offsets[t];
             const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
             const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
-            walk.begin_tile(ids, L, c * N, i_lo, i_hi, j_lo, j_hi);
+            walk.begin_tile(ids, rows, L, c * N, i_lo, i_hi, j_lo, j_hi);
             const int width = j_hi - j_lo + 1;
             tile_maxw.assign(L, T(0));
             const bool lanes = has_lane_samples<Kind>::value && width % kLanes == 0;
@@ -364,10 +469,11 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
 // pair in binning order); reduce_pairs then sums the pairs per entry in tile order.
 template <typename T, typename Kind>
 void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, int tiles_y, const int64_t* offsets,
-                   const int32_t* all_ids, const Kind& kind, const int32_t* last, const T* T_final, const T* v_feats,
-                   const T* v_alphas, T* pair_grad) {
+                   const int32_t* all_ids, const uint32_t* all_rows, const Kind& kind, const int32_t* last,
+                   const T* T_final, const T* v_feats, const T* v_alphas, T* pair_grad) {
     const int64_t TT = int64_t(tiles_x) * tiles_y;
     const int G = kind.n_grad(), o_f = kind.feat_slot();
+    const std::vector<int64_t> order = heaviest_first(offsets, C * TT);
 #pragma omp parallel
     {
         typename Kind::Walker walk(kind);
@@ -377,14 +483,15 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
         std::vector<LaneV<T>> lane_acc;  // lane paths: G lane vectors per list entry
         std::vector<char> touched;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < C * TT; ++t) {
-            const int64_t c = t / TT, tl = t % TT;
+        for (int64_t o = 0; o < C * TT; ++o) {
+            const int64_t t = order[o], c = t / TT, tl = t % TT;
             const int tx = int(tl % tiles_x), ty = int(tl / tiles_x);
             const int64_t L = offsets[t + 1] - offsets[t];
             if (L == 0) continue;
             const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
             const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
-            walk.begin_tile(all_ids + offsets[t], L, c * N, i_lo, i_hi, j_lo, j_hi);
+            walk.begin_tile(all_ids + offsets[t], all_rows ? all_rows + offsets[t] : nullptr, L, c * N, i_lo, i_hi,
+                            j_lo, j_hi);
             T* grad = pair_grad + int64_t(G) * offsets[t];
             const int width = j_hi - j_lo + 1;
             const bool lanes = has_lane_samples<Kind>::value && width % kLanes == 0;

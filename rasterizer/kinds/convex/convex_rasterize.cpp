@@ -116,7 +116,7 @@ struct ConvexKind {
         int64_t L = 0, cam_off = 0;
 
         explicit Walker(const ConvexKind& k) : kind(k) {}
-        void begin_tile(const int32_t* ids_, int64_t L_, int64_t cam_off_, int, int, int, int) {
+        void begin_tile(const int32_t* ids_, const uint32_t*, int64_t L_, int64_t cam_off_, int, int, int, int) {
             ids = ids_, L = L_, cam_off = cam_off_;
         }
         // The entries of the tile's list that reach pixel row i, front to back, with their column spans.
@@ -147,8 +147,8 @@ void bwd_impl(int64_t C, int64_t N, int L, int W, int H, int tile, int tiles_x, 
     const int o_d = o_c + 3;
     const int64_t P = offsets[C * TT];
     std::vector<T> pair_grad(int64_t(G) * P, T(0));
-    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, kind, last, T_final, v_feats, v_alphas,
-                  pair_grad.data());
+    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, nullptr, kind, last, T_final, v_feats,
+                  v_alphas, pair_grad.data());
     reduce_pairs(C, N, TT, offsets, all_ids, [&](int64_t gi, int64_t k) {
         const T* gk = pair_grad.data() + int64_t(G) * k;
         v_m2[2 * gi] += gk[0], v_m2[2 * gi + 1] += gk[1];

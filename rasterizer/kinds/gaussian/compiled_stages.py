@@ -66,10 +66,12 @@ def stages(kind: str) -> tuple[Callable, Callable]:
             ins = [prepared(t, dt) for t in (means2d, conics, colors, opacities, depths)]
             radii_i = radii.detach().to(torch.int32).contiguous()
             beta = _shapes(shapes, ins[0])
-            feats, alphas, max_w, offsets, ids, last, T_final = load_extension(kind).rasterize_fwd(
+            # after the image: what the backward needs of the binning (the cpu backend adds each pair's row
+            # mask to the tile lists), then last and T_final (C,H,W)
+            feats, alphas, max_w, *binning = load_extension(kind).rasterize_fwd(
                 *ins, radii_i, width, height, tile_size, beta
             )
-            ctx.save_for_backward(*ins, offsets, ids, last, T_final, beta)
+            ctx.save_for_backward(*ins, beta, *binning)
             ctx.args = (width, height, tile_size)
             ctx.in_dtypes = [t.dtype for t in (means2d, conics, colors, opacities, depths)]
             ctx.in_dtypes.append(None if shapes is None else shapes.dtype)
@@ -78,14 +80,14 @@ def stages(kind: str) -> tuple[Callable, Callable]:
 
         @staticmethod
         def backward(ctx, v_feats, v_alphas, _v_max_w):
-            m2, con, col, op, dep, offsets, ids, last, T_final, beta = ctx.saved_tensors
+            m2, con, col, op, dep, beta, *binning = ctx.saved_tensors
             C, N = m2.shape[:2]
-            H, W = last.shape[1:]
+            H, W = binning[-1].shape[1:]
             feats_like = torch.empty((C, H, W, 4), dtype=m2.dtype, device=m2.device)
             alphas_like = torch.empty((C, H, W, 1), dtype=m2.dtype, device=m2.device)
             with stage("rasterize backward"):
                 grads = load_extension(kind).rasterize_bwd(
-                    m2, con, col, op, dep, *ctx.args, offsets, ids, last, T_final,
+                    m2, con, col, op, dep, *ctx.args, *binning,
                     grad_or_zeros(v_feats, feats_like), grad_or_zeros(v_alphas, alphas_like), beta,
                 )
             out = [g.to(dt) if need else None

@@ -38,21 +38,6 @@ bool rasterizable(int64_t idx, const T* m2, const T* con, const T* col, const T*
     return ok;
 }
 
-template <typename T>
-Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2, const T* con, const T* col,
-                      const T* opac, const T* dep, const int* r) {
-    const int tiles_x = (W + tile - 1) / tile, tiles_y = (H + tile - 1) / tile;
-    return bin_tiles(
-        C, N, W, H, tile,
-        [=](int64_t idx, int& x0, int& x1, int& y0, int& y1) {
-            if (!rasterizable(idx, m2, con, col, opac, dep, r)) return false;
-            tile_rect(m2[2 * idx], m2[2 * idx + 1], r[2 * idx], r[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1, y0,
-                      y1);
-            return true;
-        },
-        [dep](int64_t idx) { return dep[idx]; });
-}
-
 // Everything the compositing loops read about one (camera, Gaussian) in one record, 64 bytes for float
 // (one cache line), so that gathering a tile's list costs one miss per entry; built once, not once per tile.
 // The row spanner is kept without the mean, which the packed entry holds.
@@ -119,14 +104,37 @@ uint32_t row_mask_lanes(const RowSpanner<T>& s, int i_lo, int n_rows, int j_lo, 
     return bits;
 }
 
+// Bins the (camera, Gaussian) entries: tile rectangles of the opacity-aware radii, and in each tile the rows
+// its row spans meet (row_mask_lanes, as the compositing's gathering would compute them; a tile met in no row
+// gets no pair). Tiles taller than 32 rows keep every tile of the rectangle.
+template <typename T>
+Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2, const T* con, const T* col,
+                      const T* opac, const T* dep, const int* r, const Item<T>* items) {
+    const int tiles_x = (W + tile - 1) / tile, tiles_y = (H + tile - 1) / tile;
+    return bin_tiles(
+        C, N, W, H, tile,
+        [=](int64_t idx, int& x0, int& x1, int& y0, int& y1) {
+            if (!rasterizable(idx, m2, con, col, opac, dep, r)) return false;
+            tile_rect(m2[2 * idx], m2[2 * idx + 1], r[2 * idx], r[2 * idx + 1], tile, tiles_x, tiles_y, x0, x1, y0,
+                      y1);
+            return true;
+        },
+        [dep](int64_t idx) { return dep[idx]; },
+        [=](int64_t idx, int tx, int ty) -> uint32_t {
+            if (tile > 32) return ~uint32_t(0);
+            const int i_lo = ty * tile, j_lo = tx * tile;
+            return row_mask_lanes(items[idx].span(), i_lo, std::min(tile, H - i_lo), j_lo, std::min(tile, W - j_lo));
+        });
+}
+
 // Gathers a tile's list and buckets its entries by the tile rows they can meet (each row's bucket stays
 // in list order). A tile of the lane paths (full: width a multiple of kLanes, at most 32 rows) buckets by
-// row_mask_lanes, which also settles the column test; any other by RowSpanner::rows, leaving the columns to
-// RowSpanner::span.
+// row_mask_lanes (the binning's masks when given), which also settles the column test; any other by
+// RowSpanner::rows, leaving the columns to RowSpanner::span.
 template <typename T>
-void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo, int i_hi, int j_lo,
-                 int width, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
-                 std::vector<std::vector<int32_t>>& rows) {
+void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo,
+                 int i_hi, int j_lo, int width, bool full, std::vector<Packed<T>>& out,
+                 std::vector<RowSpanner<T>>& spanners, std::vector<std::vector<int32_t>>& rows) {
     out.resize(L);
     spanners.resize(L);
     const int n_rows = i_hi - i_lo + 1;
@@ -143,7 +151,7 @@ void gather_tile(const int32_t* ids, int64_t L, int64_t cam_off, const Item<T>* 
         out[k] = it.p;
         const RowSpanner<T> span = it.span();
         if (full) {
-            for (uint32_t m = row_mask_lanes(span, i_lo, n_rows, j_lo, width); m; m &= m - 1)
+            for (uint32_t m = masks ? masks[k] : row_mask_lanes(span, i_lo, n_rows, j_lo, width); m; m &= m - 1)
                 rows[__builtin_ctz(m)].push_back(int32_t(k));
             continue;
         }
@@ -252,11 +260,12 @@ struct GaussianKind {
         bool full = false;  // a tile of the lane paths: the row buckets hold exactly each row's entries
 
         explicit Walker(const GaussianKind& k) : kind(k) {}
-        void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi, int j_lo, int j_hi) {
+        void begin_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t cam_off, int lo, int hi, int j_lo,
+                        int j_hi) {
             i_lo = lo;
             const int width = j_hi - j_lo + 1;
             full = width % kLanes == 0 && hi - lo + 1 <= 32;
-            gather_tile(ids, L, cam_off, kind.items, lo, hi, j_lo, width, full, pk, spanners, rows);
+            gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, j_lo, width, full, pk, spanners, rows);
             if constexpr (Shaped) {
                 betas.resize(L);
                 for (int64_t k = 0; k < L; ++k) betas[k] = kind.shapes[cam_off + ids[k]];
@@ -281,32 +290,34 @@ struct GaussianKind {
 };
 
 template <typename T>
-void rasterize_fwd_impl(int64_t C, int64_t N, int W, int H, int tile, const Binning& b, const T* m2, const T* con,
-                        const T* col, const T* opac, const T* dep, const T* shapes, T* feats, T* alphas, T* max_w,
-                        int32_t* last, T* T_final) {
+Binning rasterize_fwd_impl(int64_t C, int64_t N, int W, int H, int tile, const T* m2, const T* con, const T* col,
+                           const T* opac, const T* dep, const int* radii, const T* shapes, T* feats, T* alphas,
+                           T* max_w, int32_t* last, T* T_final) {
     const std::vector<Item<T>> items = make_items(C * N, m2, con, col, opac, dep, shapes);
+    Binning b = bin_gaussians(C, N, W, H, tile, m2, con, col, opac, dep, radii, items.data());
     if (shapes)
         composite_fwd(C, N, W, H, tile, b, GaussianKind<T, true>{items.data(), shapes}, feats, alphas, max_w, last,
                       T_final);
     else
         composite_fwd(C, N, W, H, tile, b, GaussianKind<T>{items.data()}, feats, alphas, max_w, last, T_final);
+    return b;
 }
 
 // Per-(tile, entry) gradients from the shared reverse traversal, reduced per Gaussian in tile order.
 template <typename T, bool Shaped>
 void rasterize_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, int tiles_y,
-                        const int64_t* offsets, const int32_t* all_ids, const T* m2, const T* con, const T* col,
-                        const T* opac, const T* dep, const T* shapes, const int32_t* last, const T* T_final,
-                        const T* v_feats, const T* v_alphas, T* v_m2, T* v_con, T* v_col, T* v_opac, T* v_dep,
-                        T* v_shapes) {
+                        const int64_t* offsets, const int32_t* all_ids, const uint32_t* all_rows, const T* m2,
+                        const T* con, const T* col, const T* opac, const T* dep, const T* shapes, const int32_t* last,
+                        const T* T_final, const T* v_feats, const T* v_alphas, T* v_m2, T* v_con, T* v_col,
+                        T* v_opac, T* v_dep, T* v_shapes) {
     const int64_t TT = int64_t(tiles_x) * tiles_y;
     using Kind = GaussianKind<T, Shaped>;
     constexpr int kGrad = Kind::kMaxGrad;
     const std::vector<Item<T>> items = make_items(C * N, m2, con, col, opac, dep, shapes);
     const int64_t P = offsets[C * TT];
     std::vector<T> pair_grad(kGrad * P, T(0));
-    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, Kind{items.data(), shapes}, last, T_final,
-                  v_feats, v_alphas, pair_grad.data());
+    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, all_rows, Kind{items.data(), shapes}, last,
+                  T_final, v_feats, v_alphas, pair_grad.data());
     reduce_pairs(C, N, TT, offsets, all_ids, [&](int64_t g, int64_t k) {
         const T* gk = pair_grad.data() + kGrad * k;
         v_m2[2 * g] += gk[0], v_m2[2 * g + 1] += gk[1];
@@ -321,7 +332,8 @@ void rasterize_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_
 }  // namespace
 
 // Returns feats (C,H,W,4), alphas (C,H,W,1), max_weight (C,N) and, for the backward pass,
-// tile_offsets (C*tiles+1) int64, tile_ids (P) int32, last (C,H,W) int32, T_final (C,H,W).
+// tile_offsets (C*tiles+1) int64, tile_ids (P) int32, tile_rows (P) int32 (each pair's row mask, or empty),
+// last (C,H,W) int32, T_final (C,H,W).
 // shapes: GES's beta per (camera, Gaussian) (C,N), or an empty tensor for Gaussians.
 std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& colors, const at::Tensor& opacities,
@@ -334,7 +346,7 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
     at::Tensor feats = at::zeros({C, H, W, 4}, opts), alphas = at::zeros({C, H, W, 1}, opts);
     at::Tensor max_w = at::zeros({C, N}, opts), T_final = at::ones({C, H, W}, opts);
     at::Tensor last = at::zeros({C, H, W}, opts.dtype(at::kInt));
-    at::Tensor offsets, ids;
+    at::Tensor offsets, ids, rows;
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_fwd_cpu", [&] {
         const scalar_t* m2 = means2d.data_ptr<scalar_t>();
         const scalar_t* con = conics.data_ptr<scalar_t>();
@@ -342,13 +354,13 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
         const scalar_t* op = opacities.data_ptr<scalar_t>();
         const scalar_t* dep = depths.data_ptr<scalar_t>();
         const scalar_t* sh = shapes.numel() ? shapes.data_ptr<scalar_t>() : nullptr;
-        Binning b = bin_gaussians(C, N, W, H, ts, m2, con, col, op, dep, radii.data_ptr<int>());
-        rasterize_fwd_impl(C, N, W, H, ts, b, m2, con, col, op, dep, sh, feats.data_ptr<scalar_t>(),
-                           alphas.data_ptr<scalar_t>(), max_w.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
-                           T_final.data_ptr<scalar_t>());
-        binning_tensors(b, opts, offsets, ids);
+        const Binning b = rasterize_fwd_impl(C, N, W, H, ts, m2, con, col, op, dep, radii.data_ptr<int>(), sh,
+                                             feats.data_ptr<scalar_t>(), alphas.data_ptr<scalar_t>(),
+                                             max_w.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
+                                             T_final.data_ptr<scalar_t>());
+        binning_tensors(b, opts, offsets, ids, &rows);
     });
-    return {feats, alphas, max_w, offsets, ids, last, T_final};
+    return {feats, alphas, max_w, offsets, ids, rows, last, T_final};
 }
 
 // Returns v_means2d (C,N,2), v_conics (C,N,3), v_colors (C,N,3), v_opacities (C,N), v_depths (C,N) and
@@ -357,7 +369,7 @@ std::vector<at::Tensor> rasterize_bwd_cpu(const at::Tensor& means2d, const at::T
                                           const at::Tensor& colors, const at::Tensor& opacities,
                                           const at::Tensor& depths, int64_t width, int64_t height, int64_t tile_size,
                                           const at::Tensor& tile_offsets, const at::Tensor& tile_ids,
-                                          const at::Tensor& last, const at::Tensor& T_final,
+                                          const at::Tensor& tile_rows, const at::Tensor& last, const at::Tensor& T_final,
                                           const at::Tensor& v_feats, const at::Tensor& v_alphas,
                                           const at::Tensor& shapes) {
     const int64_t C = means2d.size(0), N = means2d.size(1);
@@ -368,7 +380,9 @@ std::vector<at::Tensor> rasterize_bwd_cpu(const at::Tensor& means2d, const at::T
         auto run = [&](auto shaped) {
             rasterize_bwd_impl<scalar_t, decltype(shaped)::value>(
                 C, N, W, H, ts, (W + ts - 1) / ts, (H + ts - 1) / ts, tile_offsets.data_ptr<int64_t>(),
-                tile_ids.data_ptr<int32_t>(), means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
+                tile_ids.data_ptr<int32_t>(),
+                tile_rows.numel() ? reinterpret_cast<const uint32_t*>(tile_rows.data_ptr<int32_t>()) : nullptr,
+                means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
                 colors.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(),
                 shapes.numel() ? shapes.data_ptr<scalar_t>() : nullptr, last.data_ptr<int32_t>(),
                 T_final.data_ptr<scalar_t>(), v_feats.data_ptr<scalar_t>(), v_alphas.data_ptr<scalar_t>(),

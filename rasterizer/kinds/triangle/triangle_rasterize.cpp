@@ -130,7 +130,7 @@ struct TriangleKind {
         int i_lo = 0;
 
         explicit Walker(const TriangleKind& k) : kind(k) {}
-        void begin_tile(const int32_t* ids, int64_t L, int64_t cam_off, int lo, int hi, int, int) {
+        void begin_tile(const int32_t* ids, const uint32_t*, int64_t L, int64_t cam_off, int lo, int hi, int, int) {
             i_lo = lo;
             gather_tri_tile(ids, L, cam_off, kind.items, lo, hi, pk, rows);
         }
@@ -153,8 +153,8 @@ void tri_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, int
     const int64_t TT = int64_t(tiles_x) * tiles_y;
     const int64_t P = offsets[C * TT];
     std::vector<T> pair_grad(kTriGrad * P, T(0));
-    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, TriangleKind<T>{items.data()}, last, T_final,
-                  v_feats, v_alphas, pair_grad.data());
+    composite_bwd(C, N, W, H, tile, tiles_x, tiles_y, offsets, all_ids, nullptr, TriangleKind<T>{items.data()}, last,
+                  T_final, v_feats, v_alphas, pair_grad.data());
     // Deterministic reduction per (camera, triangle) in tile order, then the window backward.
     std::vector<T> acc(kTriGrad * C * N, T(0));
     reduce_pairs(C, N, TT, offsets, all_ids, [&](int64_t g, int64_t k) {
