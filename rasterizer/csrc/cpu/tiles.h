@@ -338,34 +338,41 @@ void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vecto
         last_row[l] = last[l];
     }
     V S[4] = {zero, zero, zero, zero};
-    for (int64_t r = int64_t(spans.size()) - 1; r >= 0; --r) {
-        const Span& sp = spans[r];
-        if (sp.k >= max_used) continue;
-        const auto e = walk.at(sp.k, py);
-        V alpha;
-        M hit;
-        typename Kind::LaneSample ls;
-        e.sample_lanes(px, alpha, hit, ls);
-        hit &= lane_splat_m<T>(sp.k) < last_row;
-        if (!lane_any<T>(hit)) continue;
-        alpha = hit ? alpha : zero;
-        const V inv = one / (one - alpha);
-        const V Tk = Tr * inv;  // transmittance before this sample
-        const V w = alpha * Tk;
-        const T* feat = e.feat();
-        V v_alpha = vAT * inv;
-        V* g = acc + int64_t(G) * sp.k;
-        if (!touched[sp.k]) {
-            touched[sp.k] = 1;
-            for (int q = 0; q < G; ++q) g[q] = zero;
+    int64_t r = int64_t(spans.size()) - 1;
+    while (r >= 0 && spans[r].k >= max_used) --r;  // (spans are in list order) entries after every lane's last
+    for (; r >= 0; r -= kSampleBatch) {
+        const int nb = int(std::min<int64_t>(kSampleBatch, r + 1));
+        V alphas[kSampleBatch];
+        M hits[kSampleBatch];
+        typename Kind::LaneSample samples[kSampleBatch];
+        for (int b = 0; b < kSampleBatch; ++b) {
+            if (b >= nb) break;
+            walk.at(spans[r - b].k, py).sample_lanes(px, alphas[b], hits[b], samples[b]);
         }
-        for (int f = 0; f < 4; ++f) {
-            g[o_f + f] += w * vF[f];
-            v_alpha += vF[f] * Tk * (feat[f] - S[f]);
-            S[f] = hit ? alpha * feat[f] + (one - alpha) * S[f] : S[f];
+        for (int b = 0; b < nb; ++b) {
+            const Span& sp = spans[r - b];
+            const auto e = walk.at(sp.k, py);
+            const M hit = hits[b] & (lane_splat_m<T>(sp.k) < last_row);
+            if (!lane_any<T>(hit)) continue;
+            const V alpha = hit ? alphas[b] : zero;
+            const V inv = one / (one - alpha);
+            const V Tk = Tr * inv;  // transmittance before this sample
+            const V w = alpha * Tk;
+            const T* feat = e.feat();
+            V v_alpha = vAT * inv;
+            V* g = acc + int64_t(G) * sp.k;
+            if (!touched[sp.k]) {
+                touched[sp.k] = 1;
+                for (int q = 0; q < G; ++q) g[q] = zero;
+            }
+            for (int f = 0; f < 4; ++f) {
+                g[o_f + f] += w * vF[f];
+                v_alpha += vF[f] * Tk * (feat[f] - S[f]);
+                S[f] = hit ? alpha * feat[f] + (one - alpha) * S[f] : S[f];
+            }
+            e.vjp_lanes(v_alpha, hit, samples[b], g);
+            Tr = hit ? Tk : Tr;
         }
-        e.vjp_lanes(v_alpha, hit, ls, g);
-        Tr = hit ? Tk : Tr;
     }
 }
 
