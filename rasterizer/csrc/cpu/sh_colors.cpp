@@ -5,8 +5,8 @@
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../sh.h"
@@ -25,11 +25,14 @@ template <typename T>
 void sh_colors_bwd_impl(int64_t N, int64_t K, int64_t C, int degree, const T* sh, const T* dirs, const T* v_rgb,
                         T* v_sh, T* v_dirs) {
 #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; ++n)
+    for (int64_t n = 0; n < N; ++n) {
+        // zeroed here rather than in a pass of its own over all N (the row is then in cache for the sums)
+        std::fill(v_sh + n * K * 3, v_sh + (n + 1) * K * 3, T(0));
         for (int64_t c = 0; c < C; ++c) {
             const int64_t i = (c * N + n) * 3;
             sh_color_vjp(degree, sh + n * K * 3, dirs + i, v_rgb + i, v_sh + n * K * 3, v_dirs + i);
         }
+    }
 }
 
 }  // namespace
@@ -51,7 +54,7 @@ at::Tensor sh_colors_fwd_cpu(const at::Tensor& sh, const at::Tensor& dirs, int64
 std::vector<at::Tensor> sh_colors_bwd_cpu(const at::Tensor& sh, const at::Tensor& dirs, int64_t degree,
                                           const at::Tensor& v_rgb) {
     const int64_t N = sh.size(0), K = sh.size(1), C = dirs.size(0);
-    at::Tensor v_sh = at::zeros_like(sh), v_dirs = at::empty_like(dirs);
+    at::Tensor v_sh = at::empty_like(sh), v_dirs = at::empty_like(dirs);
     AT_DISPATCH_FLOATING_TYPES(sh.scalar_type(), "sh_colors_bwd_cpu", [&] {
         sh_colors_bwd_impl(N, K, C, int(degree), sh.data_ptr<scalar_t>(), dirs.data_ptr<scalar_t>(),
                            v_rgb.data_ptr<scalar_t>(), v_sh.data_ptr<scalar_t>(), v_dirs.data_ptr<scalar_t>());
