@@ -23,6 +23,7 @@ import tyro
 from sparsesplat.rasterizer import render
 
 from .kinds import model_class
+from .poses.learned_init import DEFAULT_DEPTH_MODEL
 from .primitive_model import PrimitiveModel
 from . import run_config
 from .io import atomic_path, write_json
@@ -92,7 +93,7 @@ class ReconstructConfig(SceneInput):
     prior: tuple[Literal["none", "depth", "repair", "diffusion"], ...] = ("none",)
     """Sparse-view priors, combinable: depth (monocular depth losses), repair (per-scene repair network and
     pseudo views; no downloads), diffusion (single-step diffusion repair of pseudo views)."""
-    depth_model: str = "depth-anything/Depth-Anything-V2-Small-hf"
+    depth_model: str = DEFAULT_DEPTH_MODEL
     """--prior depth and --init mono-depth: a transformers depth-estimation model, local folder or hub id."""
     diffusion_model: str = "stabilityai/sd-turbo"
     """--prior diffusion: a diffusers image-to-image pipeline, local folder or hub id."""

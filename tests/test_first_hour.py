@@ -193,7 +193,7 @@ def test_colmap_log_goes_to_the_run_folder_and_the_terminal_shows_stages(tmp_pat
     for i, im in enumerate(s.images):
         Image.fromarray(np.round(im * 255).astype(np.uint8)).save(photos / f"img_{i}.png")
     out = tmp_path / "poses"
-    r = run_cli("poses", photos, "-o", out, "--no-dense")
+    r = run_cli("poses", photos, "-o", out, "--points", "sparse")
     assert r.returncode == 0, r.stderr
     terminal = (r.stdout + r.stderr).splitlines()
     assert len(terminal) <= 15, "\n".join(terminal)

@@ -30,7 +30,7 @@ def _viewmats(doc):
 def test_poses_command_writes_cameras_models_and_points(photos, tmp_path):
     folder, s = photos
     out = tmp_path / "poses"
-    assert main(["poses", str(folder), "-o", str(out), "--no-dense"]) == 0
+    assert main(["poses", str(folder), "-o", str(out), "--points", "sparse"]) == 0
     doc = json.loads((out / "cameras.json").read_text())
     assert [c["name"] for c in doc["cameras"]] == [f"img_{i}.png" for i in range(5)]
     assert doc["focal_is_guess"] is True
@@ -107,7 +107,7 @@ def test_poses_command_with_a_depth_model_adds_aligned_points(photos, tmp_path):
     folder, _ = photos
     model = make_tiny_dpt(tmp_path / "dpt")
     out = tmp_path / "poses"
-    assert main(["poses", str(folder), "-o", str(out), "--depth-model", str(model)]) == 0
+    assert main(["poses", str(folder), "-o", str(out), "--points", "mono-depth", "--depth-model", str(model)]) == 0
     report = json.loads((out / "poses.json").read_text())
     n_ply = len(PlyData.read(str(out / "points.ply"))["vertex"])
     assert n_ply == report["points"] > 2 * report["sparse_points"]

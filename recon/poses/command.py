@@ -2,7 +2,8 @@
 
 Writes, in the estimated (SfM) frame, which is the user's frame for photos without poses:
 ``cameras.json``, ``transforms.json``, ``sparse/0/`` (COLMAP text: cameras, images, the sparse points),
-``points.ply`` (the initial point cloud: sparse SfM points, plus rectified-stereo points with ``--dense``)
+``points.ply`` (the initial point cloud: sparse SfM points, plus rectified-stereo points by default or the
+monocular depth model's points with ``--points mono-depth``)
 and ``poses.json`` (which path registered which views, timings, and errors against the scene's own poses
 when it had them).
 """
@@ -12,23 +13,26 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 import tyro
 
 from ..scene_input import SceneInput
+from .learned_init import DEFAULT_DEPTH_MODEL
 
 
 @dataclass
 class PosesCommand(SceneInput):
     """Estimate camera poses (and an initial point cloud) from photos without camera files."""
 
-    dense: bool = True
-    """Add rectified-stereo points to points.ply (slower; the sparse points alone are few at 3 views)."""
-    depth_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
-    """Add monocular-depth points instead, from this transformers depth model (local folder or hub id),
-    aligned per view to the sparse points (what ``reconstruct --init mono-depth`` does)."""
+    points: Literal["dense", "sparse", "mono-depth"] = "dense"
+    """points.ply: dense (the sparse SfM points plus rectified-stereo points between neighbouring views; slower),
+    sparse (the SfM points alone: few at 3 views) or mono-depth (the sparse points plus the --depth-model's
+    monocular depth aligned per view to them, what ``reconstruct --init mono-depth`` does)."""
+    depth_model: str = DEFAULT_DEPTH_MODEL
+    """--points mono-depth: a transformers depth-estimation model, local folder or hub id (reconstruct's
+    default too)."""
     matcher_model: Annotated[Optional[str], tyro.conf.arg(metavar="MODEL")] = None
     """Learned feature matcher (transformers SuperPoint+LightGlue or SuperGlue: a local folder or a hub id such
     as ETH-CVG/lightglue_superpoint) used beside SIFT: matches across wide baselines (360-degree photo sets)."""
@@ -54,12 +58,12 @@ class PosesCommand(SceneInput):
         posed = pose_scene(scene, pose_config(self), log=print)
         s = posed.scene
         pts, cols = s.points, s.point_colors
-        if self.depth_model:
+        if self.points == "mono-depth":
             from .learned_init import mono_depth_points, mono_depth_summary
 
             pts, cols, st = mono_depth_points(s, s.train_ids, self.depth_model, cache_dir=self.out / "depth")
             print(f"monocular-depth initialization: {mono_depth_summary(st, len(pts))}")
-        elif self.dense:
+        elif self.points == "dense":
             print("poses: dense stereo between neighbouring views...", flush=True)
             pts, cols = dense_initializer(s, s.train_ids)
             print(f"dense initialization: {LAST_STATS.get('sparse', 0)} sparse + {LAST_STATS.get('dense', 0)} "

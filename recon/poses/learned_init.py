@@ -31,6 +31,9 @@ from sparsesplat.rasterizer import Cameras
 from .dense import voxel_downsample
 from .projection import project
 
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+"""The monocular depth model both commands name by default (``--depth-model``): a transformers hub id."""
+
 
 @runtime_checkable
 class LearnedInitializer(Protocol):
