@@ -1,10 +1,11 @@
 // CPU launch code for Gaussians and GES (Gaussians with a shape beta each, gaussian.h): tile binning and
 // compositing (forward and backward), OpenMP over tiles, through the shared machinery of tiles.h.
 //
-// Binning: per (camera, Gaussian) tile rectangles (tile_rect of the opacity-aware radii) -> tiles.h's
-// bin_tiles. Compositing: tiles.h's loops over GaussianKind (entries packed per tile, bucketed by row, with
-// RowSpanner column spans); the backward pass's per-(tile, entry) gradients are reduced per Gaussian in tile
-// order.
+// Binning: per (camera, Gaussian) tile rectangles (tile_rect of the opacity-aware radii) and, per tile of the
+// rectangle, the rows its RowSpanner spans reach (row_mask_lanes; tiles it reaches in no row are dropped) ->
+// tiles.h's bin_tiles. Compositing: tiles.h's loops over GaussianKind (entries packed per tile, bucketed by
+// row with the binning's masks, or RowSpanner column spans in partial tiles); the backward pass's
+// per-(tile, entry) gradients are reduced per Gaussian in tile order.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
