@@ -130,12 +130,12 @@ Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2,
 
 // Gathers a tile's list and buckets its entries by the tile rows they can meet (each row's bucket stays
 // in list order). A tile of the lane paths (full: width a multiple of kLanes, at most 32 rows) buckets by
-// row_mask_lanes (the binning's masks when given), which also settles the column test; any other by
+// the binning's row masks (row_mask_lanes, which also settles the column test); any other by
 // RowSpanner::rows, leaving the columns to RowSpanner::span.
 template <typename T>
 void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo,
-                 int i_hi, int j_lo, int width, bool full, std::vector<Packed<T>>& out,
-                 std::vector<RowSpanner<T>>& spanners, std::vector<std::vector<int32_t>>& rows) {
+                 int i_hi, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
+                 std::vector<std::vector<int32_t>>& rows) {
     out.resize(L);
     spanners.resize(L);
     const int n_rows = i_hi - i_lo + 1;
@@ -150,12 +150,12 @@ void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t c
         }
         const Item<T>& it = items[cam_off + ids[k]];
         out[k] = it.p;
-        const RowSpanner<T> span = it.span();
         if (full) {
-            for (uint32_t m = masks ? masks[k] : row_mask_lanes(span, i_lo, n_rows, j_lo, width); m; m &= m - 1)
+            for (uint32_t m = masks[k]; m; m &= m - 1)
                 rows[__builtin_ctz(m)].push_back(int32_t(k));
             continue;
         }
+        const RowSpanner<T> span = it.span();
         spanners[k] = span;
         int i0, i1;
         if (span.rows(i_lo, i_hi, i0, i1))
@@ -266,7 +266,7 @@ struct GaussianKind {
             i_lo = lo;
             const int width = j_hi - j_lo + 1;
             full = width % kLanes == 0 && hi - lo + 1 <= 32;
-            gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, j_lo, width, full, pk, spanners, rows);
+            gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, full, pk, spanners, rows);
             if constexpr (Shaped) {
                 betas.resize(L);
                 for (int64_t k = 0; k < L; ++k) betas[k] = kind.shapes[cam_off + ids[k]];
@@ -333,7 +333,7 @@ void rasterize_bwd_impl(int64_t C, int64_t N, int W, int H, int tile, int tiles_
 }  // namespace
 
 // Returns feats (C,H,W,4), alphas (C,H,W,1), max_weight (C,N) and, for the backward pass,
-// tile_offsets (C*tiles+1) int64, tile_ids (P) int32, tile_rows (P) int32 (each pair's row mask, or empty),
+// tile_offsets (C*tiles+1) int64, tile_ids (P) int32, tile_rows (P) int32 (each pair's row mask),
 // last (C,H,W) int32, T_final (C,H,W).
 // shapes: GES's beta per (camera, Gaussian) (C,N), or an empty tensor for Gaussians.
 std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
@@ -375,6 +375,8 @@ std::vector<at::Tensor> rasterize_bwd_cpu(const at::Tensor& means2d, const at::T
                                           const at::Tensor& shapes) {
     const int64_t C = means2d.size(0), N = means2d.size(1);
     const int W = int(width), H = int(height), ts = int(tile_size);
+    TORCH_CHECK(tile_rows.numel() == tile_ids.numel(),
+                "tile_rows must hold a row mask per tile entry, as rasterize_fwd returns them");
     at::Tensor v_m2 = at::zeros_like(means2d), v_con = at::zeros_like(conics), v_col = at::zeros_like(colors);
     at::Tensor v_op = at::zeros_like(opacities), v_dep = at::zeros_like(depths), v_sh = at::zeros_like(shapes);
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_bwd_cpu", [&] {
@@ -382,7 +384,7 @@ std::vector<at::Tensor> rasterize_bwd_cpu(const at::Tensor& means2d, const at::T
             rasterize_bwd_impl<scalar_t, decltype(shaped)::value>(
                 C, N, W, H, ts, (W + ts - 1) / ts, (H + ts - 1) / ts, tile_offsets.data_ptr<int64_t>(),
                 tile_ids.data_ptr<int32_t>(),
-                tile_rows.numel() ? reinterpret_cast<const uint32_t*>(tile_rows.data_ptr<int32_t>()) : nullptr,
+                reinterpret_cast<const uint32_t*>(tile_rows.data_ptr<int32_t>()),
                 means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
                 colors.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(),
                 shapes.numel() ? shapes.data_ptr<scalar_t>() : nullptr, last.data_ptr<int32_t>(),
