@@ -24,7 +24,7 @@ import torch
 from sparsesplat.rasterizer import Cameras, render
 from sparsesplat.rasterizer.cameras import look_at
 
-from .metrics import ssim
+from .metrics import ssim, ssim_kernel
 from .trainer import StepContext, StepStats, Trainer, TrainConfig, run_steps
 
 
@@ -152,8 +152,9 @@ class CoTrainer:
             if self._pseudo is None:
                 return None
             me = ctx.trainer
-            mine = render(ctx.prims, self._pseudo, backend=me.cfg.backend, background=me.background,
-                          sh_degree=ctx.sh_degree, render_mode="RGB", rasterize_mode=me.cfg.rasterize_mode).colors[0]
+            out = render(ctx.prims, self._pseudo, backend=me.cfg.backend, background=me.background,
+                         sh_degree=ctx.sh_degree, render_mode="RGB", rasterize_mode=me.cfg.rasterize_mode)
+            mine = out.colors[0]
             if i == 0:
                 other = self.trainers[1]
                 with torch.no_grad():
@@ -164,7 +165,7 @@ class CoTrainer:
             else:  # field 0's render from before its update, as CoR-GS compares both fields at one moment
                 theirs = self._cached
             w = self.cfg.ssim_weight
-            photometric = (1 - w) * (mine - theirs).abs().mean() + w * (1 - ssim(mine, theirs))
+            photometric = (1 - w) * (mine - theirs).abs().mean() + w * (1 - ssim(mine, theirs, kernel=ssim_kernel(out.meta.backend)))
             return self.cfg.coreg_weight * photometric
         return loss
 

@@ -111,13 +111,51 @@ def ssim_map(img, ref) -> torch.Tensor:
     return (num / den).permute(0, 2, 3, 1)
 
 
-def ssim(img, ref, mask=None) -> torch.Tensor:
+class _CompiledSSIM(torch.autograd.Function):
+    """The mean SSIM per image from the CPU extension (``rasterizer/csrc/cpu/ssim.cpp``): the same value as
+    ``ssim_map(...).mean()`` up to float rounding, with the render's gradient in one pass instead of autograd
+    through ten convolutions (measured in ``benchmarks/ssim.py``)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        from sparsesplat.rasterizer.build import load_extension
+
+        ext = load_extension("cpu")
+        window = gaussian_window_1d()
+        a, b = a.contiguous(), b.contiguous()
+        mean, partials = ext.ssim_fwd(a, b, window)
+        ctx.save_for_backward(a, b, partials)
+        ctx.window, ctx.ext = window, ext
+        return mean
+
+    @staticmethod
+    def backward(ctx, v_mean):
+        a, b, partials = ctx.saved_tensors
+        return ctx.ext.ssim_bwd(a, b, ctx.window, partials, v_mean.contiguous()), None
+
+
+SSIM_KERNELS = ("torch", "cpu")
+
+
+def ssim_kernel(backend: str) -> str:
+    """The SSIM kernel for a training step whose render ran on rasterizer ``backend`` (RenderMeta.backend): the
+    compiled one beside the compiled CPU rasterizer (its extension is loaded then), torch elsewhere."""
+    return "cpu" if backend == "cpu" else "torch"
+
+
+def ssim(img, ref, mask=None, kernel: str = "torch") -> torch.Tensor:
     """Mean SSIM per image (3DGS's ``ssim``); with a mask, see the module docstring.
 
+    ``kernel``: torch (the reference, any device) or cpu (the compiled CPU kernel; CPU tensors, no mask, the
+    gradient of ``img`` only: what a CPU training step needs; anything else falls back to torch).
     Returns a scalar tensor for one image, (C,) for a batch.
     """
+    if kernel not in SSIM_KERNELS:
+        raise ValueError(f"unknown SSIM kernel {kernel!r}; choose one of {', '.join(SSIM_KERNELS)}")
     a, b, single = _pair(img, ref)
     if mask is None:
+        if kernel == "cpu" and a.device.type == "cpu" and not b.requires_grad:
+            return _out(_CompiledSSIM.apply(a, b), single)
         return _out(ssim_map(a, b).flatten(1).mean(1), single)
     m = _mask(mask, a.shape, a.device)
     smap = ssim_map(a * m, b * m)

@@ -25,7 +25,7 @@ from .kinds.convex import ConvexSettings
 from .kinds.gaussian import LearningRates
 from .kinds.ges import GesOptions
 from .kinds.triangle import TriangleOptions
-from .metrics import psnr, ssim
+from .metrics import psnr, ssim, ssim_kernel
 from .primitive_model import INIT_OPACITY, PrimitiveModel
 from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss, drop_primitives,
                            inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss, warp_from_shifted)
@@ -428,12 +428,14 @@ class Trainer:
             img = self.appearance.apply(img - behind, v) + behind
         with stage("photometric loss"):
             keep = self._loss_weights(img, gt, v)
+            kernel = ssim_kernel(out.meta.backend)
             if keep is None:
                 l1 = (img - gt).abs().mean()
-                loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt))
+                loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img, gt, kernel=kernel))
             else:  # left-out pixels take the photo's value in the SSIM windows, so they neither pull nor count
                 l1 = ((img - gt).abs() * keep).sum() / (3 * keep.sum()).clamp_min(1.0)
-                loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img * keep + gt * (1 - keep), gt))
+                loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(img * keep + gt * (1 - keep), gt,
+                                                                                 kernel=kernel))
             if self.appearance is not None:
                 loss = loss + cfg.appearance_weight * self.appearance.regularization(v)
         with stage("regularizers"):

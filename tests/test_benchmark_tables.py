@@ -122,3 +122,20 @@ def test_the_grid_takes_any_reconstruct_option_after_the_separator(tmp_path):
         sv.reconstruct_settings(["--prior", "depth"])
     with pytest.raises(SystemExit):  # not a reconstruct option: tyro says so
         sv.reconstruct_settings(["--no-such-option", "1"])
+
+
+def test_ssim_benchmark_times_both_kernels_and_writes_their_ratio(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    import sparsesplat.benchmarks.ssim as sb
+
+    spent = {"torch": 0.03, "cpu": 0.01}  # a known cost per kernel instead of the clock
+    monkeypatch.setattr(sb, "step_seconds", lambda kernel, img, ref: spent[kernel])
+    monkeypatch.setattr(sb, "RESULTS", tmp_path)
+    sb.main(["--sizes", "24x16", "--threads", "1", "--repeats", "3", "--out", "s"])
+    row = json.loads((tmp_path / "s.json").read_text())["rows"][0]
+    assert (row["width"], row["height"], row["threads"]) == (24, 16, 1)
+    assert row["speedup"] == pytest.approx(3.0) and row["torch_ms"] == pytest.approx(30.0)
+    assert "| 24x16 | 1 | 30.0 | 10.0 | 3.00x |" in (tmp_path / "s.md").read_text()

@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.ndimage import correlate
 
+from sparsesplat.rasterizer.build import is_available
 from sparsesplat.recon import metrics
 from sparsesplat.recon.metrics import LPIPS, evaluate_views, psnr, ssim
 
@@ -73,6 +74,43 @@ def test_ssim_batch_and_identity():
     x = torch.from_numpy(a)
     assert float(ssim(x, x)) == pytest.approx(1.0, abs=1e-6)
     assert float(ssim(torch.zeros(8, 8, 3), torch.zeros(8, 8, 3))) == pytest.approx(1.0, abs=1e-6)
+
+
+needs_cpu_backend = pytest.mark.skipif(not is_available("cpu"), reason="the compiled CPU backend cannot be built here")
+
+
+@needs_cpu_backend
+@pytest.mark.parametrize("size", [(23, 31), (37, 53), (5, 7), (12, 40)], ids=str)
+def test_compiled_ssim_matches_the_reference_value_and_gradient(size):
+    # (5, 7): smaller than the window, so zero padding is everywhere and every row is the kernel's scalar tail;
+    # (12, 40) and (37, 53): full lane vectors plus a tail
+    (a, b), (c, d) = pair(*size, seed=3), pair(*size, seed=4)
+    img = torch.from_numpy(np.stack([a, c])).double().requires_grad_()
+    ref = torch.from_numpy(np.stack([b, d])).double()
+    got = ssim(img, ref, kernel="cpu")
+    assert float(got[0].detach()) == pytest.approx(reference_ssim(a, b), abs=1e-12)
+    assert float(got[1].detach()) == pytest.approx(reference_ssim(c, d), abs=1e-12)
+    # gradient: against autograd through the torch reference, and against finite differences (float64)
+    weights = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    g_cpu, = torch.autograd.grad((got * weights).sum(), img)
+    g_ref, = torch.autograd.grad((ssim(img, ref) * weights).sum(), img)
+    assert torch.allclose(g_cpu, g_ref, rtol=1e-9, atol=1e-14)
+    small = img[:, :5, :6].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ssim(x, ref[:, :5, :6], kernel="cpu"), (small,), eps=1e-6, atol=1e-8)
+    # float32, as training runs it: the same value and gradient up to float rounding
+    img32 = img.detach().float().requires_grad_()
+    got32 = ssim(img32, ref.float(), kernel="cpu")
+    assert torch.allclose(got32.double(), got.detach(), atol=2e-6)
+    g32, = torch.autograd.grad((got32 * weights.float()).sum(), img32)
+    assert torch.allclose(g32.double(), g_cpu, rtol=1e-3, atol=1e-7)
+
+
+def test_ssim_kernel_choice():
+    img, ref = (torch.from_numpy(x) for x in pair())
+    with pytest.raises(ValueError, match="unknown SSIM kernel"):
+        ssim(img, ref, kernel="fused")
+    assert metrics.ssim_kernel("cpu") == "cpu"
+    assert metrics.ssim_kernel("torch") == metrics.ssim_kernel("cuda") == "torch"
 
 
 def test_masked_metrics_ignore_pixels_outside():

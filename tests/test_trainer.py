@@ -100,6 +100,35 @@ def test_default_strategy_clones_small_and_splits_large():
     assert int((scales - 0.5).abs().lt(1e-6).sum()) == 1
 
 
+def test_default_strategy_prunes_what_no_training_view_shows():
+    # six Gaussians told apart by their opacity; 0 (small) is cloned and 2 (large) split, as above; 1 and 5 stayed
+    # below the blending-weight threshold in the views rendered since the last refinement. 5 comes after the split
+    # parent, whose removal shifts it: the mask must follow.
+    n = 6
+    params = {"means": torch.zeros(n, 3), "quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+              "scales": torch.log(torch.tensor([0.001, 0.001, 0.5, 0.5, 0.001, 0.5]))[:, None].repeat(1, 3),
+              "opacities": torch.arange(n, dtype=torch.float32) + 1.0, "sh0": torch.zeros(n, 1, 3),
+              "shN": torch.zeros(n, 0, 3)}
+
+    def run(prune_weight):
+        m = GaussianModel({k: v.clone() for k, v in params.items()}, LearningRates(), 1.0)
+        strat = DefaultStrategy(refine_start_iter=0, refine_every=2, reset_every=10_000, prune_weight=prune_weight)
+        state = strat.initialize_state(m)
+        for step, weights in ((1, [0.5, 0.002, 0.0, 0.3, 0.2, 0.0]), (2, [0.0, 0.001, 0.4, 0.0, 0.0, 0.005])):
+            class Meta:
+                width, height = 100, 100
+                visibility = torch.ones(1, n, dtype=torch.bool)
+                means2d = torch.zeros(1, n, 2, requires_grad=True)
+                max_weight = torch.tensor([weights])
+
+            Meta.means2d.grad = torch.tensor([[[0.01, 0], [0, 0], [0.01, 0], [0, 0], [0, 0], [0, 0]]]) / 2
+            strat.step_post_backward(m, state, step, Meta)
+        return sorted(int(o) for o in m.params["opacities"].detach())
+
+    assert run(0.0) == [1, 1, 2, 3, 3, 4, 5, 6]  # off: 0 cloned, 2 split into two, nothing pruned
+    assert run(0.01) == [1, 1, 3, 3, 4, 5]  # 1 and 5 pruned; the clone of 0 and the children of 2 kept
+
+
 def test_mcmc_relocates_dead_and_respects_the_cap():
     n = 50
     g = torch.Generator().manual_seed(0)

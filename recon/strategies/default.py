@@ -20,6 +20,9 @@ class DefaultStrategy:
     """Clone below this size (fraction of the scene scale), split above."""
     prune_scale3d: float = 0.1
     """After the first opacity reset, prune Gaussians larger than this (fraction of the scene scale)."""
+    prune_weight: float = 0.0
+    """Prune Gaussians whose largest blending weight in every training view rendered since the last refinement
+    stayed below this: hidden behind others or too faint to show, the photos do not constrain them (0 disables)."""
     refine_start_iter: int = 500
     """Start densifying (clone, split, prune) after this many steps."""
     refine_stop_iter: int = 15_000
@@ -38,7 +41,8 @@ class DefaultStrategy:
     def initialize_state(self, model) -> dict:
         n, dev = len(model), model.params["means"].device
         # on the model's device: moving the per-step statistics to the host would sync the GPU every step
-        return {"grad2d": torch.zeros(n, device=dev), "count": torch.zeros(n, device=dev)}
+        return {"grad2d": torch.zeros(n, device=dev), "count": torch.zeros(n, device=dev),
+                "max_weight": torch.zeros(n, device=dev), "views": 0}
 
     def regularization(self, model):
         return 0.0
@@ -53,9 +57,16 @@ class DefaultStrategy:
         vis = meta.visibility
         state["grad2d"] += (grad.norm(dim=-1) * vis).sum(0)
         state["count"] += vis.sum(0).float()
+        weight = getattr(meta, "max_weight", None)  # (C,N) largest blending weight per view
+        if "max_weight" in state and weight is not None:
+            state["max_weight"] = torch.maximum(state["max_weight"], weight.detach().amax(0).float())
+            state["views"] += 1
         if step > self.refine_start_iter and step % self.refine_every == 0:
-            self._grow(model, state)
-            self._prune(model, step)
+            unseen = self._unseen(state)
+            split = self._grow(model, state)
+            if unseen is not None and split is not None:  # the split parents are gone; the rest keep their order
+                unseen = unseen[~split]
+            self._prune(model, step, unseen)
             state.update(self.initialize_state(model))
         if step > 0 and step % self.reset_every == 0:
             model.cap_opacities(2 * self.prune_opa)
@@ -63,7 +74,8 @@ class DefaultStrategy:
     def step_post_optimizer(self, model, state, step: int) -> None:
         return
 
-    def _grow(self, model, state) -> None:
+    def _grow(self, model, state) -> torch.Tensor | None:
+        """Clone and split; returns which of the Gaussians there were are gone (split parents), or None."""
         dev = model.params["means"].device
         avg = state["grad2d"] / state["count"].clamp_min(1)
         high = avg > self.grow_grad2d
@@ -72,13 +84,13 @@ class DefaultStrategy:
         dup = high & ~big
         split = high & big
         if room <= 0:
-            return
+            return None
         if int(dup.sum()) + int(split.sum()) > room:  # keep the strongest gradients
             order = torch.argsort(avg * high, descending=True)[:room]
             chosen = torch.zeros_like(high)
             chosen[order] = True
             dup, split = dup & chosen, split & chosen
-        p = model.params
+        p, parents = model.params, split
         if dup.any():
             model.append({k: p[k][dup].detach() for k in p})
             split = torch.cat([split, torch.zeros(int(dup.sum()), dtype=torch.bool, device=dev)])
@@ -92,10 +104,19 @@ class DefaultStrategy:
             children["scales"] = torch.log(scales / 1.6).repeat(2, 1)
             model.append(children)
             model.remove(torch.cat([split, torch.zeros(len(children["means"]), dtype=torch.bool, device=dev)]))
+        return parents
 
-    def _prune(self, model, step: int) -> None:
+    def _unseen(self, state) -> torch.Tensor | None:
+        """Before growing: which Gaussians no training view rendered since the last refinement showed."""
+        if self.prune_weight <= 0 or state.get("views", 0) == 0:
+            return None
+        return state["max_weight"] < self.prune_weight
+
+    def _prune(self, model, step: int, unseen: torch.Tensor | None = None) -> None:
         p = model.params
         prune = torch.sigmoid(p["opacities"]) < self.prune_opa
+        if unseen is not None:  # listed first; the Gaussians grown since were cloned or split from seen ones
+            prune[: len(unseen)] |= unseen
         if step > self.reset_every:
             prune |= torch.exp(p["scales"]).max(-1).values > self.prune_scale3d * model.scene_scale
         if prune.any() and not prune.all():

@@ -54,6 +54,9 @@ std::vector<at::Tensor> rasterize_convexes_bwd_cpu(const at::Tensor&, const at::
 // view-dependent colours of every kind (sh_colors.cpp)
 at::Tensor sh_colors_fwd_cpu(const at::Tensor&, const at::Tensor&, int64_t);
 std::vector<at::Tensor> sh_colors_bwd_cpu(const at::Tensor&, const at::Tensor&, int64_t, const at::Tensor&);
+// the training loss's SSIM (ssim.cpp)
+std::vector<at::Tensor> ssim_fwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&);
+at::Tensor ssim_bwd_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&);
 }  // namespace sparsesplat
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -72,4 +75,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rasterize_convexes_bwd", &sparsesplat::rasterize_convexes_bwd_cpu);
     m.def("sh_colors_fwd", &sparsesplat::sh_colors_fwd_cpu);
     m.def("sh_colors_bwd", &sparsesplat::sh_colors_bwd_cpu);
+    m.def("ssim_fwd", &sparsesplat::ssim_fwd_cpu);
+    m.def("ssim_bwd", &sparsesplat::ssim_bwd_cpu);
 }

@@ -78,6 +78,19 @@ inline auto lane_reduce(Vec v, Op op) {
     return v[0];
 }
 
+// kLanes consecutive values from (to) memory of any alignment.
+template <typename T>
+inline LaneV<T> lane_load(const T* p) {
+    LaneV<T> v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+template <typename T>
+inline void lane_store(T* p, LaneV<T> v) {
+    __builtin_memcpy(p, &v, sizeof(v));
+}
+
 template <typename T>
 inline T lane_sum(LaneV<T> v) {
     return lane_reduce<T>(v, [](LaneV<T> a, LaneV<T> b) { return a + b; });
