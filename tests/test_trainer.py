@@ -110,11 +110,14 @@ def test_default_strategy_prunes_what_no_training_view_shows():
               "opacities": torch.arange(n, dtype=torch.float32) + 1.0, "sh0": torch.zeros(n, 1, 3),
               "shN": torch.zeros(n, 0, 3)}
 
-    def run(prune_weight):
-        m = GaussianModel({k: v.clone() for k, v in params.items()}, LearningRates(), 1.0)
-        strat = DefaultStrategy(refine_start_iter=0, refine_every=2, reset_every=10_000, prune_weight=prune_weight)
+    def run(prune_weight, first_step=1, reset_every=10_000):
+        # scene scale 10: split above 0.1, none large enough (1.0) for the size pruning after a reset
+        m = GaussianModel({k: v.clone() for k, v in params.items()}, LearningRates(), 10.0)
+        strat = DefaultStrategy(refine_start_iter=0, refine_every=2, reset_every=reset_every,
+                                prune_weight=prune_weight)
         state = strat.initialize_state(m)
-        for step, weights in ((1, [0.5, 0.002, 0.0, 0.3, 0.2, 0.0]), (2, [0.0, 0.001, 0.4, 0.0, 0.0, 0.005])):
+        for step, weights in ((first_step, [0.5, 0.002, 0.0, 0.3, 0.2, 0.0]),
+                              (first_step + 1, [0.0, 0.001, 0.4, 0.0, 0.0, 0.005])):
             class Meta:
                 width, height = 100, 100
                 visibility = torch.ones(1, n, dtype=torch.bool)
@@ -127,6 +130,10 @@ def test_default_strategy_prunes_what_no_training_view_shows():
 
     assert run(0.0) == [1, 1, 2, 3, 3, 4, 5, 6]  # off: 0 cloned, 2 split into two, nothing pruned
     assert run(0.01) == [1, 1, 3, 3, 4, 5]  # 1 and 5 pruned; the clone of 0 and the children of 2 kept
+    # within two refinements after an opacity reset (every 100 steps here, the last at step 100) every weight is
+    # capped, so none is pruned for it; later ones prune again
+    assert run(0.01, first_step=103, reset_every=100) == [1, 1, 2, 3, 3, 4, 5, 6]
+    assert run(0.01, first_step=105, reset_every=100) == [1, 1, 3, 3, 4, 5]
 
 
 def test_mcmc_relocates_dead_and_respects_the_cap():

@@ -62,7 +62,7 @@ class DefaultStrategy:
             state["max_weight"] = torch.maximum(state["max_weight"], weight.detach().amax(0).float())
             state["views"] += 1
         if step > self.refine_start_iter and step % self.refine_every == 0:
-            unseen = self._unseen(state)
+            unseen = self._unseen(state, step)
             split = self._grow(model, state)
             if unseen is not None and split is not None:  # the split parents are gone; the rest keep their order
                 unseen = unseen[~split]
@@ -106,9 +106,13 @@ class DefaultStrategy:
             model.remove(torch.cat([split, torch.zeros(len(children["means"]), dtype=torch.bool, device=dev)]))
         return parents
 
-    def _unseen(self, state) -> torch.Tensor | None:
-        """Before growing: which Gaussians no training view rendered since the last refinement showed."""
+    def _unseen(self, state, step: int) -> torch.Tensor | None:
+        """Before growing: which Gaussians no training view rendered since the last refinement showed. Not in
+        the two refinements after an opacity reset: the reset caps every opacity, and so every weight, at
+        2 prune_opa, and the Gaussians that matter need those steps to regain theirs."""
         if self.prune_weight <= 0 or state.get("views", 0) == 0:
+            return None
+        if step >= self.reset_every and step % self.reset_every <= 2 * self.refine_every:
             return None
         return state["max_weight"] < self.prune_weight
 
