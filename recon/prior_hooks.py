@@ -25,7 +25,7 @@ from sparsesplat.priors.repair.scene import SceneRepairConfig
 from sparsesplat.rasterizer import render
 
 from .io import atomic_path
-from .metrics import ssim
+from .metrics import ssim, ssim_kernel
 
 PRIORS = ("none", "depth", "repair", "diffusion")
 
@@ -227,7 +227,8 @@ class PseudoViewLoss:
             return None
         target = masked_target(views.images[k], img, mask)
         l1 = (img - target).abs().sum() / (3 * mask.sum())
-        loss = (1 - self.ssim_weight) * l1 + self.ssim_weight * (1 - ssim(img, target))
+        d_ssim = 1 - ssim(img, target, kernel=ssim_kernel(out.meta.backend))
+        loss = (1 - self.ssim_weight) * l1 + self.ssim_weight * d_ssim
         loss = self.sched.cfg.weight * loss
         self.log.add("pseudo_view", ctx.step, loss)
         if want_depth:
