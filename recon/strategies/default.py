@@ -24,8 +24,8 @@ class DefaultStrategy:
     """Prune Gaussians whose largest blending weight in every training view rendered since the last refinement
     stayed below this: hidden behind others or too faint to show, the photos do not constrain them, yet other
     views see them (0 disables; 3DGS has no such rule). The CLI's default is 0.01 (TrainConfig): measured (fast
-    schedule, benchmarks/results/quality.md) lego blender8 24.43 -> 24.54 dB (three seeds), DTU scan37 dtu3
-    masked +0.5 dB (seed 0), fern llff3 22.39 -> 22.40, with 8-10% fewer Gaussians."""
+    schedule, benchmarks/results/quality.md) lego blender8 24.43 -> 24.54 dB, DTU scan37 dtu3 masked
+    13.67 -> 13.80 (three seeds each), fern llff3 22.39 -> 22.40, with 8-10% fewer Gaussians."""
     refine_start_iter: int = 500
     """Start densifying (clone, split, prune) after this many steps."""
     refine_stop_iter: int = 15_000
