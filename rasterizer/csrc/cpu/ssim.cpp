@@ -81,7 +81,8 @@ inline void put(T* p, U v) {
     }
 }
 
-// Every row of n planes, pixels [0, W): body(i, U{}) for vectors of pixels starting at i, then single pixels.
+// The pixels [0, W) of one row: body(i, LaneV<T>{}) for each whole lane vector starting at i, then body(i, T(0))
+// for each pixel left over.
 template <typename T, typename Body>
 inline void for_pixels(int64_t W, Body body) {
     int64_t i = 0;
