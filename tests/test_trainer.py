@@ -89,6 +89,7 @@ def test_default_strategy_clones_small_and_splits_large():
         width, height = 100, 100
         visibility = torch.ones(1, n, dtype=torch.bool)
         means2d = torch.zeros(1, n, 2, requires_grad=True)
+        max_weight = torch.ones(1, n)
 
     Meta.means2d.grad = torch.tensor([[[0.01, 0], [0, 0], [0.01, 0], [0, 0]]])  # high for 0 (small) and 2 (large)
     strat.step_post_backward(m, state, 1, Meta)

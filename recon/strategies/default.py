@@ -60,9 +60,8 @@ class DefaultStrategy:
         vis = meta.visibility
         state["grad2d"] += (grad.norm(dim=-1) * vis).sum(0)
         state["count"] += vis.sum(0).float()
-        weight = getattr(meta, "max_weight", None)  # (C,N) largest blending weight per view
-        if "max_weight" in state and weight is not None:
-            state["max_weight"] = torch.maximum(state["max_weight"], weight.detach().amax(0).float())
+        if "max_weight" in state:  # (absent from the checkpoints of older runs)
+            state["max_weight"] = torch.maximum(state["max_weight"], meta.max_weight.detach().amax(0).float())
             state["views"] += 1
         if step > self.refine_start_iter and step % self.refine_every == 0:
             unseen = self._unseen(state, step)

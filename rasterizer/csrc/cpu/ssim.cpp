@@ -185,7 +185,13 @@ void ssim_fwd_impl(const at::Tensor& img, const at::Tensor& ref, const at::Tenso
     column_pass_stats(P, H, W, ta, tb, wide, g.data());
     T* st = scratch<T, 3>(5 * P * HW);
     row_pass(5 * P, H, W, wide, st, g.data());
-    T* d_mu = partials.data_ptr<T>();  // (3, C, 3, H, W): dS/dmu_a, dS/dE[a^2], dS/dE[ab]
+    // the partials dS/dmu_a, dS/dE[a^2], dS/dE[ab], as the tall planes (3, C, 3, H + 2 kR, W) the backward filters
+    T* d = partials.data_ptr<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t q = 0; q < 3 * P; ++q) {
+        std::fill(d + q * HT * W, d + (q * HT + kR) * W, T(0));
+        std::fill(d + (q * HT + kR + H) * W, d + (q + 1) * HT * W, T(0));
+    }
     std::vector<double> row_sum(P * H);
     const T C1 = T(kC1), C2 = T(kC2);
 #pragma omp parallel
@@ -193,15 +199,15 @@ void ssim_fwd_impl(const at::Tensor& img, const at::Tensor& ref, const at::Tenso
         std::vector<T> S_row(W);
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < P * H; ++row) {
-            const int64_t o0 = row * W;
+            const int64_t o0 = row * W, p = row / H, y = row % H;
             const T* mu_a_ = st + o0;
             const T* mu_b_ = st + P * HW + o0;
             const T* e_aa_ = st + 2 * P * HW + o0;
             const T* e_bb_ = st + 3 * P * HW + o0;
             const T* e_ab_ = st + 4 * P * HW + o0;
-            T* d_mu_ = d_mu + o0;
-            T* d_aa_ = d_mu + P * HW + o0;
-            T* d_ab_ = d_mu + 2 * P * HW + o0;
+            T* d_mu_ = d + (p * HT + kR + y) * W;
+            T* d_aa_ = d + ((P + p) * HT + kR + y) * W;
+            T* d_ab_ = d + ((2 * P + p) * HT + kR + y) * W;
             T* S_ = S_row.data();
             for_pixels<T>(W, [&](int64_t i, auto zero) {  // no reduction in this loop: it vectorizes
                 using U = decltype(zero);
@@ -235,20 +241,10 @@ template <typename T>
 void ssim_bwd_impl(const at::Tensor& img, const at::Tensor& ref, const at::Tensor& window,
                    const at::Tensor& partials, const at::Tensor& v_mean, at::Tensor& v_img) {
     const int64_t C = img.size(0), H = img.size(1), W = img.size(2), HW = H * W, P = C * 3;
-    const int64_t HT = H + 2 * kR, WW = W + 2 * kR;
+    const int64_t WW = W + 2 * kR;
     const std::vector<T> g = window_of<T>(window);
-    // the three partials as tall planes (a copy: the saved ones stay as they are)
-    const T* saved = partials.data_ptr<T>();
-    T* tall = scratch<T, 0>(3 * P * HT * W);
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < 3 * P; ++p) {
-        T* dst = tall + p * HT * W;
-        std::fill(dst, dst + kR * W, T(0));
-        std::copy(saved + p * HW, saved + (p + 1) * HW, dst + kR * W);
-        std::fill(dst + (kR + H) * W, dst + HT * W, T(0));
-    }
     T* wide = scratch<T, 2>(3 * P * H * WW);
-    column_pass(3 * P, H, W, tall, wide, g.data());
+    column_pass(3 * P, H, W, partials.data_ptr<T>(), wide, g.data());  // the forward left them as tall planes
     T* pt = scratch<T, 3>(3 * P * HW);
     row_pass(3 * P, H, W, wide, pt, g.data());
     const T* a = img.data_ptr<T>();
@@ -280,12 +276,12 @@ void check_images(const at::Tensor& img, const at::Tensor& ref) {
 
 }  // namespace
 
-// Mean SSIM per image (C,) and the partial derivatives the backward needs, (3, C, 3, H, W).
+// Mean SSIM per image (C,) and the partial derivatives the backward needs, (3, C, 3, H + 10, W): tall planes.
 std::vector<at::Tensor> ssim_fwd_cpu(const at::Tensor& img, const at::Tensor& ref, const at::Tensor& window) {
     check_images(img, ref);
     const int64_t C = img.size(0), H = img.size(1), W = img.size(2);
     at::Tensor mean = at::empty({C}, img.options());
-    at::Tensor partials = at::empty({3, C, 3, H, W}, img.options());
+    at::Tensor partials = at::empty({3, C, 3, H + 2 * kR, W}, img.options());
     AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "ssim_fwd_cpu",
                                [&] { ssim_fwd_impl<scalar_t>(img, ref, window, mean, partials); });
     return {mean, partials};
@@ -296,7 +292,8 @@ at::Tensor ssim_bwd_cpu(const at::Tensor& img, const at::Tensor& ref, const at::
                         const at::Tensor& partials, const at::Tensor& v_mean) {
     check_images(img, ref);
     TORCH_CHECK(partials.is_contiguous() && partials.scalar_type() == img.scalar_type() &&
-                    partials.numel() == 3 * img.numel(), "ssim: partials must be the forward's");
+                    partials.numel() == 3 * img.size(0) * 3 * (img.size(1) + 2 * kR) * img.size(2),
+                "ssim: partials must be the forward's");
     at::Tensor v_img = at::empty_like(img);
     const at::Tensor vm = v_mean.to(img.scalar_type()).contiguous();
     AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "ssim_bwd_cpu",
