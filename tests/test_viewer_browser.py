@@ -96,6 +96,12 @@ def direct_render(app: ViewerApp, view: ViewCamera, w: int, h: int) -> np.ndarra
     return np.clip(np.round(out.colors[0].numpy() * 255), 0, 255)
 
 
+def same_rotation(wxyz, expected, atol: float = 5e-3) -> bool:
+    """Whether two unit quaternions (w, x, y, z) are the same rotation (q and -q are)."""
+    a, b = np.asarray(wxyz, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    return bool(np.allclose(a, b, atol=atol) or np.allclose(a, -b, atol=atol))
+
+
 class Stats:
     def __init__(self, step):
         self.step, self.loss, self.psnr, self.num_primitives = step, 0.1, 20.0, 800
@@ -145,10 +151,17 @@ def test_viewer_in_chromium(browser, tmp_path):
         V = look_at(eye, [0.0, 0.0, 0.0]).numpy()
         R = np.linalg.inv(V)[:3, :3]
         x, y, z, w_ = Rotation.from_matrix(R).as_quat()
+        # The server's copy of the camera changes at once; the browser then applies the camera and reports it back
+        # (the quaternion's sign and the canvas aspect may come back different, and an orbit around the ball
+        # keeps its silhouette but not its view-dependent colours): wait for the browser's report, for a still
+        # camera, then for the frame of that camera.
+        sent_at = time.monotonic()
         app.set_client_view(cv.client, ViewCamera((w_, x, y, z), tuple(eye), math.radians(45), 1.0))
-        wait_for(lambda: np.allclose(cv.client.camera.position, eye, atol=1e-3), 30, "the tab to take the camera")
-        wait_for(lambda: cv.frame_full and cv.frame_key[0] == client_view(cv.client), 120, "a frame of that camera")
+        wait_for(lambda: cv.last_move > sent_at and np.allclose(cv.client.camera.position, eye, atol=1e-3)
+                 and same_rotation(cv.client.camera.wxyz, (w_, x, y, z)), 30, "the tab to take the camera")
+        wait_for(lambda: time.monotonic() - cv.last_move > 1.0, 30, "the tab's camera to be still")
         view = client_view(cv.client)
+        wait_for(lambda: cv.frame_full and cv.frame_key[0] == view, 120, "a frame of that camera")
         assert view.aspect == pytest.approx(VIEWPORT["width"] / VIEWPORT["height"], abs=0.01)  # viser may scale the canvas
         assert view.fov_y == pytest.approx(math.radians(45), abs=1e-3)
 
@@ -176,6 +189,9 @@ def test_viewer_in_chromium(browser, tmp_path):
         assert (seen == scene_px)[mask].mean() > MIN_AGREEMENT
         # ... and looks like the direct render of the same camera
         server_err = np.abs(cv.frame.image.astype(np.float64) - ref)[mask].mean()
+        now = client_view(cv.client)
+        assert np.allclose(now.position, view.position, atol=1e-3) and same_rotation(now.wxyz, view.wxyz), \
+            "the tab's camera moved while the test compared its frame"
         assert err.mean() < MAX_MEAN_ERROR, (f"mean abs difference {err.mean():.1f}/255 (the server's last frame differs from "
                                   f"the direct render by {server_err:.1f}/255; images in {SHOTS})")
         assert np.corrcoef(shot[mask].ravel(), ref[mask].ravel())[0, 1] > 0.98
