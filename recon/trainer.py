@@ -27,8 +27,9 @@ from .kinds.ges import GesOptions
 from .kinds.triangle import TriangleOptions
 from .metrics import psnr, ssim, ssim_kernel
 from .primitive_model import INIT_OPACITY, PrimitiveModel
-from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss, drop_primitives,
-                           inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss, warp_from_shifted)
+from .regularizers import (area_resize, backdrop_weights, background_alpha_loss, depth_smoothness_loss,
+                           drop_primitives, inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss,
+                           warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
 from .transients import transient_inliers
 
@@ -75,6 +76,9 @@ class TrainConfig:
     """Largest sideways shift of the virtual camera, as a fraction of the scene scale."""
     binocular_start: float = 0.2
     """Start binocular consistency after this fraction of the steps (depth is meaningless at first)."""
+    binocular_resolution: float = 1.0
+    """Render the shifted camera, and compare its warp with the photo, at this fraction of the training views'
+    resolution (0.5: a quarter of the pixels; the depth and the photo are area-averaged to that size)."""
     opacity_decay: float = 0.002
     """Multiply opacities by (1 - opacity_decay) every step while densifying (0 disables)."""
     stereo_depth_weight: float = 0.0
@@ -333,13 +337,18 @@ class Trainer:
     def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree, v: int, generator: torch.Generator) -> torch.Tensor:
         mag = (0.5 + 0.5 * torch.rand(1, generator=generator).item()) * self.cfg.binocular_baseline
         b = mag * self.model.scene_scale * (1 if torch.rand(1, generator=generator).item() < 0.5 else -1)
-        other = render(prims, shifted_camera(cam, b), backend=self.cfg.backend, background=bg,
+        shifted, keep = shifted_camera(cam, b), self.loss_masks[v] if self.loss_masks is not None else None
+        if self.cfg.binocular_resolution != 1.0:
+            shifted = shifted.scaled(self.cfg.binocular_resolution)
+            depth, gt = (area_resize(x, shifted.height, shifted.width) for x in (depth, gt))
+            keep = None if keep is None else area_resize(keep, shifted.height, shifted.width)
+        other = render(prims, shifted, backend=self.cfg.backend, background=bg,
                        sh_degree=sh_degree, render_mode="RGB", rasterize_mode=self.cfg.rasterize_mode)
-        warped, valid = warp_from_shifted(other.colors[0], depth, cam.Ks[0], b)
+        warped, valid = warp_from_shifted(other.colors[0], depth, shifted.Ks[0], b)
         if self.appearance is not None:
             warped = self.appearance.apply(warped, v)
-        if self.loss_masks is not None:
-            valid = valid * self.loss_masks[v]
+        if keep is not None:
+            valid = valid * keep
         return ((warped - gt).abs() * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
 
     def train_step(self) -> StepStats:

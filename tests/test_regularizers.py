@@ -9,8 +9,8 @@ import torch
 
 from sparsesplat.datasets import synthetic
 from sparsesplat.rasterizer import Gaussians
-from sparsesplat.recon.regularizers import (drop_primitives, multiview_photo_loss, shifted_camera, warp_by_depth,
-                                           warp_from_shifted)
+from sparsesplat.recon.regularizers import (area_resize, drop_primitives, multiview_photo_loss, shifted_camera,
+                                           warp_by_depth, warp_from_shifted)
 
 
 def test_drop_primitives_preserves_expected_opacity():
@@ -47,6 +47,39 @@ def test_warp_reproduces_the_reference_view_from_ray_cast_ground_truth():
     # the wrong baseline sign must do clearly worse (the test can fail)
     wrong, valid2 = warp_from_shifted(torch.from_numpy(img_other[0]).double(), depth, cam.Ks[0], -b)
     err2 = (wrong - torch.from_numpy(img_ref[0]).double()).abs().mean(-1)[valid2[..., 0] > 0]
+    assert float(err2.median()) > 2 * float(err.median())
+
+
+def test_area_resize_averages_the_pixels_each_output_pixel_covers():
+    img = torch.rand(6, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    half = area_resize(img, 3, 4)
+    np.testing.assert_allclose(half.numpy(), img.numpy().reshape(3, 2, 4, 2, 3).mean(axis=(1, 3)), atol=1e-12)
+    assert area_resize(img, 6, 8) is img
+
+
+def test_half_resolution_warp_reproduces_the_reference_view():
+    """The binocular term at --binocular-resolution 0.5: the shifted camera rendered at half size, the reference
+    depth and photo area-averaged to that size, warped with the half-size intrinsics."""
+    cam = synthetic.make_cameras(3, 96, 72, "forward")[1]
+    b = 0.15
+    small = shifted_camera(cam, b).scaled(0.5)
+    img_ref, _, depth_ref = synthetic.render(cam, "forward", supersample=1)
+    img_small, _, _ = synthetic.render(small, "forward", supersample=2)
+    depth = torch.from_numpy(np.where(np.isfinite(depth_ref[0]), depth_ref[0], 0.0)).double()
+    ref = area_resize(torch.from_numpy(img_ref[0]).double(), small.height, small.width)
+    depth = area_resize(depth, small.height, small.width)
+    src = torch.from_numpy(img_small[0]).double()
+
+    def error(baseline):
+        warped, valid = warp_from_shifted(src, depth, small.Ks[0], baseline)
+        return (warped - ref).abs().mean(-1)[valid[..., 0] > 0], valid
+
+    err, valid = error(b)
+    assert (small.width, small.height) == (48, 36) and valid.mean() > 0.8
+    assert float(err.median()) < 0.03 and float((err < 0.1).double().mean()) > 0.85
+    # full-size intrinsics on the half-size image put every pixel at the wrong disparity
+    wrong, valid2 = warp_from_shifted(src, depth, cam.Ks[0], b)
+    err2 = (wrong - ref).abs().mean(-1)[valid2[..., 0] > 0]
     assert float(err2.median()) > 2 * float(err.median())
 
 
