@@ -35,10 +35,12 @@ import torch
 from .sparse_views import RESULTS, SCENES, data_root
 
 
-def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path) -> dict:
-    """One default run of ``scene`` under a StageTimer: the stage table, wall times and test metrics."""
+def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path, settings: dict | None = None) -> dict:
+    """One default run of ``scene`` under a StageTimer: the stage table, wall times and test metrics.
+    ``settings``: {dotted name: value} of the reconstruct settings to change from the defaults."""
     from sparsesplat.rasterizer.profiling import StageTimer
     from sparsesplat.recon.pipeline import ReconstructConfig, reconstruct
+    from sparsesplat.recon.run_config import with_settings
     from sparsesplat.recon.trainer import TrainConfig
 
     rel, protocol = SCENES[scene]
@@ -47,6 +49,8 @@ def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path) -> d
         train.iters = iters
     cfg = ReconstructConfig(data=data_root() / rel, out=out_root / f"{scene}_s{seed}", protocol=protocol,
                             overwrite=True, train=train, schedule="fast")
+    if settings:
+        cfg = with_settings(cfg, settings)
     started: list[float] = []
     t0 = time.perf_counter()
     with StageTimer(synchronize_cuda=torch.cuda.is_available()) as timer:
@@ -65,6 +69,19 @@ def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path) -> d
         "psnr": metrics["psnr"], "ssim": metrics["ssim"], "psnr_masked": metrics.get("psnr_masked"),
         "num_primitives": metrics["num_primitives"], "init_points": metrics["init_points"],
     }
+
+
+def parse_settings(ap: argparse.ArgumentParser, pairs: list[str]) -> dict:
+    """{name: value} from NAME=VALUE strings, each value read as YAML (0.5, true, [1, 2], text)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            ap.error(f"--set {pair!r}: expected NAME=VALUE, e.g. train.binocular_resolution=0.5")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _baseline(tree: Path, args) -> list[dict]:
@@ -169,15 +186,19 @@ def main() -> None:
                     help="another checkout to run the same scenes with, for a before/after ratio")
     ap.add_argument("--out", default="train_profile", help="results file stem")
     ap.add_argument("--plot", action="store_true", help="also write benchmarks/results/<out>.png")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="change a reconstruct setting from its default, by its config.yaml name "
+                         "(e.g. train.binocular_resolution=0.5); repeatable")
     ap.add_argument("--rows-json", type=Path, default=None, help=argparse.SUPPRESS)  # used by --baseline-tree
     args = ap.parse_args()
+    settings = parse_settings(ap, args.set)
     if not data_root().is_dir():
         sys.exit(f"scenes not found in {data_root()}; set SPARSESPLAT_DATA to the folder holding llff/ and nerf_synthetic/")
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="train_profile_") as tmp:
-        rows = [profile_scene(s, args.iters, args.seed, Path(tmp)) for s in args.scenes]
+        rows = [profile_scene(s, args.iters, args.seed, Path(tmp), settings) for s in args.scenes]
     if args.rows_json:
         args.rows_json.write_text(json.dumps(rows))
         return

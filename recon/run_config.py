@@ -135,6 +135,23 @@ def changed_settings(cfg) -> dict:
     return dict(walk(now, default, ""))
 
 
+def with_settings(cfg, settings: dict):
+    """A copy of settings dataclass ``cfg`` with ``settings`` {dotted name: value} ("train.binocular_resolution":
+    0.5) replaced, each value converted to its field's type as config.yaml's are; a name that is not a setting
+    raises ``RunConfigError``."""
+    data = config_dict(cfg)
+    for name, value in settings.items():
+        *parents, key = name.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node or isinstance(node[key], dict):
+            raise RunConfigError(f"{name} is not a setting of {type(cfg).__name__}")
+        node[key] = value
+    unknown: list[str] = []
+    return from_dict(type(cfg), data, unknown, "settings")
+
+
 # Settings that belong to this command line, never to the run being continued.
 _THIS_COMMAND = ("data", "out", "resume", "overwrite")
 

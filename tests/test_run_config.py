@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sparsesplat.recon.pipeline import ReconstructConfig
-from sparsesplat.recon.run_config import RunConfigError, config_dict, dump, read_run_config
+from sparsesplat.recon.run_config import RunConfigError, config_dict, dump, read_run_config, with_settings
 from sparsesplat.recon.strategies import DefaultStrategy
 
 
@@ -60,3 +60,16 @@ def test_an_unreadable_file_says_which(tmp_path):
     (tmp_path / "config.yaml").write_text("train: [unclosed")
     with pytest.raises(RunConfigError, match="config.yaml could not be read"):
         read_run_config(tmp_path)
+
+
+def test_settings_changed_by_dotted_name_take_their_fields_types():
+    cfg = _changed()
+    new = with_settings(cfg, {"train.binocular_resolution": 1, "train.default.prune_weight": 0.05, "protocol": "dtu3"})
+    assert new.train.binocular_resolution == 1.0 and isinstance(new.train.binocular_resolution, float)
+    assert new.train.default.prune_weight == 0.05 and new.protocol == "dtu3"
+    assert new.train.iters == 1234 and cfg.train.default.prune_weight != 0.05  # the rest kept, the original untouched
+    for bad in ("train.no_such_option", "train.default", "nothing.here"):
+        with pytest.raises(RunConfigError, match=bad):
+            with_settings(cfg, {bad: 1})
+    with pytest.raises(RunConfigError, match="train.random_background"):
+        with_settings(cfg, {"train.random_background": "sometimes"})
