@@ -49,6 +49,7 @@ RANGES: dict[str, tuple] = {
     "dropout": (*UNIT, False, True),
     "opacity_decay": (*UNIT, False, True),
     "binocular_start": (*UNIT, False, False),
+    "binocular_resolution": (*UNIT, True, False),
     "depth_start": (*UNIT, False, False),
     "probability": (*UNIT, False, False),
     "alpha_threshold": (*UNIT, False, False),
