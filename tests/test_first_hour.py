@@ -140,6 +140,7 @@ def test_the_scene_header_says_how_many_views_the_protocol_chose_of_how_many():
     (["--priors.pseudo.probability", "-0.1"], "--priors.pseudo.probability"),
     (["--default.refine-every", "0"], "--default.refine-every"),
     (["--lrs.means", "nan"], "--lrs.means"),
+    (["--binocular-resolution", "0"], "--binocular-resolution"),
 ])
 def test_out_of_range_options_are_refused_at_parse_time(tmp_path, args, flag):
     out = tmp_path / "run"
