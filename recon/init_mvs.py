@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from sparsesplat.rasterizer import Cameras
 
-from .patches import box_mean, grey as grey_of
+from .patches import area_resize, box_mean, grey as grey_of
 
 
 @dataclass
@@ -75,7 +75,7 @@ def _downscaled(images: np.ndarray, cams: Cameras, max_side: int) -> tuple[torch
     if f <= 1:
         return imgs, K, 1.0
     h, w = int(round(H / f)), int(round(W / f))
-    imgs = F.interpolate(imgs.permute(0, 3, 1, 2), size=(h, w), mode="area").permute(0, 2, 3, 1)
+    imgs = area_resize(imgs, h, w)
     sx, sy = w / W, h / H
     K[:, 0] *= sx
     K[:, 1] *= sy

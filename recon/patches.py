@@ -1,5 +1,5 @@
-"""Patch statistics of images, shared by the plane-sweep stereo (``init_mvs``) and the multi-view
-photo-consistency regularizer (``regularizers``): grey level, box-filtered means, zero-mean NCC.
+"""Image helpers shared by the plane-sweep stereo (``init_mvs``), the regularizers (``regularizers``) and the
+trainer: grey level, area resizing, box-filtered means, zero-mean NCC.
 
 Imports: torch only.
 """
@@ -13,6 +13,17 @@ import torch.nn.functional as F
 def grey(img: torch.Tensor) -> torch.Tensor:
     """Luma (Rec. 601 weights) of (..., 3) colours: (...)."""
     return 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
+
+
+def area_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(..., H, W, C) -> (..., height, width, C) by area averaging (each output pixel the mean of the input
+    pixels it covers); differentiable. Returns ``image`` itself when it already has that size."""
+    if image.shape[-3:-1] == (height, width):
+        return image
+    lead, (H, W, C) = image.shape[:-3], image.shape[-3:]
+    flat = image.reshape(-1, H, W, C).permute(0, 3, 1, 2)
+    out = F.interpolate(flat, size=(height, width), mode="area").permute(0, 2, 3, 1)
+    return out.reshape(*lead, height, width, C)
 
 
 def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:

@@ -54,14 +54,6 @@ def shifted_camera(cams: Cameras, baseline: float) -> Cameras:
     return Cameras(shift @ cams.viewmats, cams.Ks, cams.width, cams.height)
 
 
-def area_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(H,W,C) -> (height,width,C) by area averaging (each output pixel the mean of the input pixels it covers);
-    differentiable."""
-    if image.shape[:2] == (height, width):
-        return image
-    return F.interpolate(image.permute(2, 0, 1)[None], size=(height, width), mode="area")[0].permute(1, 2, 0)
-
-
 def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, baseline: float):
     """Warp the image seen by the shifted camera back into the reference view.
 

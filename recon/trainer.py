@@ -26,8 +26,9 @@ from .kinds.gaussian import LearningRates
 from .kinds.ges import GesOptions
 from .kinds.triangle import TriangleOptions
 from .metrics import psnr, ssim, ssim_kernel
+from .patches import area_resize
 from .primitive_model import INIT_OPACITY, PrimitiveModel
-from .regularizers import (area_resize, backdrop_weights, background_alpha_loss, depth_smoothness_loss,
+from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss,
                            drop_primitives, inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss,
                            warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy

@@ -9,7 +9,8 @@ import torch
 
 from sparsesplat.datasets import synthetic
 from sparsesplat.rasterizer import Gaussians
-from sparsesplat.recon.regularizers import (area_resize, drop_primitives, multiview_photo_loss, shifted_camera,
+from sparsesplat.recon.patches import area_resize
+from sparsesplat.recon.regularizers import (drop_primitives, multiview_photo_loss, shifted_camera,
                                            warp_by_depth, warp_from_shifted)
 
 
@@ -55,6 +56,10 @@ def test_area_resize_averages_the_pixels_each_output_pixel_covers():
     half = area_resize(img, 3, 4)
     np.testing.assert_allclose(half.numpy(), img.numpy().reshape(3, 2, 4, 2, 3).mean(axis=(1, 3)), atol=1e-12)
     assert area_resize(img, 6, 8) is img
+    batch = torch.stack([img, 1 - img])[None]  # leading dims (1, 2) pass through
+    halves = area_resize(batch, 3, 4)
+    assert halves.shape == (1, 2, 3, 4, 3)
+    np.testing.assert_allclose(halves[0, 1].numpy(), 1 - half.numpy(), atol=1e-12)
 
 
 def test_half_resolution_warp_reproduces_the_reference_view():
