@@ -47,31 +47,43 @@ def drop_primitives(prims, rate: float, generator: torch.Generator):
     return out
 
 
-def shifted_camera(cams: Cameras, baseline: float) -> Cameras:
-    """The cameras moved by ``baseline`` along their own x axis (a stereo partner to the right if > 0)."""
+def shifted_camera(cams: Cameras, baseline: float, direction: tuple[float, float] = (1.0, 0.0)) -> Cameras:
+    """The cameras moved by ``baseline`` along ``direction`` (a unit vector (dx, dy) in their own image plane:
+    (1, 0) their x axis, a stereo partner to the right if ``baseline`` > 0; (0, 1) their y axis, downwards)."""
     shift = torch.eye(4, dtype=cams.viewmats.dtype, device=cams.viewmats.device)
-    shift[0, 3] = -baseline  # x_cam' = x_cam - b
+    if direction[0] != 0:
+        shift[0, 3] = -baseline * direction[0]  # x_cam' = x_cam - b dx
+    if direction[1] != 0:
+        shift[1, 3] = -baseline * direction[1]  # y_cam' = y_cam - b dy
     return Cameras(shift @ cams.viewmats, cams.Ks, cams.width, cams.height)
 
 
-def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, baseline: float):
-    """Warp the image seen by the shifted camera back into the reference view.
+def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, baseline: float,
+                      direction: tuple[float, float] = (1.0, 0.0)):
+    """Warp the image seen by the shifted camera (``shifted_camera`` with the same baseline and direction) back
+    into the reference view.
 
-    shifted_img (H,W,3); depth (H,W,1) reference-view z; K (3,3). A reference pixel at column u with depth
-    z sees the same point at column u - fx * b / z in the shifted view (same row). Returns the warped
-    image (H,W,3) and a validity mask (H,W,1) of pixels whose source lies inside the image with depth > 0.
+    shifted_img (H,W,3); depth (H,W,1) reference-view z; K (3,3). A reference pixel (u, v) with depth z sees
+    the same point at (u - fx b dx / z, v - fy b dy / z) in the shifted view (the same row for a sideways
+    shift). Returns the warped image (H,W,3) and a validity mask (H,W,1) of pixels whose source lies inside
+    the image with depth > 0.
     """
     H, W = depth.shape[:2]
-    fx = K[0, 0]
     z = depth[..., 0]
     ok = z > 1e-6
-    disparity = torch.where(ok, fx * baseline / z.clamp_min(1e-6), torch.zeros_like(z))
-    cols = torch.arange(W, dtype=depth.dtype, device=depth.device)[None, :] + 0.5 - disparity  # pixel centres
+    zc, zero = z.clamp_min(1e-6), torch.zeros_like(z)
+    cols = torch.arange(W, dtype=depth.dtype, device=depth.device)[None, :] + 0.5  # pixel centres
     rows = torch.arange(H, dtype=depth.dtype, device=depth.device)[:, None].expand(H, W) + 0.5
-    grid = torch.stack([cols / W * 2 - 1, rows / H * 2 - 1], dim=-1)[None]  # align_corners=False convention
+    inside = ok
+    if direction[0] != 0:
+        cols = cols - torch.where(ok, K[0, 0] * (baseline * direction[0]) / zc, zero)
+        inside = inside & (cols >= 0.5) & (cols <= W - 0.5)
+    if direction[1] != 0:
+        rows = rows - torch.where(ok, K[1, 1] * (baseline * direction[1]) / zc, zero)
+        inside = inside & (rows >= 0.5) & (rows <= H - 0.5)
+    grid = torch.stack([cols.expand(H, W) / W * 2 - 1, rows / H * 2 - 1], dim=-1)[None]  # align_corners=False
     warped = F.grid_sample(shifted_img.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="zeros",
                            align_corners=False)[0].permute(1, 2, 0)
-    inside = ok & (cols >= 0.5) & (cols <= W - 0.5)
     return warped, inside[..., None].to(warped.dtype)
 
 

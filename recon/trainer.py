@@ -8,6 +8,7 @@ through ``render()``.
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -76,7 +77,10 @@ class TrainConfig:
     today's other defaults +1.98 dB on lego (24.56 vs 22.58) and +1.58 dB masked on DTU scan37 (13.92 vs 12.34),
     seed 0; 0.6 gained nothing (benchmarks/results/quality.md)."""
     binocular_baseline: float = 0.2
-    """Largest sideways shift of the virtual camera, as a fraction of the scene scale."""
+    """Largest shift of the virtual camera, as a fraction of the scene scale."""
+    binocular_directions: Literal["sideways", "any"] = "sideways"
+    """Which way the virtual camera moves in its image plane: "sideways" (along its x axis, left or right, as
+    Binocular3DGS's stereo pair) or "any" (a direction drawn uniformly each time, so rows are constrained too)."""
     binocular_start: float = 0.2
     """Start binocular consistency after this fraction of the steps (depth is meaningless at first)."""
     binocular_resolution: float = 1.0
@@ -340,15 +344,20 @@ class Trainer:
 
     def _binocular_loss(self, prims, cam, depth, gt, bg, sh_degree, v: int, generator: torch.Generator) -> torch.Tensor:
         mag = (0.5 + 0.5 * torch.rand(1, generator=generator).item()) * self.cfg.binocular_baseline
-        b = mag * self.model.scene_scale * (1 if torch.rand(1, generator=generator).item() < 0.5 else -1)
-        shifted, keep = shifted_camera(cam, b), self.loss_masks[v] if self.loss_masks is not None else None
+        if self.cfg.binocular_directions == "sideways":
+            sign = 1 if torch.rand(1, generator=generator).item() < 0.5 else -1
+            b, direction = sign * mag * self.model.scene_scale, (1.0, 0.0)
+        else:
+            angle = 2 * math.pi * torch.rand(1, generator=generator).item()
+            b, direction = mag * self.model.scene_scale, (math.cos(angle), math.sin(angle))
+        shifted, keep = shifted_camera(cam, b, direction), self.loss_masks[v] if self.loss_masks is not None else None
         if self.cfg.binocular_resolution != 1.0:
             shifted = shifted.scaled(self.cfg.binocular_resolution)
             depth, gt = (area_resize(x, shifted.height, shifted.width) for x in (depth, gt))
             keep = None if keep is None else area_resize(keep, shifted.height, shifted.width)
         other = render(prims, shifted, backend=self.cfg.backend, background=bg,
                        sh_degree=sh_degree, render_mode="RGB", rasterize_mode=self.cfg.rasterize_mode)
-        warped, valid = warp_from_shifted(other.colors[0], depth, shifted.Ks[0], b)
+        warped, valid = warp_from_shifted(other.colors[0], depth, shifted.Ks[0], b, direction)
         if self.appearance is not None:
             warped = self.appearance.apply(warped, v)
         if keep is not None:

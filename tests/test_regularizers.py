@@ -51,6 +51,37 @@ def test_warp_reproduces_the_reference_view_from_ray_cast_ground_truth():
     assert float(err2.median()) > 2 * float(err.median())
 
 
+@pytest.mark.parametrize("direction", [(1.0, 0.0), (0.0, 1.0), (0.6, -0.8)])
+def test_warp_samples_where_the_shifted_camera_sees_each_depth_point(direction):
+    """--binocular-directions any: for a camera moved along any direction of its image plane, the warp samples the
+    shifted image where the shifted camera projects each reference pixel's back-projected point (checked with a
+    coordinate ramp as the shifted image, which bilinear sampling reproduces exactly, against the full
+    projection)."""
+    cam = synthetic.make_cameras(3, 96, 72, "forward")[1]
+    b = 0.15
+    other = shifted_camera(cam, b, direction)
+    axes = cam.viewmats[0, :2, :3]  # the camera's x and y axes in world coordinates
+    assert torch.allclose(other.centers - cam.centers, b * (direction[0] * axes[0] + direction[1] * axes[1]), atol=1e-9)
+    H, W = cam.height, cam.width
+    depth = 2.0 + torch.rand(H, W, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                          indexing="ij")
+    ramp = torch.stack([u, v, torch.zeros_like(u)], dim=-1)  # the shifted image holds its own pixel coordinates
+    warped, valid = warp_from_shifted(ramp, depth, cam.Ks[0], b, direction)
+    K = cam.Ks[0].double()
+    rays = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], dim=-1)
+    world = (rays * depth - cam.viewmats[0, :3, 3].double()) @ cam.viewmats[0, :3, :3].double()  # R^T (x - t)
+    x = world @ other.viewmats[0, :3, :3].double().T + other.viewmats[0, :3, 3].double()
+    proj = torch.stack([K[0, 0] * x[..., 0] / x[..., 2] + K[0, 2], K[1, 1] * x[..., 1] / x[..., 2] + K[1, 2]], dim=-1)
+    inner = (valid[..., 0] > 0) & (proj[..., 0] > 1) & (proj[..., 0] < W - 1) & (proj[..., 1] > 1) & (proj[..., 1] < H - 1)
+    assert inner.double().mean() > 0.5
+    torch.testing.assert_close(warped[..., :2][inner], proj[inner], atol=1e-6, rtol=0)
+    # a sideways warp of a camera that moved otherwise samples elsewhere (the test can fail)
+    if direction != (1.0, 0.0):
+        wrong, _ = warp_from_shifted(ramp, depth, cam.Ks[0], b)
+        assert float((wrong[..., :2][inner] - proj[inner]).abs().max()) > 1.0
+
+
 def test_area_resize_averages_the_pixels_each_output_pixel_covers():
     img = torch.rand(6, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     half = area_resize(img, 3, 4)
