@@ -87,6 +87,16 @@ def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.T
     return warped, inside[..., None].to(warped.dtype)
 
 
+def unoccluded(warped_depth: torch.Tensor, depth: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """(H,W,1) 1 where the shifted camera's own depth, warped back (``warp_from_shifted`` of its rendered depth),
+    agrees with the reference depth within ``tolerance`` relative: the shifted camera sees the same surface there.
+    0 where it sees something nearer (the point is hidden from it, so its colour there says nothing about the
+    reference pixel). A shift in the image plane leaves a point's depth unchanged, so the depths compare as they
+    are."""
+    z = depth.detach()
+    return ((warped_depth.detach() - z).abs() <= tolerance * z).to(depth.dtype)
+
+
 def stereo_depth_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean relative depth error |d - t| / t over the pixels where ``target`` (H,W,1) is known (> 0);
     ``rendered`` (H,W,1) is the expected depth. Zero (with a gradient path) where nothing is known."""

@@ -31,7 +31,7 @@ from .patches import area_resize
 from .primitive_model import INIT_OPACITY, PrimitiveModel
 from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss,
                            drop_primitives, inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss,
-                           warp_from_shifted)
+                           unoccluded, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
 from .transients import transient_inliers
 
@@ -83,6 +83,10 @@ class TrainConfig:
     Binocular3DGS's stereo pair) or "any" (a direction drawn uniformly each time, so rows are constrained too)."""
     binocular_start: float = 0.2
     """Start binocular consistency after this fraction of the steps (depth is meaningless at first)."""
+    binocular_occlusion: float = 0.0
+    """Leave out of the binocular loss the pixels whose point the shifted camera does not see: where its own
+    rendered depth, warped back, differs from the view's depth by more than this fraction (0 disables; the
+    shifted render then has no depth to compare)."""
     binocular_resolution: float = 1.0
     """Render the shifted camera, and compare its warp with the photo, at this fraction of the training views'
     resolution (0.5: a quarter of the pixels; the depth and the photo are area-averaged to that size). 0.5 saves
@@ -355,9 +359,13 @@ class Trainer:
             shifted = shifted.scaled(self.cfg.binocular_resolution)
             depth, gt = (area_resize(x, shifted.height, shifted.width) for x in (depth, gt))
             keep = None if keep is None else area_resize(keep, shifted.height, shifted.width)
-        other = render(prims, shifted, backend=self.cfg.backend, background=bg,
-                       sh_degree=sh_degree, render_mode="RGB", rasterize_mode=self.cfg.rasterize_mode)
-        warped, valid = warp_from_shifted(other.colors[0], depth, shifted.Ks[0], b, direction)
+        occlusion = self.cfg.binocular_occlusion > 0
+        other = render(prims, shifted, backend=self.cfg.backend, background=bg, sh_degree=sh_degree,
+                       render_mode="RGB+ED" if occlusion else "RGB", rasterize_mode=self.cfg.rasterize_mode)
+        seen = torch.cat([other.colors[0], other.depths[0].detach()], -1) if occlusion else other.colors[0]
+        warped, valid = warp_from_shifted(seen, depth, shifted.Ks[0], b, direction)
+        if occlusion:
+            warped, valid = warped[..., :3], valid * unoccluded(warped[..., 3:], depth, self.cfg.binocular_occlusion)
         if self.appearance is not None:
             warped = self.appearance.apply(warped, v)
         if keep is not None:
