@@ -63,8 +63,7 @@ def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.T
     """Warp the image seen by the shifted camera (``shifted_camera`` with the same baseline and direction) back
     into the reference view.
 
-    shifted_img (H,W,C) (colours, and the shifted camera's depth too if wanted); depth (H,W,1) reference-view z;
-    K (3,3). A reference pixel (u, v) with depth z sees the same point at (u - fx b dx / z, v - fy b dy / z) in
+    shifted_img (H,W,C); depth (H,W,1) reference-view z; K (3,3). A reference pixel (u, v) with depth z sees the same point at (u - fx b dx / z, v - fy b dy / z) in
     the shifted view (the same row for a sideways shift). Returns the warped image (H,W,C) and a validity mask
     (H,W,1) of pixels whose source lies inside the image with depth > 0.
     """
@@ -85,16 +84,6 @@ def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.T
     warped = F.grid_sample(shifted_img.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="zeros",
                            align_corners=False)[0].permute(1, 2, 0)
     return warped, inside[..., None].to(warped.dtype)
-
-
-def unoccluded(warped_depth: torch.Tensor, depth: torch.Tensor, tolerance: float) -> torch.Tensor:
-    """(H,W,1) 1 where the shifted camera's own depth, warped back (``warp_from_shifted`` of its rendered depth),
-    agrees with the reference depth within ``tolerance`` relative: the shifted camera sees the same surface there.
-    0 where it sees another surface (usually a nearer one that hides the point from it), so its colour there says
-    nothing about the reference pixel. A shift in the image plane leaves a point's depth unchanged, so the depths
-    compare as they are."""
-    z = depth.detach()
-    return ((warped_depth.detach() - z).abs() <= tolerance * z).to(depth.dtype)
 
 
 def stereo_depth_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
