@@ -63,9 +63,10 @@ def warp_from_shifted(shifted_img: torch.Tensor, depth: torch.Tensor, K: torch.T
     """Warp the image seen by the shifted camera (``shifted_camera`` with the same baseline and direction) back
     into the reference view.
 
-    shifted_img (H,W,C); depth (H,W,1) reference-view z; K (3,3). A reference pixel (u, v) with depth z sees the same point at (u - fx b dx / z, v - fy b dy / z) in
-    the shifted view (the same row for a sideways shift). Returns the warped image (H,W,C) and a validity mask
-    (H,W,1) of pixels whose source lies inside the image with depth > 0.
+    shifted_img (H,W,C); depth (H,W,1) reference-view z; K (3,3). A reference pixel (u, v) with depth z sees the
+    same point at (u - fx b dx / z, v - fy b dy / z) in the shifted view (the same row for a sideways shift).
+    Returns the warped image (H,W,C) and a validity mask (H,W,1) of pixels whose source lies inside the image
+    with depth > 0.
     """
     H, W = depth.shape[:2]
     z = depth[..., 0]

@@ -61,7 +61,8 @@ def test_warp_samples_where_the_shifted_camera_sees_each_depth_point(direction):
     b = 0.15
     other = shifted_camera(cam, b, direction)
     axes = cam.viewmats[0, :2, :3]  # the camera's x and y axes in world coordinates
-    assert torch.allclose(other.centers - cam.centers, b * (direction[0] * axes[0] + direction[1] * axes[1]), atol=1e-9)
+    moved = b * (direction[0] * axes[0] + direction[1] * axes[1])
+    assert torch.allclose(other.centers - cam.centers, moved, atol=1e-9)
     H, W = cam.height, cam.width
     depth = 2.0 + torch.rand(H, W, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
@@ -73,7 +74,8 @@ def test_warp_samples_where_the_shifted_camera_sees_each_depth_point(direction):
     world = (rays * depth - cam.viewmats[0, :3, 3].double()) @ cam.viewmats[0, :3, :3].double()  # R^T (x - t)
     x = world @ other.viewmats[0, :3, :3].double().T + other.viewmats[0, :3, 3].double()
     proj = torch.stack([K[0, 0] * x[..., 0] / x[..., 2] + K[0, 2], K[1, 1] * x[..., 1] / x[..., 2] + K[1, 2]], dim=-1)
-    inner = (valid[..., 0] > 0) & (proj[..., 0] > 1) & (proj[..., 0] < W - 1) & (proj[..., 1] > 1) & (proj[..., 1] < H - 1)
+    inner = ((valid[..., 0] > 0) & (proj[..., 0] > 1) & (proj[..., 0] < W - 1)
+             & (proj[..., 1] > 1) & (proj[..., 1] < H - 1))
     assert inner.double().mean() > 0.5
     torch.testing.assert_close(warped[..., :2][inner], proj[inner], atol=1e-6, rtol=0)
     # a sideways warp of a camera that moved otherwise samples elsewhere (the test can fail)

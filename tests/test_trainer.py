@@ -153,12 +153,13 @@ def test_mcmc_relocates_dead_and_respects_the_cap():
     assert int((torch.sigmoid(m.params["opacities"]) <= strat.min_opacity).sum()) == 0
 
 
-@pytest.mark.parametrize("extra", [{}, {"binocular_weight": 0.5, "binocular_start": 0.1},
+@pytest.mark.parametrize("extra", [{}, {"binocular_weight": 0.5, "binocular_start": 0.1,
+                                        "binocular_directions": "sideways"},
                                    {"binocular_weight": 0.5, "binocular_start": 0.1, "binocular_resolution": 0.5,
                                     "binocular_directions": "any"},
                                    {"multiview_weight": 0.1, "depth_smoothness_weight": 1.0,
                                     "depth_smoothness_gate": "photos"}],
-                         ids=["plain", "binocular", "binocular-half-any", "multiview"])
+                         ids=["plain", "binocular-sideways", "binocular-half-any", "multiview"])
 def test_training_improves_held_out_views(tiny_scene, extra):
     cfg = TrainConfig(iters=400, sh_every=100, checkpoint_every=0, **extra)
     cfg.default.refine_start_iter, cfg.default.refine_stop_iter = 100, 300
