@@ -23,6 +23,7 @@ RANGES: dict[str, tuple] = {
     "diffusion_timestep": (0, 999, False, False),
     "depth_smoothness_order": (1, 2, False, False),
     "depth_smoothness_until": (0, 1, True, False),
+    "depth_smoothness_texture": (0, None, True, False),
     "transient_start": (*UNIT, False, False),
     "multiview_start": (*UNIT, False, False),
     "coreg_start": (*UNIT, False, False),

@@ -124,6 +124,22 @@ def backdrop_weights(photo: torch.Tensor, background: torch.Tensor, tolerance: f
     return reaches_border.to(photo.dtype)[..., None]
 
 
+def textureless(photo: torch.Tensor, scale: float, window: int = 5) -> torch.Tensor:
+    """How textureless each pixel of a photo (H,W,3) in [0, 1] is, (H,W) in (0, 1]: exp(-t / scale), t the mean
+    over a ``window`` x ``window`` box of the pixels' largest colour step to a neighbour (channel mean). A flat,
+    saturated or featureless patch (a white table, a clear wall) gives about 1, where the photos cannot place a
+    surface; a textured one about 0, where they can."""
+    steps = photo.new_zeros(photo.shape[:2])
+    dy = torch.diff(photo, dim=0).abs().mean(-1)
+    dx = torch.diff(photo, dim=1).abs().mean(-1)
+    steps[:-1] = torch.maximum(steps[:-1], dy)
+    steps[1:] = torch.maximum(steps[1:], dy)
+    steps[:, :-1] = torch.maximum(steps[:, :-1], dx)
+    steps[:, 1:] = torch.maximum(steps[:, 1:], dx)
+    t = F.avg_pool2d(steps[None, None], window, stride=1, padding=window // 2, count_include_pad=False)[0, 0]
+    return torch.exp(-t / scale)
+
+
 def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch.Tensor,
                           edge_scale: float = 10.0, order: int = 1, free=None) -> torch.Tensor:
     """Edge-aware smoothness of the expected depth (H,W,1), relative to the view's mean depth (so it is

@@ -31,7 +31,7 @@ from .patches import area_resize
 from .primitive_model import INIT_OPACITY, PrimitiveModel
 from .regularizers import (backdrop_weights, background_alpha_loss, depth_smoothness_loss,
                            drop_primitives, inconsistency, multiview_photo_loss, shifted_camera, stereo_depth_loss,
-                           warp_from_shifted)
+                           textureless, warp_from_shifted)
 from .strategies import DefaultStrategy, MCMCStrategy
 from .transients import transient_inliers
 
@@ -135,11 +135,15 @@ class TrainConfig:
     """How fast a photo edge frees the depth smoothness: weight exp(-edge * |colour difference|)."""
     depth_smoothness_order: int = 1
     """1: first differences (flat surfaces are free), 2: second differences (any plane is free)."""
-    depth_smoothness_gate: Literal["edges", "photos"] = "edges"
+    depth_smoothness_gate: Literal["edges", "photos", "texture"] = "edges"
     """edges: smooth wherever the photo has no edge; photos: also only as far as the other training photos
     contradict the depth or cannot tell it (the multi-view NCC of ``multiview_*``: 0 where they confirm it).
     Measured at weight 20: DTU scan37 masked 15.95 over two seeds (ungated 15.82), lego 22.22 (22.13), fern
-    20.52 (20.55): no better than edges alone (benchmarks/results/dtu_levers.md)."""
+    20.52 (20.55): no better than edges alone (benchmarks/results/dtu_levers.md). texture: also only where the
+    photo is textureless (``regularizers.textureless`` with ``depth_smoothness_texture``), where the photos
+    cannot place the surface."""
+    depth_smoothness_texture: float = 0.02
+    """texture gate: the local colour step at which a pixel counts as textured (smoothness weight exp(-step / this))."""
     depth_smoothness_until: float = 1.0
     """Apply the depth smoothness for this fraction of the steps only (a coherent surface first, details after)."""
     appearance: Literal["auto", "none", "affine"] = "auto"
@@ -304,6 +308,7 @@ class Trainer:
         tolerance = cfg.background_tolerance
         self._backdrop = (torch.stack([backdrop_weights(im, self.background, tolerance) for im in images])
                           if self.random_bg and masks is None else None)
+        self._texture_gates = None
         self._mv_sources = (self._multiview_sources()
                             if cfg.multiview_weight > 0 or cfg.depth_smoothness_gate == "photos" else None)
 
@@ -338,6 +343,14 @@ class Trainer:
 
     def _multiview_loss(self, cam, depth, alpha, gt, v: int) -> torch.Tensor:
         return multiview_photo_loss(depth, alpha, gt, self._sources_of(cam, v), self.cfg.multiview_window)
+
+    def _textureless(self, v: int):
+        """The texture gate of view v's depth smoothness (cached), or None for another gate."""
+        if self.cfg.depth_smoothness_gate != "texture":
+            return None
+        if self._texture_gates is None:
+            self._texture_gates = [textureless(im, self.cfg.depth_smoothness_texture) for im in self.images]
+        return self._texture_gates[v]
 
     def _sources_of(self, cam, v: int) -> list:
         sources = []
@@ -475,7 +488,7 @@ class Trainer:
                 loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
             if smooth:
                 free = (inconsistency(out.depths[0], gt, self._sources_of(cam, v), cfg.multiview_window)
-                        if cfg.depth_smoothness_gate == "photos" else None)
+                        if cfg.depth_smoothness_gate == "photos" else self._textureless(v))
                 loss = loss + cfg.depth_smoothness_weight * depth_smoothness_loss(
                     out.depths[0], out.alphas[0], gt, cfg.depth_smoothness_edge, cfg.depth_smoothness_order, free)
             if cfg.background_alpha_weight > 0 and not self.random_bg:

@@ -280,6 +280,22 @@ def test_depth_smoothness_free_map_chooses_the_pixels_it_smooths():
         H * 0.5 / (H * 8.5 + (H - 1) * 8.5), rel=1e-5)
 
 
+def test_textureless_gate_is_one_on_flat_photo_regions_and_near_zero_on_texture():
+    from sparsesplat.recon.regularizers import textureless
+
+    H, W = 20, 40
+    g = torch.Generator().manual_seed(0)
+    photo = torch.full((H, W, 3), 0.9)
+    photo[:, W // 2:] = torch.rand(H, W // 2, 1, generator=g).expand(-1, -1, 3)  # right half: noise
+    gate = textureless(photo, scale=0.02, window=5)
+    assert gate.shape == (H, W)
+    assert torch.equal(gate[:, :W // 2 - 3], torch.ones(H, W // 2 - 3))  # flat, window clear of the noise
+    assert float(gate[:, W // 2 + 3:].max()) < 1e-3  # mean step of uniform noise ~0.5: exp(-25)
+    # a smooth ramp of step s per pixel is as textured as its steps: exp(-s / scale) away from the border
+    ramp = torch.arange(W, dtype=torch.float32).mul(0.01).expand(H, W)[..., None].expand(H, W, 3)
+    assert float(textureless(ramp, 0.02)[5, 20]) == pytest.approx(float(np.exp(-0.5)), rel=1e-5)
+
+
 def test_inconsistency_is_low_where_the_photos_confirm_the_depth_and_high_where_they_do_not():
     from sparsesplat.recon.regularizers import inconsistency
 
