@@ -147,7 +147,9 @@ def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch
     (``order`` 2: any plane costs nothing) along rows and columns, each weighted by exp(-edge_scale * the
     largest photo step it spans) (photo (H,W,3) in [0, 1]) and by the smallest (detached) alpha it spans, so
     depth may jump at image edges and where nothing is drawn. ``free`` (H,W) in [0, 1], optional: how much each
-    pixel is smoothed (a step counts with the largest value of the pixels it spans)."""
+    pixel is smoothed (a step counts with the largest value of the pixels it spans). The sum is normalized by the
+    steps' weights without ``free``, so a gate only ever lowers a step's weight: gating most of a view away does
+    not make the rest weigh more."""
     if order not in (1, 2):
         raise ValueError(f"depth smoothness order must be 1 or 2, got {order}")
     a = alpha.detach()[..., 0]
@@ -165,10 +167,10 @@ def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch
         edge = functools.reduce(torch.maximum, (steps.narrow(dim, j, n) for j in range(order)))
         cover = functools.reduce(torch.minimum, (a.narrow(dim, j, n) for j in range(order + 1)))
         w = torch.exp(-edge_scale * edge) * cover
+        weight = weight + w.sum()
         if free is not None:
             w = w * functools.reduce(torch.maximum, (free.narrow(dim, j, n) for j in range(order + 1)))
         loss = loss + (w * diff.abs()).sum()
-        weight = weight + w.sum()
     return loss / weight.clamp_min(1.0)
 
 

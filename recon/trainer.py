@@ -139,7 +139,8 @@ class TrainConfig:
     """edges: smooth wherever the photo has no edge; photos: also only as far as the other training photos
     contradict the depth or cannot tell it (the multi-view NCC of ``multiview_*``: 0 where they confirm it).
     Measured at weight 20: DTU scan37 masked 15.95 over two seeds (ungated 15.82), lego 22.22 (22.13), fern
-    20.52 (20.55): no better than edges alone (benchmarks/results/dtu_levers.md). texture: also only where the
+    20.52 (20.55): no better than edges alone (benchmarks/results/dtu_levers.md; then the gated steps were
+    normalized by their gated weights, which raised the others' weight, now by their ungated ones). texture: also only where the
     photo is textureless (``regularizers.textureless`` with ``depth_smoothness_texture``), where the photos
     cannot place the surface."""
     depth_smoothness_texture: float = 0.02

@@ -275,9 +275,9 @@ def test_depth_smoothness_free_map_chooses_the_pixels_it_smooths():
     assert float(depth_smoothness_loss(step, alpha, photo, free=free)) == 0.0
     # one side of the jump unconfirmed: a step counts with the larger of its pixels' values
     free[:, W // 2] = 0.5
-    # rows: 8 steps of weight 1 and the jump at 0.5; columns: 8 of weight 1, column 4 at 0, column 5 at 0.5
+    # the jump (weight 0.5) over all steps at their ungated weight 1: a gate never raises the others' weight
     assert float(depth_smoothness_loss(step, alpha, photo, free=free)) == pytest.approx(
-        H * 0.5 / (H * 8.5 + (H - 1) * 8.5), rel=1e-5)
+        H * 0.5 / (H * (W - 1) + (H - 1) * W), rel=1e-5)
 
 
 def test_textureless_gate_is_one_on_flat_photo_regions_and_near_zero_on_texture():
