@@ -203,6 +203,31 @@ def test_multiview_terms_compare_each_view_with_its_nearest_training_photos(tiny
             assert torch.equal(photo, tr.images[j]) and torch.equal(viewmat, tr.cameras.viewmats[j])
 
 
+def test_texture_gate_smooths_each_view_where_its_own_photo_is_textureless(tiny_scene, monkeypatch):
+    import sparsesplat.recon.trainer as trainer_module
+    from sparsesplat.recon.regularizers import textureless
+
+    cfg = TrainConfig(iters=10, sh_every=100, checkpoint_every=0, depth_smoothness_weight=2.0,
+                      depth_smoothness_gate="texture", depth_smoothness_texture=0.05)
+    tr, _, _ = _setup(tiny_scene, [0, 2, 4, 6], cfg)
+    seen = []
+    real = trainer_module.depth_smoothness_loss
+
+    def spy(depth, alpha, photo, *args):
+        seen.append(args[-1])  # free
+        return real(depth, alpha, photo, *args)
+
+    monkeypatch.setattr(trainer_module, "depth_smoothness_loss", spy)
+    views = []
+    for _ in range(4):
+        views.append(tr._next_view())
+        tr._order.append(views[-1])  # the step takes the same view
+        tr.train_step()
+    assert len(seen) == 4
+    for v, free in zip(views, seen):
+        assert torch.equal(free, textureless(tr.images[v], 0.05))  # the view's own photo, the option's scale
+
+
 def test_random_background_asks_for_the_random_colour_on_the_backdrop_only(tiny_scene):
     cfg = TrainConfig(iters=5, sh_every=100, checkpoint_every=0, random_background="on")
     cams = tiny_scene.cameras.to(dtype=torch.float32)[[0, 2, 4]]
