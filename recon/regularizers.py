@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from sparsesplat.rasterizer import Cameras
 
-from .patches import grey, patch_ncc
+from .patches import box_mean, grey, patch_ncc
 
 
 def drop_primitives(prims, rate: float, generator: torch.Generator):
@@ -136,8 +136,7 @@ def textureless(photo: torch.Tensor, scale: float, window: int = 5) -> torch.Ten
     steps[1:] = torch.maximum(steps[1:], dy)
     steps[:, :-1] = torch.maximum(steps[:, :-1], dx)
     steps[:, 1:] = torch.maximum(steps[:, 1:], dx)
-    t = F.avg_pool2d(steps[None, None], window, stride=1, padding=window // 2, count_include_pad=False)[0, 0]
-    return torch.exp(-t / scale)
+    return torch.exp(-box_mean(steps, window) / scale)
 
 
 def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch.Tensor,

@@ -312,7 +312,8 @@ class Trainer:
         tolerance = cfg.background_tolerance
         self._backdrop = (torch.stack([backdrop_weights(im, self.background, tolerance) for im in images])
                           if self.random_bg and masks is None else None)
-        self._texture_gates = None
+        self._texture_gates = ([textureless(im, cfg.depth_smoothness_texture) for im in images]
+                               if cfg.depth_smoothness_weight > 0 and cfg.depth_smoothness_gate == "texture" else None)
         self._mv_sources = (self._multiview_sources()
                             if cfg.multiview_weight > 0 or cfg.depth_smoothness_gate == "photos" else None)
 
@@ -348,13 +349,14 @@ class Trainer:
     def _multiview_loss(self, cam, depth, alpha, gt, v: int) -> torch.Tensor:
         return multiview_photo_loss(depth, alpha, gt, self._sources_of(cam, v), self.cfg.multiview_window)
 
-    def _textureless(self, v: int):
-        """The texture gate of view v's depth smoothness (cached), or None for another gate."""
-        if self.cfg.depth_smoothness_gate != "texture":
-            return None
-        if self._texture_gates is None:
-            self._texture_gates = [textureless(im, self.cfg.depth_smoothness_texture) for im in self.images]
-        return self._texture_gates[v]
+    def _smoothness_gate(self, cam, depth, gt, v: int):
+        """The ``free`` map of view v's depth smoothness for the chosen gate (None: edges only)."""
+        gate = self.cfg.depth_smoothness_gate
+        if gate == "photos":
+            return inconsistency(depth, gt, self._sources_of(cam, v), self.cfg.multiview_window)
+        if gate == "texture":
+            return self._texture_gates[v]
+        return None
 
     def _sources_of(self, cam, v: int) -> list:
         sources = []
@@ -491,10 +493,9 @@ class Trainer:
             if stereo:
                 loss = loss + cfg.stereo_depth_weight * stereo_depth_loss(out.depths[0], self.depth_targets[v])
             if smooth:
-                free = (inconsistency(out.depths[0], gt, self._sources_of(cam, v), cfg.multiview_window)
-                        if cfg.depth_smoothness_gate == "photos" else self._textureless(v))
                 loss = loss + cfg.depth_smoothness_weight * depth_smoothness_loss(
-                    out.depths[0], out.alphas[0], gt, cfg.depth_smoothness_edge, cfg.depth_smoothness_order, free)
+                    out.depths[0], out.alphas[0], gt, cfg.depth_smoothness_edge, cfg.depth_smoothness_order,
+                    self._smoothness_gate(cam, out.depths[0], gt, v))
             if cfg.background_alpha_weight > 0 and not self.random_bg:
                 loss = loss + cfg.background_alpha_weight * background_alpha_loss(
                     out.alphas[0], self.images[v], self.background, cfg.background_tolerance)
