@@ -55,7 +55,8 @@ class TrainConfig:
     """Densification: for Gaussians and GES, default (3DGS adaptive density control) or mcmc (MCMC with a cap);
     triangles and convexes have their own (default; convex names the convexes' too)."""
     default: DefaultStrategy = field(default_factory=lambda: DefaultStrategy(
-        refine_start_iter=300, refine_stop_iter=2000, refine_every=100, reset_every=100_000, prune_weight=0.01))
+        refine_start_iter=300, refine_stop_iter=2000, refine_every=100, reset_every=100_000, prune_weight=0.01,
+        grow_grad2d=0.0004))
     mcmc: MCMCStrategy = field(default_factory=lambda: MCMCStrategy(
         cap_max=200_000, refine_start_iter=300, refine_stop_iter=2500, refine_every=100))
     lrs: LearningRates = field(default_factory=LearningRates)
