@@ -143,7 +143,8 @@ class TrainConfig:
     20.52 (20.55): no better than edges alone (benchmarks/results/dtu_levers.md; then the gated steps were
     normalized by their gated weights, which raised the others' weight, now by their ungated ones). texture:
     also only where the photo is textureless (``regularizers.textureless`` with ``depth_smoothness_texture``),
-    where the photos cannot place the surface (a white table). Measured at weight 20 (3000 steps, seeds 0 / 1):
+    where the photos cannot place the surface (a white table). Measured at weight 20 (3000 steps, seeds 0 / 1,
+    densification threshold 0.0002; at the current default 0.0004 DTU gives 16.47 / 16.16):
     DTU scan37 masked 15.60 / 15.50 -> 16.11 / 16.04 (full frame 13.34 / 13.07 -> 14.62 / 13.74; the white
     table's primitives no longer hang over the object), lego 25.18 / 25.08 -> 25.06 / 25.12, but fern 22.47 ->
     22.14 (seed 0), so it stays an option (benchmarks/results/quality.md)."""
