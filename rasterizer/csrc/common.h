@@ -9,7 +9,7 @@
 #if defined(__CUDACC__)
 #define HOSTDEV __host__ __device__ __forceinline__
 #else
-#define HOSTDEV inline
+#define HOSTDEV inline __attribute__((always_inline))
 #endif
 
 namespace sparsesplat {

@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -87,8 +88,9 @@ void radix_sort_by_key(std::vector<K>& keys, std::vector<int64_t>& entries) {
 //   1. each entry's tile rectangle and, with row masks, the rows it meets in each of those tiles (a tile
 //      it meets in no row is dropped);
 //   2. the kept entries sorted once by (depth, index) (radix sort);
-//   3. their (tile, primitive) pairs counted and placed per tile in that order (each thread places the
-//      pairs of its own range of tiles, so the lists do not depend on the thread count).
+//   3. their (tile, primitive) pairs listed in that order, then counted and placed per tile (each thread
+//      counts and places a range of that list, after the earlier ranges, so the lists do not depend on the
+//      thread count).
 //   rect_of(idx, x0, x1, y0, y1) -> bool: the half-open tile ranges [x0,x1) x [y0,y1) of entry idx; false
 //     (or an empty range) when it is culled. Called once per entry, possibly from several threads.
 //   depth_of(idx) -> scalar: the sort key of entry idx.
@@ -140,40 +142,72 @@ Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, 
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < int64_t(order.size()); ++i) keys[i] = depth_key(depth_of(order[i]));
     radix_sort_by_key(keys, order);
-    // 3. pairs per tile, then each tile's pairs in that order
-    b.offsets.assign(C * TT + 1, 0);
-    for (int64_t idx = 0; idx < CN; ++idx) {
-        if (kept[idx] == 0) continue;
+    // 3. their pairs in that order, in one flat list (entry order[i] owns pairs first[i] .. first[i + 1] - 1)
+    const int64_t E = int64_t(order.size()), CT = C * TT;
+    TORCH_CHECK(CT < (int64_t(1) << 31), "too many tiles to bin: ", CT);
+    constexpr int64_t kAhead = 16;  // the order visits the entries' records at random: fetch them early
+    std::vector<int64_t> first(E + 1, 0);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < E; ++i) {
+        if (i + kAhead < E) __builtin_prefetch(kept.data() + order[i + kAhead]);
+        first[i + 1] = kept[order[i]];
+    }
+    for (int64_t i = 0; i < E; ++i) first[i + 1] += first[i];
+    const int64_t P = first[E];
+    std::vector<int32_t> pair_tile(P), pair_id(P);
+    std::vector<uint32_t> pair_mask(kMasks ? P : 0);
+#pragma omp parallel for schedule(dynamic, 256)
+    for (int64_t i = 0; i < E; ++i) {
+        if (i + kAhead < E) {
+            const int64_t ahead = order[i + kAhead];
+            __builtin_prefetch(rect.data() + 4 * ahead);
+            __builtin_prefetch(rect_off.data() + ahead);
+        }
+        const int64_t idx = order[i];
         const int32_t* rc = rect.data() + 4 * idx;
         const int64_t base = (idx / N) * TT;
-        int64_t k = rect_off[idx];
+        const int32_t id = int32_t(idx % N);
+        int64_t k = rect_off[idx], at = first[i];
         for (int y = rc[2]; y < rc[3]; ++y)
-            for (int x = rc[0]; x < rc[1]; ++x, ++k)
-                if (!kMasks || masks[k]) ++b.offsets[base + int64_t(y) * b.tiles_x + x + 1];
+            for (int x = rc[0]; x < rc[1]; ++x, ++k) {
+                if (kMasks && !masks[k]) continue;
+                pair_tile[at] = int32_t(base + int64_t(y) * b.tiles_x + x);
+                pair_id[at] = id;
+                if constexpr (kMasks) pair_mask[at] = masks[k];
+                ++at;
+            }
     }
-    for (int64_t t = 0; t < C * TT; ++t) b.offsets[t + 1] += b.offsets[t];
-    const int64_t P = b.offsets[C * TT];
+    // 4. the per-tile lists: each thread counts the pairs of its own range of the flat list per tile, and places
+    //    them after the earlier ranges' pairs of the same tile, so every list keeps the flat list's order
+    //    whatever the thread count
+    b.offsets.assign(CT + 1, 0);
     b.ids.resize(P);
     if (kMasks) b.rows.resize(P);
+    std::vector<int64_t> cursors(int64_t(omp_get_max_threads()) * CT, 0);
 #pragma omp parallel
     {
         const int nth = omp_get_num_threads(), me = omp_get_thread_num();
-        const int64_t t0 = C * TT * me / nth, t1 = C * TT * (me + 1) / nth;  // this thread's tiles
-        std::vector<int64_t> cursor(b.offsets.begin() + t0, b.offsets.begin() + t1);
-        for (const int64_t idx : order) {
-            const int32_t* rc = rect.data() + 4 * idx;
-            const int64_t base = (idx / N) * TT;
-            if (base + int64_t(rc[3] - 1) * b.tiles_x + rc[1] <= t0 || base + int64_t(rc[2]) * b.tiles_x + rc[0] >= t1)
-                continue;  // no tile of its rectangle is this thread's
-            int64_t k = rect_off[idx];
-            for (int y = rc[2]; y < rc[3]; ++y)
-                for (int x = rc[0]; x < rc[1]; ++x, ++k) {
-                    const int64_t t = base + int64_t(y) * b.tiles_x + x;
-                    if (t < t0 || t >= t1 || (kMasks && !masks[k])) continue;
-                    const int64_t at = cursor[t - t0]++;
-                    b.ids[at] = int32_t(idx % N);
-                    if constexpr (kMasks) b.rows[at] = masks[k];
+        const int64_t p0 = P * me / nth, p1 = P * (me + 1) / nth;
+        int64_t* cursor = cursors.data() + me * CT;
+        for (int64_t p = p0; p < p1; ++p) ++cursor[pair_tile[p]];
+#pragma omp barrier
+#pragma omp single
+        {
+            int64_t at = 0;
+            for (int64_t t = 0; t < CT; ++t) {
+                b.offsets[t] = at;
+                for (int th = 0; th < nth; ++th) {
+                    const int64_t n = cursors[th * CT + t];
+                    cursors[th * CT + t] = at;
+                    at += n;
                 }
+            }
+            b.offsets[CT] = at;
+        }
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t at = cursor[pair_tile[p]]++;
+            b.ids[at] = pair_id[p];
+            if constexpr (kMasks) b.rows[at] = pair_mask[p];
         }
     }
     return b;
@@ -191,6 +225,17 @@ inline void binning_tensors(const Binning& b, const at::TensorOptions& opts, at:
         *rows = at::empty({int64_t(b.rows.size())}, opts.dtype(at::kInt));
         std::memcpy(rows->data_ptr<int32_t>(), b.rows.data(), b.rows.size() * sizeof(uint32_t));
     }
+}
+
+// The forward's images for composite_fwd, which writes every pixel of them: feats (C,H,W,4), alphas (C,H,W,1),
+// T_final (C,H,W) and last (C,H,W) int32 are left uninitialized; max_w (C,N), which takes maxima, starts at 0.
+inline void fwd_images(int64_t C, int64_t N, int H, int W, const at::TensorOptions& opts, at::Tensor& feats,
+                       at::Tensor& alphas, at::Tensor& max_w, at::Tensor& T_final, at::Tensor& last) {
+    feats = at::empty({C, H, W, 4}, opts);
+    alphas = at::empty({C, H, W, 1}, opts);
+    max_w = at::zeros({C, N}, opts);
+    T_final = at::empty({C, H, W}, opts);
+    last = at::empty({C, H, W}, opts.dtype(at::kInt));
 }
 
 // The tiles by decreasing list length (ties in tile order): the compositing loops hand them out in this
@@ -247,7 +292,11 @@ struct Span {
 //                                           gradients go (feat_slot() .. feat_slot() + 3).
 
 // Lane paths. A kind whose entries can be sampled on a whole tile row at once declares
-// ``static constexpr bool kLaneSamples = true`` and gives its view
+// ``static constexpr bool kLaneSamples = true``, gives its walker
+//   w.row_entries(i, py, j_lo, j_hi, scratch) -> RowEntries   the list entries that can meet pixel row i, in
+//                                           list order (its own storage, or scratch filled), without spans:
+//                                           the lane samples test every pixel themselves;
+// and its view
 //   view.sample_lanes(px, alpha, hit, ls)   alpha and hit mask on the kLanes pixel centres px of a run of the
 //                                           row (alpha of a lane that is not hit is unspecified), keeping in ls
 //                                           (Kind::LaneSample) what the backward needs;
@@ -258,6 +307,11 @@ struct Span {
 // The lane sample must reject every pixel outside the entry's row span (spans are only conservative), so
 // the lanes give exactly the per-pixel loop's decisions; only the float rounding of the exp and of sums
 // over lanes differs.
+struct RowEntries {
+    const int32_t* k;
+    int64_t n;
+};
+
 template <typename K, typename = void>
 struct has_lane_samples : std::false_type {};
 template <typename K>
@@ -268,11 +322,11 @@ struct has_lane_samples<K, std::void_t<decltype(K::kLaneSamples)>> : std::integr
 // blending (front to back) is a chain. Samples computed past a run's early stop are not used.
 constexpr int kSampleBatch = 4;
 
-// Forward of one run of a row (pixels j_lo .. j_lo + kLanes - 1): the spans front to back on all lanes.
+// Forward of one run of a row (pixels j_lo .. j_lo + kLanes - 1): the row's entries front to back on all lanes.
 // Writes the run's transmittance, accumulated features (AoS, 4 per pixel) and last-used counts; updates
 // maxw_lanes.
 template <typename T, typename Kind>
-void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vector<Span>& spans, int j_lo, T py,
+void composite_row_fwd_lanes(const typename Kind::Walker& walk, RowEntries ents, int j_lo, T py,
                              LaneV<T>* maxw_lanes, T* Tr_out, T* acc_out, int32_t* n_used_out) {
     using V = LaneV<T>;
     using M = LaneM<T>;
@@ -280,18 +334,17 @@ void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vecto
     const V t_min = lane_splat(T(kTransmittanceMin));
     V Tr = one, a0 = zero, a1 = zero, a2 = zero, a3 = zero;
     M n_used = lane_splat_m<T>(0), done = lane_splat_m<T>(0);
-    const int64_t n_spans = int64_t(spans.size());
-    for (int64_t r0 = 0; r0 < n_spans; r0 += kSampleBatch) {
-        const int nb = int(std::min<int64_t>(kSampleBatch, n_spans - r0));
+    for (int64_t r0 = 0; r0 < ents.n; r0 += kSampleBatch) {
+        const int nb = int(std::min<int64_t>(kSampleBatch, ents.n - r0));
         V alphas[kSampleBatch];
         M hits[kSampleBatch];
         for (int q = 0; q < kSampleBatch; ++q) {
             if (q >= nb) break;
             typename Kind::LaneSample ls;
-            walk.at(spans[r0 + q].k, py).sample_lanes(px, alphas[q], hits[q], ls);
+            walk.at(ents.k[r0 + q], py).sample_lanes(px, alphas[q], hits[q], ls);
         }
         for (int q = 0; q < nb; ++q) {
-            const Span& sp = spans[r0 + q];
+            const int32_t k = ents.k[r0 + q];
             const V alpha = alphas[q];
             const M use = hits[q] & ~done;
             if (!lane_any<T>(use)) continue;
@@ -299,14 +352,14 @@ void composite_row_fwd_lanes(const typename Kind::Walker& walk, const std::vecto
             const M stop = use & (next < t_min);  // this sample is not added; the pixel is done
             const M add = use & ~stop;
             const V w = add ? alpha * Tr : zero;
-            const T* feat = walk.at(sp.k, py).feat();
+            const T* feat = walk.at(k, py).feat();
             a0 += w * feat[0];
             a1 += w * feat[1];
             a2 += w * feat[2];
             a3 += w * feat[3];
-            maxw_lanes[sp.k] = w > maxw_lanes[sp.k] ? w : maxw_lanes[sp.k];
+            maxw_lanes[k] = w > maxw_lanes[k] ? w : maxw_lanes[k];
             Tr = add ? next : Tr;
-            n_used = add ? lane_splat_m<T>(sp.k + 1) : n_used;
+            n_used = add ? lane_splat_m<T>(k + 1) : n_used;
             done |= stop;
             if (lane_all<T>(done)) goto finished;
         }
@@ -323,7 +376,7 @@ finished:
 // slots lane-wise to its entry's block of G lane vectors in acc (zeroed on the entry's first use in the
 // tile, marked in touched); the caller sums each block over the lanes once per tile.
 template <typename T, typename Kind>
-void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vector<Span>& spans, int j_lo, T py,
+void composite_row_bwd_lanes(const typename Kind::Walker& walk, RowEntries ents, int j_lo, T py,
                              int32_t max_used, const T* T_final, const T* v_feats, const T* v_alphas,
                              const int32_t* last, int G, int o_f, LaneV<T>* acc, char* touched) {
     using V = LaneV<T>;
@@ -338,8 +391,8 @@ void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vecto
         last_row[l] = last[l];
     }
     V S[4] = {zero, zero, zero, zero};
-    int64_t r = int64_t(spans.size()) - 1;
-    while (r >= 0 && spans[r].k >= max_used) --r;  // (spans are in list order) entries after every lane's last
+    int64_t r = ents.n - 1;
+    while (r >= 0 && ents.k[r] >= max_used) --r;  // (entries are in list order) entries after every lane's last
     for (; r >= 0; r -= kSampleBatch) {
         const int nb = int(std::min<int64_t>(kSampleBatch, r + 1));
         V alphas[kSampleBatch];
@@ -347,12 +400,12 @@ void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vecto
         typename Kind::LaneSample samples[kSampleBatch];
         for (int b = 0; b < kSampleBatch; ++b) {
             if (b >= nb) break;
-            walk.at(spans[r - b].k, py).sample_lanes(px, alphas[b], hits[b], samples[b]);
+            walk.at(ents.k[r - b], py).sample_lanes(px, alphas[b], hits[b], samples[b]);
         }
         for (int b = 0; b < nb; ++b) {
-            const Span& sp = spans[r - b];
-            const auto e = walk.at(sp.k, py);
-            const M hit = hits[b] & (lane_splat_m<T>(sp.k) < last_row);
+            const int32_t k = ents.k[r - b];
+            const auto e = walk.at(k, py);
+            const M hit = hits[b] & (lane_splat_m<T>(k) < last_row);
             if (!lane_any<T>(hit)) continue;
             const V alpha = hit ? alphas[b] : zero;
             const V inv = one / (one - alpha);
@@ -360,9 +413,9 @@ void composite_row_bwd_lanes(const typename Kind::Walker& walk, const std::vecto
             const V w = alpha * Tk;
             const T* feat = e.feat();
             V v_alpha = vAT * inv;
-            V* g = acc + int64_t(G) * sp.k;
-            if (!touched[sp.k]) {
-                touched[sp.k] = 1;
+            V* g = acc + int64_t(G) * k;
+            if (!touched[k]) {
+                touched[k] = 1;
                 for (int q = 0; q < G; ++q) g[q] = zero;
             }
             for (int f = 0; f < 4; ++f) {
@@ -390,6 +443,7 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
     {
         typename Kind::Walker walk(kind);
         std::vector<Span> spans;
+        std::vector<int32_t> scratch;
         std::vector<T> tile_maxw, Tr(std::max(tile, kLanes)), acc(4 * std::max(tile, kLanes));
         std::vector<LaneV<T>> maxw_lanes;  // lane paths: per list entry, its max weight per lane
         std::vector<int32_t> n_used(std::max(tile, kLanes));
@@ -410,10 +464,10 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
             if (lanes) maxw_lanes.assign(L, lane_splat(T(0)));
             for (int i = i_lo; i <= i_hi; ++i) {
                 const T py = T(i) + T(0.5);
-                walk.row_spans(i, py, j_lo, j_hi, spans);
                 if constexpr (has_lane_samples<Kind>::value) if (lanes) {
+                    const RowEntries ents = walk.row_entries(i, py, j_lo, j_hi, scratch);
                     for (int r = 0; r < width; r += kLanes)
-                        composite_row_fwd_lanes<T, Kind>(walk, spans, j_lo + r, py, maxw_lanes.data(), Tr.data() + r,
+                        composite_row_fwd_lanes<T, Kind>(walk, ents, j_lo + r, py, maxw_lanes.data(), Tr.data() + r,
                                                          acc.data() + 4 * r, n_used.data() + r);
                     const int64_t pix0 = (c * H + i) * W + j_lo;
                     for (int jj = 0; jj < width; ++jj) {
@@ -424,6 +478,7 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
                     }
                     continue;
                 }
+                walk.row_spans(i, py, j_lo, j_hi, spans);
                 std::fill(Tr.begin(), Tr.end(), T(1));
                 std::fill(acc.begin(), acc.end(), T(0));
                 std::fill(n_used.begin(), n_used.end(), 0);
@@ -485,6 +540,7 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
     {
         typename Kind::Walker walk(kind);
         std::vector<Span> spans;
+        std::vector<int32_t> scratch;
         std::vector<T> Tr(tile), S(4 * tile), vF_row(4 * tile), vAT_row(tile);
         std::vector<int32_t> last_row(tile);
         std::vector<LaneV<T>> lane_acc;  // lane paths: G lane vectors per list entry
@@ -513,12 +569,12 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
                     for (int jj = 0; jj < width; ++jj) max_used = std::max(max_used, last[row + jj]);
                     if (max_used == 0) continue;
                     const T py = T(i) + T(0.5);
-                    walk.row_spans(i, py, j_lo, j_hi, spans);
+                    const RowEntries ents = walk.row_entries(i, py, j_lo, j_hi, scratch);
                     for (int r = 0; r < width; r += kLanes) {
                         int32_t run_used = 0;
                         for (int jj = r; jj < r + kLanes; ++jj) run_used = std::max(run_used, last[row + jj]);
                         if (run_used == 0) continue;
-                        composite_row_bwd_lanes<T, Kind>(walk, spans, j_lo + r, py, run_used, T_final + row + r,
+                        composite_row_bwd_lanes<T, Kind>(walk, ents, j_lo + r, py, run_used, T_final + row + r,
                                                          v_feats + 4 * (row + r), v_alphas + row + r, last + row + r,
                                                          G, o_f, lane_acc.data(), touched.data());
                     }

@@ -8,9 +8,6 @@
 // reproducible).
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <omp.h>
 
@@ -175,9 +172,8 @@ std::vector<at::Tensor> rasterize_convexes_fwd_cpu(const at::Tensor& means2d, co
     TORCH_CHECK(ts > 0, "tile_size must be positive");
     TORCH_CHECK(L <= kConvexMaxPoints, "at most 8 edge lines per convex");
     auto opts = means2d.options();
-    at::Tensor feats = at::zeros({C, H, W, 4}, opts), alphas = at::zeros({C, H, W, 1}, opts);
-    at::Tensor max_w = at::zeros({C, N}, opts), T_final = at::ones({C, H, W}, opts);
-    at::Tensor last = at::zeros({C, H, W}, opts.dtype(at::kInt));
+    at::Tensor feats, alphas, max_w, T_final, last;
+    fwd_images(C, N, H, W, opts, feats, alphas, max_w, T_final, last);
     at::Tensor offsets, ids;
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_convexes_fwd_cpu", [&] {
         std::vector<char> ok;

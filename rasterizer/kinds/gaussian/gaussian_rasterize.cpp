@@ -8,9 +8,6 @@
 // per-(tile, entry) gradients are reduced per Gaussian in tile order.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <omp.h>
 
@@ -283,6 +280,16 @@ struct GaussianKind {
                 if (spanners[k].span(py, j_lo, j_hi, j0, j1)) spans.push_back({k, int32_t(j0), int32_t(j1)});
             }
         }
+        RowEntries row_entries(int i, T py, int j_lo, int j_hi, std::vector<int32_t>& scratch) const {
+            const std::vector<int32_t>& bucket = rows[i - i_lo];
+            if (full) return {bucket.data(), int64_t(bucket.size())};
+            scratch.clear();
+            for (const int32_t k : bucket) {
+                int j0, j1;
+                if (spanners[k].span(py, j_lo, j_hi, j0, j1)) scratch.push_back(k);
+            }
+            return {scratch.data(), int64_t(scratch.size())};
+        }
         View at(int32_t k, T py) const {
             if constexpr (Shaped) return View{pk[k], py, betas[k]};
             return View{pk[k], py, T(0)};
@@ -344,9 +351,8 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
     const int W = int(width), H = int(height), ts = int(tile_size);
     TORCH_CHECK(ts > 0, "tile_size must be positive");
     auto opts = means2d.options();
-    at::Tensor feats = at::zeros({C, H, W, 4}, opts), alphas = at::zeros({C, H, W, 1}, opts);
-    at::Tensor max_w = at::zeros({C, N}, opts), T_final = at::ones({C, H, W}, opts);
-    at::Tensor last = at::zeros({C, H, W}, opts.dtype(at::kInt));
+    at::Tensor feats, alphas, max_w, T_final, last;
+    fwd_images(C, N, H, W, opts, feats, alphas, max_w, T_final, last);
     at::Tensor offsets, ids, rows;
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_fwd_cpu", [&] {
         const scalar_t* m2 = means2d.data_ptr<scalar_t>();

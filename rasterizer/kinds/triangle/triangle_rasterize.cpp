@@ -7,9 +7,6 @@
 // no atomics), then the window gradients are mapped back to the 2D vertices.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <omp.h>
 
@@ -186,9 +183,8 @@ std::vector<at::Tensor> rasterize_triangles_fwd_cpu(const at::Tensor& verts2d, c
     const int W = int(width), H = int(height), ts = int(tile_size);
     TORCH_CHECK(ts > 0, "tile_size must be positive");
     auto opts = verts2d.options();
-    at::Tensor feats = at::zeros({C, H, W, 4}, opts), alphas = at::zeros({C, H, W, 1}, opts);
-    at::Tensor max_w = at::zeros({C, N}, opts), T_final = at::ones({C, H, W}, opts);
-    at::Tensor last = at::zeros({C, H, W}, opts.dtype(at::kInt));
+    at::Tensor feats, alphas, max_w, T_final, last;
+    fwd_images(C, N, H, W, opts, feats, alphas, max_w, T_final, last);
     at::Tensor offsets, ids;
     AT_DISPATCH_FLOATING_TYPES(verts2d.scalar_type(), "rasterize_triangles_fwd_cpu", [&] {
         using T = scalar_t;
