@@ -113,13 +113,14 @@ class TrainConfig:
     other views (0 disables)."""
     background_tolerance: float = 0.1
     """Largest per-channel difference from the background colour a photo pixel may have to count as background."""
-    depth_smoothness_weight: float = 0.0
+    depth_smoothness_weight: float = 5.0
     """Weight of the edge-aware smoothness of each training view's rendered depth (relative to its mean depth;
-    depth may jump where the photo has an edge). Few views leave each primitive's depth along its training
-    rays free; the scatter shows from other viewpoints as a shattered surface (0 disables). Off by default:
-    measured at 20 (3000 steps, seed 0), DTU scan37 dtu3 masked PSNR 12.19 -> 15.48, but fern llff3 22.38 -> 20.55
-    and lego blender8 24.39 -> 22.13 (benchmarks/results/dtu_depth_smoothness.md); with random backgrounds, at 5:
-    DTU masked 13.63 -> 15.59 (two seeds), lego 24.50 -> 24.11 (dtu_levers.md)."""
+    depth may jump where the photo has an edge), where ``depth_smoothness_gate`` lets it act. Few views leave each
+    primitive's depth along its training rays free; the scatter shows from other viewpoints as a shattered
+    surface (0 disables). Default 5 with the texture gate (3000 steps, three seeds each, against 0): DTU scan37 dtu3
+    masked PSNR 15.70 -> 16.28, fern llff3 22.78 -> 23.04, lego blender8 25.10 -> 25.12
+    (benchmarks/results/quality.md, twelfth session). Ungated (edges only) it costs the others: at 20, DTU 12.19 ->
+    15.48 but fern 22.38 -> 20.55 and lego 24.39 -> 22.13 (dtu_depth_smoothness.md, older defaults)."""
     multiview_weight: float = 0.0
     """Weight of the photo-consistency of each training view's rendered depth with the other training photos
     (each nearby photo warped in through the depth, compared by patch NCC, best photo per pixel; textured
@@ -136,18 +137,18 @@ class TrainConfig:
     """How fast a photo edge frees the depth smoothness: weight exp(-edge * |colour difference|)."""
     depth_smoothness_order: int = 1
     """1: first differences (flat surfaces are free), 2: second differences (any plane is free)."""
-    depth_smoothness_gate: Literal["edges", "photos", "texture"] = "edges"
+    depth_smoothness_gate: Literal["edges", "photos", "texture"] = "texture"
     """edges: smooth wherever the photo has no edge; photos: also only as far as the other training photos
     contradict the depth or cannot tell it (the multi-view NCC of ``multiview_*``: 0 where they confirm it).
     Measured at weight 20: DTU scan37 masked 15.95 over two seeds (ungated 15.82), lego 22.22 (22.13), fern
     20.52 (20.55): no better than edges alone (benchmarks/results/dtu_levers.md; then the gated steps were
     normalized by their gated weights, which raised the others' weight, now by their ungated ones). texture:
     also only where the photo is textureless (``regularizers.textureless`` with ``depth_smoothness_texture``),
-    where the photos cannot place the surface (a white table). Measured at weight 20 (3000 steps, seeds 0 / 1,
-    densification threshold 0.0002; at the current default 0.0004 DTU gives 16.47 / 16.16):
-    DTU scan37 masked 15.60 / 15.50 -> 16.11 / 16.04 (full frame 13.34 / 13.07 -> 14.62 / 13.74; the white
-    table's primitives no longer hang over the object), lego 25.18 / 25.08 -> 25.06 / 25.12, but fern 22.47 ->
-    22.14 (seed 0), so it stays an option (benchmarks/results/quality.md)."""
+    where the photos cannot place the surface (a white table, a bare wall): the default. Measured at weight 20
+    (3000 steps, seeds 0 / 1, densification threshold 0.0002; at 0.0004 DTU gives 16.47 / 16.16): DTU scan37
+    masked 15.60 / 15.50 -> 16.11 / 16.04 (full frame 13.34 / 13.07 -> 14.62 / 13.74; the white table's
+    primitives no longer hang over the object), lego 25.18 / 25.08 -> 25.06 / 25.12, but fern 22.47 -> 22.14
+    (seed 0); at weight 5 (the default) fern gains instead (benchmarks/results/quality.md)."""
     depth_smoothness_texture: float = 0.02
     """texture gate: the local colour step at which a pixel counts as textured (smoothness weight exp(-step / this))."""
     depth_smoothness_until: float = 1.0
