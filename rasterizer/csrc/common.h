@@ -9,6 +9,8 @@
 #if defined(__CUDACC__)
 #define HOSTDEV __host__ __device__ __forceinline__
 #else
+// always inlined, as on the device: a caller that keeps a few of a function's results (the forward projection
+// keeps ten of its sixty) then computes and stores only those
 #define HOSTDEV inline __attribute__((always_inline))
 #endif
 
