@@ -152,10 +152,13 @@ def depth_smoothness_loss(depth: torch.Tensor, alpha: torch.Tensor, photo: torch
     if order not in (1, 2):
         raise ValueError(f"depth smoothness order must be 1 or 2, got {order}")
     a = alpha.detach()[..., 0]
-    if not bool((a > 0.5).any()):
+    drawn = (a > 0.5).to(depth.dtype)
+    count = drawn.sum()
+    if not bool(count > 0):
         return depth.sum() * 0.0
-    # divided by the mean itself, not a detached copy: moving the whole view nearer must not lower the loss
-    d = depth[..., 0] / depth[..., 0][a > 0.5].mean().clamp_min(1e-6)
+    # divided by the mean over the drawn pixels itself, not a detached copy: moving the whole view nearer must not
+    # lower the loss (a masked sum: indexing by the mask costs more than the rest of the loss)
+    d = depth[..., 0] / ((depth[..., 0] * drawn).sum() / count).clamp_min(1e-6)
     loss, weight = depth.new_zeros(()), depth.new_zeros(())
     for dim in (0, 1):
         n = d.shape[dim] - order
