@@ -87,9 +87,12 @@ def test_appearance_costs_nothing_on_photos_of_one_look(scenes):
 
 
 def test_robust_transients_keep_a_moving_occluder_out(scenes):
-    look = run(scenes, "occluded", appearance="affine")
-    both = run(scenes, "occluded", appearance="affine", transients="robust")
-    off = run(scenes, "occluded", appearance="none")
+    # without the default depth smoothness, which also keeps much of the occluder out (appearance alone: 24.5 dB
+    # with it, 22.6 without; both: 24.8), so that the comparison measures what the transients add
+    flat = dict(depth_smoothness_weight=0.0)
+    look = run(scenes, "occluded", appearance="affine", **flat)
+    both = run(scenes, "occluded", appearance="affine", transients="robust", **flat)
+    off = run(scenes, "occluded", appearance="none", **flat)
     # leaving the occluder out gained 0.9-1.1 dB where this was written and 0.71 dB on an AMD EPYC build
     # (-march=native: other SIMD sums); a mask that leaves nothing out gains nothing
     assert both["psnr"] > look["psnr"] + 0.5 and look["psnr"] > off["psnr"] + 0.8, (both, look, off)
