@@ -1,7 +1,7 @@
-"""The CPU backend's tile lists (csrc/cpu/tiles.h ``bin_tiles`` with the Gaussians' row masks), read from the
-binning that ``rasterize_fwd`` hands to the backward: front to back in (depth, index) order, a tile listed only
-where the Gaussian can be seen in it, row masks that hold every row where it can, and the same lists for any
-thread count. The reference is a per-pixel float64 evaluation of each Gaussian's alpha (DESIGN.md §3)."""
+"""The CPU backend's tile lists (csrc/cpu/tiles.h ``bin_tiles`` with the Gaussians' row and run masks), read from
+the binning that ``rasterize_fwd`` hands to the backward: front to back in (depth, index) order, a tile listed only
+where the Gaussian can be seen in it, masks that hold every row (and run of a row) where it can, and the same lists
+for any thread count. The reference is a per-pixel float64 evaluation of each Gaussian's alpha (DESIGN.md §3)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ def seen_pixels(mean2d, conic, opacity, W, H, alpha_min=ALPHA_MIN) -> np.ndarray
     return np.minimum(0.99, opacity * np.exp(-s)) >= alpha_min
 
 
+def mask_runs(ext) -> int:
+    """How many runs of a 16-pixel tile row the masks tell apart: one bit per (run of the build's lane width, row),
+    bit run * 16 + row, where that fits 32 bits (gaussian_rasterize.cpp ``mask_runs``), else one per row."""
+    runs = TILE // ext.lane_width()
+    return runs if TILE * runs <= 32 else 1
+
+
 def tiles_seen(seen: np.ndarray) -> set[int]:
     """The tiles (row-major) holding a pixel of ``seen``."""
     H, W = seen.shape
@@ -76,14 +83,21 @@ def test_a_thin_diagonal_gaussian_is_listed_only_where_it_can_be_seen(ext):
     r = radii_of(conic, 0.9)
     bbox_tiles = int(np.ceil((64 + r[0]) / TILE) - np.floor((64 - r[0]) / TILE)) ** 2
     listed = {t for t in range(len(offsets) - 1) if offsets[t + 1] > offsets[t]}
+    runs = mask_runs(ext)
+    run_w = TILE // runs
     for t in range(tiles_x * tiles_x):
         ty, tx = divmod(t, tiles_x)
         block = seen[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE]
         if block.any():
             assert t in listed, f"tile {t} shows the Gaussian but does not list it"
             mask = int(rows[offsets[t]])
-            for row in np.nonzero(block.any(1))[0]:
-                assert mask >> int(row) & 1, f"tile {t}: row {row} shows the Gaussian but its mask {mask:#x} lacks it"
+            for run in range(runs):  # the columns run * run_w .. (run + 1) * run_w - 1 of the tile
+                for row in np.nonzero(block[:, run * run_w:(run + 1) * run_w].any(1))[0]:
+                    assert mask >> (run * TILE + int(row)) & 1, (
+                        f"tile {t}: row {row}, run {run} shows the Gaussian but its mask {mask:#x} lacks it")
+            # and hardly more: the spans' margins add a few pixels at the stroke's ends
+            cells = sum(int(block[:, run * run_w:(run + 1) * run_w].any(1).sum()) for run in range(runs))
+            assert bin(mask).count("1") <= cells + 2, f"tile {t}: mask {mask:#x} for {cells} (row, run) cells seen"
     seen_tiles = tiles_seen(seen)
     # the bounding box spans the whole image; the stroke crosses a diagonal band of it
     assert bbox_tiles >= 49 and len(listed) <= len(seen_tiles) + 4

@@ -1,9 +1,16 @@
 // A run of pixels of a tile row as one value, as wide as one register of the vector unit the build targets
-// (-march=native, rasterizer/build.py): 16 floats with AVX-512, 8 with AVX2, 4 with SSE or NEON. GCC/Clang
-// vector extensions keep one source for every instruction set. The width must be the register's: a wider
+// (-march=native, rasterizer/build.py): 8 floats with AVX2 (and AVX-512, below), 4 with SSE or NEON. GCC/Clang
+// vector extensions keep one source for every instruction set. The width must be a register's: a wider
 // vector type is lowered piece by piece, and its masks and conversions lane by lane (measured: 16 lanes on
 // AVX2 ran the compositing about 4x slower than 8, and 2x slower than the per-pixel loop). The lane paths of the
-// compositing loops in tiles.h take a row of a default 16-pixel tile in 16 / kLanes such runs.
+// compositing loops in tiles.h take a row of a default 16-pixel tile in 16 / kLanes such runs, each over the
+// entries that can reach it (the Gaussians' binning masks tell the runs apart).
+//
+// AVX-512 builds use 8 lanes too (ymm registers, with AVX-512's instructions and mask registers on them): most
+// trained Gaussians cover a few pixels of a row, so a 16-pixel run computes mostly empty lanes, where two 8-pixel
+// runs each skip the entries that do not reach them. On trained scenes (benchmarks/results/rasterizer_ab_runs.md)
+// 8 lanes gave a 1.27-1.41x faster backward and a 0.96-1.09x forward against 16. -DSPARSESPLAT_LANES=16 builds the
+// 16-lane (zmm) paths instead.
 #pragma once
 
 #include <cmath>
@@ -16,10 +23,16 @@
 
 namespace sparsesplat {
 
-#if defined(__AVX512F__)
+// The register the lanes use (above: AVX-512 builds take 8 lanes unless -DSPARSESPLAT_LANES=16).
+#if defined(__AVX512F__) && defined(SPARSESPLAT_LANES) && SPARSESPLAT_LANES == 16
+#define SPARSESPLAT_LANES_512 1
 constexpr int kLanes = 16;  // pixels per lane vector
 #elif defined(__AVX2__)
+#define SPARSESPLAT_LANES_256 1
 constexpr int kLanes = 8;
+#elif defined(__SSE2__)
+#define SPARSESPLAT_LANES_128 1
+constexpr int kLanes = 4;
 #else
 constexpr int kLanes = 4;
 #endif
@@ -112,25 +125,25 @@ inline uint32_t lane_bits(LaneM<T> m) {
     return bits;
 }
 
-#if defined(__AVX512F__)
+#if defined(SPARSESPLAT_LANES_512)
 template <>
 inline uint32_t lane_bits<float>(LaneM<float> m) {
     const __m512i v = (__m512i)m;
     return _mm512_test_epi32_mask(v, v);
 }
-#elif defined(__AVX2__)
+#elif defined(SPARSESPLAT_LANES_256)
 template <>
 inline uint32_t lane_bits<float>(LaneM<float> m) {
     return uint32_t(_mm256_movemask_ps((__m256)m));
 }
-#elif defined(__SSE2__)
+#elif defined(SPARSESPLAT_LANES_128)
 template <>
 inline uint32_t lane_bits<float>(LaneM<float> m) {
     return uint32_t(_mm_movemask_ps((__m128)m));
 }
 #endif
 
-#if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)
+#if defined(SPARSESPLAT_LANES_512) || defined(SPARSESPLAT_LANES_256) || defined(SPARSESPLAT_LANES_128)
 constexpr bool kLaneBits = true;  // lane_bits<float> is the mask move
 #else
 constexpr bool kLaneBits = false;
@@ -150,11 +163,11 @@ inline bool lane_any(LaneM<T> m) {
 
 // sqrt on all lanes (of non-negative values): the vector square root where the build has one, else per lane.
 inline LaneV<float> lane_sqrt(LaneV<float> x) {
-#if defined(__AVX512F__)
+#if defined(SPARSESPLAT_LANES_512)
     return (LaneV<float>)_mm512_sqrt_ps((__m512)x);
-#elif defined(__AVX2__)
+#elif defined(SPARSESPLAT_LANES_256)
     return (LaneV<float>)_mm256_sqrt_ps((__m256)x);
-#elif defined(__SSE2__)
+#elif defined(SPARSESPLAT_LANES_128)
     return (LaneV<float>)_mm_sqrt_ps((__m128)x);
 #else
     for (int l = 0; l < kLanes; ++l) x[l] = std::sqrt(x[l]);

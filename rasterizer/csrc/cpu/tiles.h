@@ -293,9 +293,12 @@ struct Span {
 
 // Lane paths. A kind whose entries can be sampled on a whole tile row at once declares
 // ``static constexpr bool kLaneSamples = true``, gives its walker
-//   w.row_entries(i, py, j_lo, j_hi, scratch) -> RowEntries   the list entries that can meet pixel row i, in
-//                                           list order (its own storage, or scratch filled), without spans:
-//                                           the lane samples test every pixel themselves;
+//   w.run_entries(i, run, py, j_lo, j_hi, scratch) -> RowEntries   the list entries that can meet the run
+//                                           of pixel row i in columns j_lo .. j_hi (run: its index in the
+//                                           row, from 0), in list order (its own storage, or scratch filled),
+//                                           without spans: the lane samples test every pixel themselves. An
+//                                           entry may be listed for a run it does not reach (the lists are only
+//                                           conservative), never left out of one it does;
 // and its view
 //   view.sample_lanes(px, alpha, hit, ls)   alpha and hit mask on the kLanes pixel centres px of a run of the
 //                                           row (alpha of a lane that is not hit is unspecified), keeping in ls
@@ -303,7 +306,7 @@ struct Span {
 //   view.vjp_lanes(v_alpha, ok, ls, g)      the samples' backward on the lanes of mask ok, added lane-wise to
 //                                           the gradient slot vectors g[0 .. n_grad()).
 // Its rows whose width is a multiple of kLanes (those of a default 16-pixel tile) then composite as lane
-// vectors, run by run of kLanes pixels (lanes.h), the run's state in registers across the row's entries.
+// vectors, run by run of kLanes pixels (lanes.h), the run's state in registers across its entries.
 // The lane sample must reject every pixel outside the entry's row span (spans are only conservative), so
 // the lanes give exactly the per-pixel loop's decisions; only the float rounding of the exp and of sums
 // over lanes differs.
@@ -465,10 +468,12 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
             for (int i = i_lo; i <= i_hi; ++i) {
                 const T py = T(i) + T(0.5);
                 if constexpr (has_lane_samples<Kind>::value) if (lanes) {
-                    const RowEntries ents = walk.row_entries(i, py, j_lo, j_hi, scratch);
-                    for (int r = 0; r < width; r += kLanes)
+                    for (int r = 0; r < width; r += kLanes) {
+                        const RowEntries ents =
+                            walk.run_entries(i, r / kLanes, py, j_lo + r, j_lo + r + kLanes - 1, scratch);
                         composite_row_fwd_lanes<T, Kind>(walk, ents, j_lo + r, py, maxw_lanes.data(), Tr.data() + r,
                                                          acc.data() + 4 * r, n_used.data() + r);
+                    }
                     const int64_t pix0 = (c * H + i) * W + j_lo;
                     for (int jj = 0; jj < width; ++jj) {
                         for (int f = 0; f < 4; ++f) feats[4 * (pix0 + jj) + f] = acc[4 * jj + f];
@@ -569,11 +574,12 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
                     for (int jj = 0; jj < width; ++jj) max_used = std::max(max_used, last[row + jj]);
                     if (max_used == 0) continue;
                     const T py = T(i) + T(0.5);
-                    const RowEntries ents = walk.row_entries(i, py, j_lo, j_hi, scratch);
                     for (int r = 0; r < width; r += kLanes) {
                         int32_t run_used = 0;
                         for (int jj = r; jj < r + kLanes; ++jj) run_used = std::max(run_used, last[row + jj]);
                         if (run_used == 0) continue;
+                        const RowEntries ents =
+                            walk.run_entries(i, r / kLanes, py, j_lo + r, j_lo + r + kLanes - 1, scratch);
                         composite_row_bwd_lanes<T, Kind>(walk, ents, j_lo + r, py, run_used, T_final + row + r,
                                                          v_feats + 4 * (row + r), v_alphas + row + r, last + row + r,
                                                          G, o_f, lane_acc.data(), touched.data());

@@ -2,9 +2,9 @@
 // compositing (forward and backward), OpenMP over tiles, through the shared machinery of tiles.h.
 //
 // Binning: per (camera, Gaussian) tile rectangles (tile_rect of the opacity-aware radii) and, per tile of the
-// rectangle, the rows its RowSpanner spans reach (row_mask_lanes; tiles it reaches in no row are dropped) ->
+// rectangle, the rows (and runs) its RowSpanner spans reach (run_masks_lanes; a tile reached in no row is dropped) ->
 // tiles.h's bin_tiles. Compositing: tiles.h's loops over GaussianKind (entries packed per tile, bucketed by
-// row with the binning's masks, or RowSpanner column spans in partial tiles); the backward pass's
+// row and run with the binning's masks, or RowSpanner column spans in partial tiles); the backward pass's
 // per-(tile, entry) gradients are reduced per Gaussian in tile order.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
@@ -71,14 +71,25 @@ std::vector<Item<T>> make_items(int64_t CN, const T* m2, const T* con, const T* 
     return items;
 }
 
-// The rows of a tile (n_rows <= 32 from i_lo; columns j_lo .. j_lo + width - 1) where the Gaussian's row
-// span (RowSpanner::span) holds a column of the tile: the same test on kLanes rows at once, one bit per row.
-// Spans are only conservative (each lane sample decides its pixel), so this is too.
+// How many runs of a tile row the binning's masks tell apart: a tile of the lane paths (width a multiple of
+// kLanes) gets one bit per (run of kLanes pixels, row) where that fits the 32 bits (a default 16-pixel tile:
+// 16 rows x 2 runs with 8 lanes), else one bit per row for all its runs (4 lanes).
+inline int mask_runs(int n_rows, int width) {
+    const int runs = width % kLanes == 0 ? width / kLanes : 1;
+    return n_rows * runs <= 32 ? runs : 1;
+}
+
+// The runs of the rows of a tile (n_rows <= 32 from i_lo; columns j_lo .. j_lo + width - 1) where the
+// Gaussian's row span (RowSpanner::span) holds a column of the run: bit run * n_rows + row, for the
+// mask_runs(n_rows, width) runs of width / runs columns each. The same test on kLanes rows at once. Spans are
+// only conservative (each lane sample decides its pixel), so this is too. A tile is met in some row iff its
+// mask is not 0, whatever the runs.
 template <typename T>
-uint32_t row_mask_lanes(const RowSpanner<T>& s, int i_lo, int n_rows, int j_lo, int width) {
+uint32_t run_masks_lanes(const RowSpanner<T>& s, int i_lo, int n_rows, int j_lo, int width) {
     using V = LaneV<T>;
     using M = LaneM<T>;
     if (!(s.thr >= T(0))) return 0;
+    const int runs = mask_runs(n_rows, width), run_w = width / runs;
     const V zero = lane_splat(T(0));
     const V jmin = lane_splat(T(j_lo)), jmax = lane_splat(T(j_lo + width - 1));
     uint32_t bits = 0;
@@ -93,18 +104,23 @@ uint32_t row_mask_lanes(const RowSpanner<T>& s, int i_lo, int n_rows, int j_lo, 
         lo = lo > jmin ? lo : jmin;
         hi = hi < jmax ? hi : jmax;
         const M rows = lane_index_m<T>() < lane_splat_m<T>(n_rows - r);
-        // an integer column in [lo, hi]: where lo <= hi both lie in the tile's columns (>= 0), so truncation
-        // is floor
+        // an integer column in [lo, hi] (and in the run): where lo <= hi both lie in the tile's columns (>= 0),
+        // so truncation is floor
         const M lo_t = __builtin_convertvector(lo, M), hi_t = __builtin_convertvector(hi, M);
         const M lo_ceil = lo_t - (__builtin_convertvector(lo_t, V) < lo);  // a true comparison is -1
-        bits |= lane_bits<T>(rows & meets & (lo <= hi) & (lo_ceil <= hi_t)) << r;
+        const M base = rows & meets & (lo <= hi);
+        for (int run = 0; run < runs; ++run) {
+            const M c0 = lane_splat_m<T>(j_lo + run * run_w), c1 = lane_splat_m<T>(j_lo + run * run_w + run_w - 1);
+            const M a = lo_ceil > c0 ? lo_ceil : c0, b = hi_t < c1 ? hi_t : c1;
+            bits |= lane_bits<T>(base & (a <= b)) << (run * n_rows + r);
+        }
     }
     return bits;
 }
 
 // Bins the (camera, Gaussian) entries: tile rectangles of the opacity-aware radii, and in each tile the rows
-// its row spans meet (row_mask_lanes, as the compositing's gathering would compute them; a tile met in no row
-// gets no pair). Tiles taller than 32 rows keep every tile of the rectangle.
+// (and runs) its row spans meet (run_masks_lanes, as the compositing's gathering would compute them; a tile met
+// in no row gets no pair). Tiles taller than 32 rows keep every tile of the rectangle.
 template <typename T>
 Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2, const T* con, const T* col,
                       const T* opac, const T* dep, const int* r, const Item<T>* items) {
@@ -121,23 +137,25 @@ Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2,
         [=](int64_t idx, int tx, int ty) -> uint32_t {
             if (tile > 32) return ~uint32_t(0);
             const int i_lo = ty * tile, j_lo = tx * tile;
-            return row_mask_lanes(items[idx].span(), i_lo, std::min(tile, H - i_lo), j_lo, std::min(tile, W - j_lo));
+            return run_masks_lanes(items[idx].span(), i_lo, std::min(tile, H - i_lo), j_lo, std::min(tile, W - j_lo));
         });
 }
 
-// Gathers a tile's list and buckets its entries by the tile rows they can meet (each row's bucket stays
-// in list order). A tile of the lane paths (full: width a multiple of kLanes, at most 32 rows) buckets by
-// the binning's row masks (row_mask_lanes, which also settles the column test); any other by
-// RowSpanner::rows, leaving the columns to RowSpanner::span.
+// Gathers a tile's list and buckets its entries by the tile rows (and runs) they can meet (each bucket stays
+// in list order). A tile of the lane paths (full: width a multiple of kLanes, at most 32 rows) buckets by the
+// binning's masks (run_masks_lanes, which also settle the column test): bucket run * n_rows + row, for the
+// mask_runs(n_rows, width) runs the masks tell apart; any other tile by RowSpanner::rows, leaving the columns
+// to RowSpanner::span.
 template <typename T>
 void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo,
-                 int i_hi, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
+                 int i_hi, int width, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
                  std::vector<std::vector<int32_t>>& rows) {
     out.resize(L);
     spanners.resize(L);
-    const int n_rows = i_hi - i_lo + 1;
-    if (int(rows.size()) < n_rows) rows.resize(n_rows);
+    const int n_rows = i_hi - i_lo + 1, n_buckets = full ? n_rows * mask_runs(n_rows, width) : n_rows;
+    if (int(rows.size()) < n_buckets) rows.resize(n_buckets);
     for (auto& r : rows) r.clear();
+    const uint32_t valid = n_buckets >= 32 ? ~0u : (1u << n_buckets) - 1;  // (masks of all ones: tiles over 32 rows)
     constexpr int64_t kAhead = 8;  // the list is in depth order: items are scattered in memory
     for (int64_t k = 0; k < L; ++k) {
         if (k + kAhead < L) {
@@ -148,7 +166,7 @@ void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t c
         const Item<T>& it = items[cam_off + ids[k]];
         out[k] = it.p;
         if (full) {
-            for (uint32_t m = masks[k]; m; m &= m - 1)
+            for (uint32_t m = masks[k] & valid; m; m &= m - 1)
                 rows[__builtin_ctz(m)].push_back(int32_t(k));
             continue;
         }
@@ -254,37 +272,38 @@ struct GaussianKind {
         std::vector<RowSpanner<T>> spanners;
         std::vector<std::vector<int32_t>> rows;
         std::vector<T> betas;  // Shaped: the tile's entries' betas, in list order
-        int i_lo = 0;
-        bool full = false;  // a tile of the lane paths: the row buckets hold exactly each row's entries
+        int i_lo = 0, n_rows = 0, runs = 1;
+        bool full = false;  // a tile of the lane paths: the buckets hold exactly each run's entries
 
         explicit Walker(const GaussianKind& k) : kind(k) {}
         void begin_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t cam_off, int lo, int hi, int j_lo,
                         int j_hi) {
             i_lo = lo;
+            n_rows = hi - lo + 1;
             const int width = j_hi - j_lo + 1;
-            full = width % kLanes == 0 && hi - lo + 1 <= 32;
-            gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, full, pk, spanners, rows);
+            full = width % kLanes == 0 && n_rows <= 32;
+            runs = full ? mask_runs(n_rows, width) : 1;
+            gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, width, full, pk, spanners, rows);
             if constexpr (Shaped) {
                 betas.resize(L);
                 for (int64_t k = 0; k < L; ++k) betas[k] = kind.shapes[cam_off + ids[k]];
             }
         }
+        // (tiles of the lane paths never come here: their spanners are not kept)
         void row_spans(int i, T py, int j_lo, int j_hi, std::vector<Span>& spans) const {
             spans.clear();
-            if (full) {
-                for (const int32_t k : rows[i - i_lo]) spans.push_back({k, int32_t(j_lo), int32_t(j_hi)});
-                return;
-            }
             for (const int32_t k : rows[i - i_lo]) {
                 int j0, j1;
                 if (spanners[k].span(py, j_lo, j_hi, j0, j1)) spans.push_back({k, int32_t(j0), int32_t(j1)});
             }
         }
-        RowEntries row_entries(int i, T py, int j_lo, int j_hi, std::vector<int32_t>& scratch) const {
-            const std::vector<int32_t>& bucket = rows[i - i_lo];
-            if (full) return {bucket.data(), int64_t(bucket.size())};
+        RowEntries run_entries(int i, int run, T py, int j_lo, int j_hi, std::vector<int32_t>& scratch) const {
+            if (full) {
+                const std::vector<int32_t>& bucket = rows[(runs > 1 ? run * n_rows : 0) + i - i_lo];
+                return {bucket.data(), int64_t(bucket.size())};
+            }
             scratch.clear();
-            for (const int32_t k : bucket) {
+            for (const int32_t k : rows[i - i_lo]) {
                 int j0, j1;
                 if (spanners[k].span(py, j_lo, j_hi, j0, j1)) scratch.push_back(k);
             }
