@@ -36,6 +36,23 @@ def test_rows_from_other_settings_get_their_own_labelled_row(tmp_path, monkeypat
     assert "seed 0 (poses=auto): 22.00" in table
 
 
+def test_a_regenerated_table_keeps_the_notes_below_the_marker(tmp_path, monkeypatch):
+    monkeypatch.setattr(sv, "RESULTS", tmp_path)
+    row = {"scene": "fern", "protocol": "llff3", "lpips": None, "train_seconds": 1.0, "num_primitives": 10,
+           "init_points": 5, "init_method": "mvs", "ssim": 0.7, "prior": "none", "seed": 0}
+    meta = {"machine": "test", "command": "c", "torch": "t", "date": "d", "settings": "schedule=fast"}
+    (tmp_path / "t.md").write_text("# an old table\n\n| old | 1.00 |\n\n" + sv.NOTES_MARKER
+                                   + "\n\n## Notes (a session)\n\n- what was tried\n")
+    sv.write_tables([{**row, "psnr": 23.0}], meta, "t")
+    text = (tmp_path / "t.md").read_text()
+    assert "| old | 1.00 |" not in text and "| **sparsesplat (this run)** | 23.00 |" in text
+    table, notes = text.split(sv.NOTES_MARKER)
+    assert "## fern (llff3)" in table and notes == "\n\n## Notes (a session)\n\n- what was tried\n"
+    sv.write_tables([{**row, "psnr": 24.0}], meta, "t")  # again: the notes once, after the new table
+    text = (tmp_path / "t.md").read_text()
+    assert text.count("## Notes (a session)") == 1 and "| **sparsesplat (this run)** | 24.00 |" in text
+
+
 def test_rasterizer_ab_reads_trees_and_flags_and_writes_ratios_to_the_first_build(tmp_path, monkeypatch):
     import json
     from pathlib import Path
