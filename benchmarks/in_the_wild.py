@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .results_file import write_results_md
 from .sparse_views import RESULTS, SCENES, data_root
 
 SETTINGS = {"off": {}, "affine": {"appearance": "affine"},
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     clip = rows[0]["clipped"]  # every setting trains on the same altered photos
     lines += ["", "Factors drawn (R, G, B) and the share of each training photo's pixels that clipping changed: "
               + "; ".join(f"{n}: {rows[0]['factors'][n]}, {100 * c:.1f}% clipped" for n, c in clip.items()) + "."]
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    write_results_md(RESULTS / f"{args.out}.md", lines)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
     print(f"wrote {RESULTS / (args.out + '.md')}")
     return 0

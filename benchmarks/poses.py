@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .results_file import write_results_md
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 DIETNERF8 = [26, 86, 2, 55, 75, 93, 16, 73]
@@ -184,7 +186,7 @@ def write_tables(rows, meta, stem):
     if robust:
         lines += ["", "Registered views the robust alignment rejects (error > 5 deg or 5% after a Sim(3) fitted to the "
                   "views that agree), and the errors of the rest (median / max): " + "; ".join(robust) + "."]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    write_results_md(RESULTS / f"{stem}.md", lines)
 
 
 def main() -> None:

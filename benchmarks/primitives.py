@@ -27,6 +27,7 @@ from types import SimpleNamespace
 
 import torch
 
+from .results_file import write_results_md
 from .sparse_views import RESULTS, SCENES, data_root, reconstruct_settings, run_one
 
 
@@ -122,7 +123,7 @@ def write_table(rows: list[dict], meta: dict, stem: str) -> None:
             lines.append(f"| {r['primitive']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['num_primitives']} | {size} "
                          f"| {r['train_seconds']:.0f} | {r['render_ms']:.1f} | {rt} | {rr} |")
         lines.append("")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    write_results_md(RESULTS / f"{stem}.md", lines)
     print(f"wrote {RESULTS / (stem + '.md')}")
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .results_file import write_results_md
+
 RESULTS = Path(__file__).resolve().parent / "results"
 KIND_NAMES = {"gaussian": "Gaussians", "ges": "GES splats", "convex": "convexes", "triangle": "triangles"}
 
@@ -195,7 +197,7 @@ def write_table(rows: list[dict], meta: dict, stem: str) -> None:
             f"| {r['n']} | {size} | {r['backend']} | {1e3 * r['forward_s']:.1f} | {1e3 * r['forward_backward_s']:.1f} "
             f"| {sf} | {sfb} | {r['peak_mb']:.0f} | {r['gauss_pixel_evals_per_s']:.3g} |"
         )
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    write_results_md(RESULTS / f"{stem}.md", lines)
 
 
 def plot(rows: list[dict], stem: str) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .results_file import write_results_md
 from .sparse_views import RESULTS
 
 
@@ -135,7 +136,7 @@ def write_tables(rows: list[dict], meta: dict, stem: str) -> None:
                      f"{r['fwd_speedup']:.2f}x | {r['bwd_speedup']:.2f}x | {r['fwd_bwd_speedup']:.2f}x |")
     lines += ["", "Speed-ups are against the first row, measured in the same process.", ""]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
+    write_results_md(RESULTS / f"{stem}.md", lines)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 

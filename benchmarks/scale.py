@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .results_file import write_results_md
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +113,7 @@ def main() -> None:
               f"{t['one_process_s_per_step']:.3f} | {t['nproc_s_per_step']:.3f} ({t['nproc']} x "
               f"{max(1, cores // t['nproc'])}) | {t['speedup']:.2f}x | {t['psnr_one']:.2f} / {t['psnr_nproc']:.2f} | "
               f"{t['primitives']} |" for t in train] + [""]
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    write_results_md(RESULTS / f"{args.out}.md", lines)
     print("\n".join(lines))
 
 

@@ -41,6 +41,8 @@ from typing import Optional
 
 import torch
 
+from .results_file import write_results_md
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -278,22 +280,9 @@ def _settings(text: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in text.split(", ") if "=" in part)
 
 
-# In a results file, everything from this line on is the sessions' notes, written by hand: a regenerated table
-# replaces what comes before it and keeps the rest.
-NOTES_MARKER = "<!-- notes: written by hand, kept when the tables above are regenerated -->"
-
-
-def kept_notes(path: Path) -> list[str]:
-    """The hand-written notes of an existing results file (its NOTES_MARKER line and everything after), else []."""
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()
-    return lines[lines.index(NOTES_MARKER):] if NOTES_MARKER in lines else []
-
-
 def write_tables(rows: list[dict], meta: dict, stem: str, results: Optional[Path] = None) -> None:
-    """<stem>.json and <stem>.md: a table per scene (mean ± std over seeds, published figures beside); notes below
-    the file's NOTES_MARKER line are kept."""
+    """<stem>.json and <stem>.md: a table per scene (mean ± std over seeds, published figures beside); the notes
+    under the .md's marker line are kept (results_file.py)."""
     results = results or RESULTS
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
@@ -334,8 +323,7 @@ def write_tables(rows: list[dict], meta: dict, stem: str, results: Optional[Path
     if meta.get("missing"):
         lines += ["Missing runs (failed every attempt; the rows above are from the runs that finished): "
                   + "; ".join(f"{name}: {error}" for name, error in meta["missing"].items()) + ".", ""]
-    notes = kept_notes(results / f"{stem}.md")
-    (results / f"{stem}.md").write_text("\n".join(lines + notes) + "\n")
+    write_results_md(results / f"{stem}.md", lines)
 
 
 def plot(rows: list[dict], stem: str, results: Optional[Path] = None) -> None:

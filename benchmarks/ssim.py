@@ -20,6 +20,7 @@ import torch
 
 from sparsesplat.recon.metrics import ssim
 
+from .results_file import write_results_md
 from .sparse_views import RESULTS
 
 KERNELS = ("torch", "cpu")
@@ -74,7 +75,7 @@ def main(argv=None) -> None:
     lines += [f"| {r['width']}x{r['height']} | {r['threads']} | {r['torch_ms']:.1f} | {r['cpu_ms']:.1f} | "
               f"{r['speedup']:.2f}x |" for r in rows]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{a.out}.md").write_text("\n".join(lines) + "\n")
+    write_results_md(RESULTS / f"{a.out}.md", lines)
     (RESULTS / f"{a.out}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
     print(f"wrote {RESULTS / (a.out + '.md')}")
 

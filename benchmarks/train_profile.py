@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .results_file import write_results_md
 from .sparse_views import RESULTS, SCENES, data_root
 
 
@@ -147,7 +148,7 @@ def write_tables(rows: list[dict], base: list[dict], meta: dict, stem: str) -> N
                          f"{b['psnr']:.2f} | {r['psnr']:.2f} | {r['psnr'] - b['psnr']:+.2f} |")
         lines.append("")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
+    write_results_md(RESULTS / f"{stem}.md", lines)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows, "baseline": base}, indent=1))
 
 

@@ -1,8 +1,10 @@
-"""benchmarks/sparse_views: which finished runs --reuse may take, and how rows from other settings are labelled."""
+"""The benchmarks' results tables: which finished runs sparse_views --reuse may take, how rows from other settings
+are labelled, and that a regenerated table keeps the notes written under it."""
 
 from __future__ import annotations
 
 import sparsesplat.benchmarks.sparse_views as sv
+from sparsesplat.benchmarks.results_file import NOTES_MARKER
 
 
 def test_a_saved_run_without_a_later_option_is_the_same_run_only_at_that_options_default():
@@ -41,12 +43,12 @@ def test_a_regenerated_table_keeps_the_notes_below_the_marker(tmp_path, monkeypa
     row = {"scene": "fern", "protocol": "llff3", "lpips": None, "train_seconds": 1.0, "num_primitives": 10,
            "init_points": 5, "init_method": "mvs", "ssim": 0.7, "prior": "none", "seed": 0}
     meta = {"machine": "test", "command": "c", "torch": "t", "date": "d", "settings": "schedule=fast"}
-    (tmp_path / "t.md").write_text("# an old table\n\n| old | 1.00 |\n\n" + sv.NOTES_MARKER
+    (tmp_path / "t.md").write_text("# an old table\n\n| old | 1.00 |\n\n" + NOTES_MARKER
                                    + "\n\n## Notes (a session)\n\n- what was tried\n")
     sv.write_tables([{**row, "psnr": 23.0}], meta, "t")
     text = (tmp_path / "t.md").read_text()
     assert "| old | 1.00 |" not in text and "| **sparsesplat (this run)** | 23.00 |" in text
-    table, notes = text.split(sv.NOTES_MARKER)
+    table, notes = text.split(NOTES_MARKER)
     assert "## fern (llff3)" in table and notes == "\n\n## Notes (a session)\n\n- what was tried\n"
     sv.write_tables([{**row, "psnr": 24.0}], meta, "t")  # again: the notes once, after the new table
     text = (tmp_path / "t.md").read_text()
