@@ -313,8 +313,10 @@ def write_tables(rows: list[dict], meta: dict, stem: str, results: Optional[Path
         if seeds > 1:
             per_seed = ", ".join(f"seed {r['seed']}{'' if r.get('prior', 'none') == 'none' else ' ' + r['prior']}"
                                  f"{' (' + r['variant'] + ')' if r.get('variant') else ''}: "
-                                 f"{r['psnr']:.2f} / {r['ssim']:.3f}" for r in rs)
-            lines += ["", f"Per seed (PSNR / SSIM): {per_seed}."]
+                                 f"{r['psnr']:.2f} / {r['ssim']:.3f}"
+                                 f"{'' if r.get('psnr_masked') is None else ' / ' + format(r['psnr_masked'], '.2f')}"
+                                 for r in rs)
+            lines += ["", f"Per seed (PSNR / SSIM{' / masked PSNR' if masked else ''}): {per_seed}."]
         lines.append("")
     if meta.get("included"):
         lines += ["Rows taken from earlier runs (their own tables give their commands; a row whose settings differ "

@@ -51,8 +51,11 @@ def test_a_regenerated_table_keeps_the_notes_below_the_marker(tmp_path, monkeypa
     table, notes = text.split(NOTES_MARKER)
     assert "## fern (llff3)" in table and notes == "\n\n## Notes (a session)\n\n- what was tried\n"
     sv.write_tables([{**row, "psnr": 24.0}], meta, "t")  # again: the notes once, after the new table
+    masked = {**row, "scene": "dtu", "protocol": "dtu3", "psnr": 14.0, "psnr_masked": 16.5, "ssim_masked": 0.5}
+    sv.write_tables([{**row, "psnr": 24.0}, masked, {**masked, "seed": 1, "psnr_masked": 15.5}], meta, "t")
     text = (tmp_path / "t.md").read_text()
     assert text.count("## Notes (a session)") == 1 and "| **sparsesplat (this run)** | 24.00 |" in text
+    assert "Per seed (PSNR / SSIM / masked PSNR): seed 0: 14.00 / 0.700 / 16.50, seed 1: 14.00 / 0.700 / 15.50." in text
 
 
 def test_rasterizer_ab_reads_trees_and_flags_and_writes_ratios_to_the_first_build(tmp_path, monkeypatch):
