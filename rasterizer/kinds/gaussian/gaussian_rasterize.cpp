@@ -144,15 +144,15 @@ Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2,
 // Gathers a tile's list and buckets its entries by the tile rows (and runs) they can meet (each bucket stays
 // in list order). A tile of the lane paths (full: width a multiple of kLanes, at most 32 rows) buckets by the
 // binning's masks (run_masks_lanes, which also settle the column test): bucket run * n_rows + row, for the
-// mask_runs(n_rows, width) runs the masks tell apart; any other tile by RowSpanner::rows, leaving the columns
-// to RowSpanner::span.
+// runs the masks tell apart (mask_runs); any other tile (runs 1) by RowSpanner::rows, leaving the columns to
+// RowSpanner::span.
 template <typename T>
 void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo,
-                 int i_hi, int width, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
+                 int i_hi, int runs, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
                  std::vector<std::vector<int32_t>>& rows) {
     out.resize(L);
     spanners.resize(L);
-    const int n_rows = i_hi - i_lo + 1, n_buckets = full ? n_rows * mask_runs(n_rows, width) : n_rows;
+    const int n_buckets = (i_hi - i_lo + 1) * runs;
     if (int(rows.size()) < n_buckets) rows.resize(n_buckets);
     for (auto& r : rows) r.clear();
     const uint32_t valid = n_buckets >= 32 ? ~0u : (1u << n_buckets) - 1;  // (masks of all ones: tiles over 32 rows)
@@ -283,7 +283,7 @@ struct GaussianKind {
             const int width = j_hi - j_lo + 1;
             full = width % kLanes == 0 && n_rows <= 32;
             runs = full ? mask_runs(n_rows, width) : 1;
-            gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, width, full, pk, spanners, rows);
+            gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, runs, full, pk, spanners, rows);
             if constexpr (Shaped) {
                 betas.resize(L);
                 for (int64_t k = 0; k < L; ++k) betas[k] = kind.shapes[cam_off + ids[k]];
