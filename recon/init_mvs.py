@@ -41,7 +41,11 @@ from .patches import area_resize, box_mean, grey as grey_of
 
 @dataclass
 class MVSConfig:
-    planes: int = 128  # depth hypotheses per reference view
+    planes: int = 0  # depth hypotheses per reference view (0: from plane_step_px)
+    plane_step_px: float = 1.5  # with planes 0: a pixel's largest step along its epipolar lines between planes
+    min_planes: int = 128  # with planes 0: at least this many
+    max_planes: int = 768  # with planes 0: at most this many
+    batch_planes: int = 16  # planes warped and scored at once
     window: int = 7  # NCC patch side, pixels (odd)
     max_side: int = 512  # images are area-downscaled so their longer side is at most this
     sources: int = 4  # source views per reference view
@@ -126,6 +130,88 @@ def depth_range(V: np.ndarray, K: np.ndarray, ref: int, W: int, H: int, sparse: 
     return 0.05 * d, 5.0 * d
 
 
+def plane_count(ref: int, srcs: list[int], V: torch.Tensor, K: torch.Tensor, W: int, H: int, near: float,
+                far: float, cfg: MVSConfig) -> int:
+    """Depth hypotheses for view ``ref``: ``cfg.planes`` when set, else as many as keep every pixel's step
+    along its epipolar line in every source within ``cfg.plane_step_px`` from one plane to the next (the
+    fastest step over a 9x9 grid of reference pixels and 513 probe planes, where the point is in front of the
+    source and inside it), clamped to [``min_planes``, ``max_planes``].
+
+    Planes are uniform in inverse depth, so a pixel moves by a similar amount from one plane to the next
+    (not the same: a source nearer to or further from the scene than the reference makes the near planes
+    move faster). A fixed count over a wide depth range moved DTU's and lego's pixels 5-10 pixels per plane,
+    further than a fine texture's NCC peak is wide, and those surfaces found no depth."""
+    if cfg.planes > 0:
+        return cfg.planes
+    probes = 513
+    probe = torch.linspace(1.0 / near, 1.0 / far, probes, dtype=torch.float64)
+    gx, gy = torch.meshgrid(torch.linspace(0.5, W - 0.5, 9, dtype=torch.float64),
+                            torch.linspace(0.5, H - 0.5, 9, dtype=torch.float64), indexing="ij")
+    pix = torch.stack([gx.reshape(-1), gy.reshape(-1), torch.ones(81, dtype=torch.float64)], -1)
+    rays = pix @ torch.linalg.inv(K[ref]).T
+    Rr, tr = V[ref, :3, :3], V[ref, :3, 3]
+    fastest = 0.0  # pixels per probe interval
+    for s in srcs:
+        Rrel = V[s, :3, :3] @ Rr.T
+        A, b = K[s] @ Rrel, K[s] @ (V[s, :3, 3] - Rrel @ tr)
+        q = (rays @ A.T)[None] / probe[:, None, None] + b  # (probes, pixels, 3)
+        z = q[..., 2]
+        uv = q[..., :2] / torch.where(z > 1e-9, z, torch.ones_like(z))[..., None]
+        seen = (z > 1e-9) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
+        step = (uv[1:] - uv[:-1]).norm(dim=-1) * (seen[1:] & seen[:-1])
+        fastest = max(fastest, float(step.max()))
+    wanted = math.ceil(fastest * (probes - 1) / cfg.plane_step_px) + 1
+    return int(min(max(wanted, cfg.min_planes), cfg.max_planes))
+
+
+def _ncc_planes(ref_img: torch.Tensor, mu_r: torch.Tensor, var_r: torch.Tensor, src: torch.Tensor,
+                grid: torch.Tensor, valid: torch.Tensor, cfg: MVSConfig) -> torch.Tensor:
+    """(P,H,W) NCC of the reference patches with the source ``src`` (H,W) warped by ``grid`` (P,H,W,2) onto P
+    planes at once; -1 where the warp leaves the source or the warped patch has no texture."""
+    w = cfg.window
+    P = grid.shape[0]
+    warped = F.grid_sample(src[None, None].expand(P, 1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                           align_corners=False)[:, 0]
+    mu_s, sq_s, cross = box_mean(torch.stack([warped, warped * warped, warped * ref_img], 1), w).unbind(1)
+    var_s = (sq_s - mu_s * mu_s).clamp_min(0)
+    ncc = (cross - mu_s * mu_r) / (var_s * var_r).sqrt().clamp_min(1e-8)
+    return torch.where(valid & (var_s > cfg.min_texture ** 2), ncc, torch.full_like(ncc, -1.0))
+
+
+class _BestPlane:
+    """Winner-takes-all over planes that arrive one at a time, keeping what the refinement and the uniqueness
+    test need without the (planes, H, W) cost volume: the best cost and its plane, the costs of the planes
+    either side of it, and the best cost more than 3 planes away from it."""
+
+    def __init__(self, H: int, W: int, device):
+        def full(v):
+            return torch.full((H, W), v, dtype=torch.float32, device=device)
+
+        self.best, self.before, self.after, self.c_m, self.c_p = full(-2.0), full(-1.0), full(-1.0), full(-1.0), full(-1.0)
+        self.idx = torch.zeros(H, W, dtype=torch.long, device=device)
+        self.recent: list[torch.Tensor] = []  # costs of the last 4 planes
+        self.older = full(-1.0)  # best cost of the planes before those
+        self.p = 0
+
+    def add(self, c: torch.Tensor) -> None:
+        p = self.p
+        if len(self.recent) == 4:
+            self.older = torch.maximum(self.older, self.recent.pop(0))
+        new = c > self.best
+        # planes up to p - 4 are "far away" from a winner at p; later ones count once they are 4 past it
+        self.after = torch.where(new, -1.0, torch.where(p - self.idx > 3, torch.maximum(self.after, c), self.after))
+        self.c_p = torch.where(new, -1.0, torch.where(self.idx == p - 1, c, self.c_p))
+        self.c_m = torch.where(new, self.recent[-1] if self.recent else -1.0, self.c_m)
+        self.before = torch.where(new, self.older, self.before)
+        self.idx = torch.where(new, p, self.idx)
+        self.best = torch.where(new, c, self.best)
+        self.recent.append(c)
+        self.p += 1
+
+    def second(self) -> torch.Tensor:
+        return torch.maximum(self.before, self.after)
+
+
 def sweep_view(ref: int, srcs: list[int], grey: torch.Tensor, V: torch.Tensor, K: torch.Tensor,
                near: float, far: float, cfg: MVSConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(depth (H,W), score (H,W)) of view ``ref`` by plane sweeping against ``srcs``; depth 0 = rejected.
@@ -135,61 +221,50 @@ def sweep_view(ref: int, srcs: list[int], grey: torch.Tensor, V: torch.Tensor, K
     _, H, W = grey.shape
     w = cfg.window
     ref_img = grey[ref]
-    mu_r = box_mean(ref_img, w)
-    var_r = (box_mean(ref_img * ref_img, w) - mu_r * mu_r).clamp_min(0)
+    mu_r, sq_r = box_mean(torch.stack([ref_img, ref_img * ref_img])[None], w)[0].unbind(0)
+    var_r = (sq_r - mu_r * mu_r).clamp_min(0)
     std_r = var_r.sqrt()
     ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float64) + 0.5,
                             torch.arange(W, device=dev, dtype=torch.float64) + 0.5, indexing="ij")
     pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)
     rays = pix @ torch.linalg.inv(K[ref]).T  # camera-frame rays with z = 1
-    inv = torch.linspace(1.0 / near, 1.0 / far, cfg.planes, dtype=torch.float64)
+    planes = plane_count(ref, srcs, V, K, W, H, near, far, cfg)
+    inv = torch.linspace(1.0 / near, 1.0 / far, planes, dtype=torch.float64)
     depths = 1.0 / inv
     # source projection of ray * d: A_s (ray * d) + b_s with A_s = K_s R_s R_r^T, b_s = K_s (t_s - R_s R_r^T t_r)
     Rr, tr = V[ref, :3, :3], V[ref, :3, 3]
     k = max(1, math.ceil(len(srcs) / 2))
-    cost = torch.empty(cfg.planes, H, W, dtype=torch.float32, device=dev)
     proj = []
     for s in srcs:
         Rs, ts = V[s, :3, :3], V[s, :3, 3]
         Rrel = Rs @ Rr.T
-        proj.append(((K[s] @ Rrel), K[s] @ (ts - Rrel @ tr)))
-    ray_proj = [(rays @ A.T).float() for A, _ in proj]
-    for p, d in enumerate(depths.tolist()):
+        proj.append(((rays @ (K[s] @ Rrel).T).float(), (K[s] @ (ts - Rrel @ tr)).float()))
+    wta = _BestPlane(H, W, dev)
+    for p0 in range(0, planes, cfg.batch_planes):
+        d = depths[p0:p0 + cfg.batch_planes].float().to(dev)
         nccs = []
-        for (A, b), rp, s in zip(proj, ray_proj, srcs):
-            q = rp * d + b.float()
-            z = q[:, 2]
+        for (rp, b), s in zip(proj, srcs):
+            q = rp[None] * d[:, None, None] + b  # (P, H*W, 3)
+            z = q[..., 2]
             zs = torch.where(z > 1e-6, z, torch.ones_like(z))
-            u, v = q[:, 0] / zs, q[:, 1] / zs
-            valid = (z > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-            gx, gy = u / W * 2 - 1, v / H * 2 - 1
-            grid = torch.stack([gx, gy], -1).reshape(1, H, W, 2)
-            warped = F.grid_sample(grey[s][None, None], grid, mode="bilinear", padding_mode="border",
-                                   align_corners=False)[0, 0]
-            mu_s = box_mean(warped, w)
-            var_s = (box_mean(warped * warped, w) - mu_s * mu_s).clamp_min(0)
-            cov = box_mean(warped * ref_img, w) - mu_s * mu_r
-            ncc = cov / (var_s * var_r).sqrt().clamp_min(1e-8)
-            ncc = torch.where(valid.reshape(H, W) & (var_s > cfg.min_texture ** 2), ncc, torch.full_like(ncc, -1.0))
-            nccs.append(ncc)
-        stack = torch.stack(nccs)
-        cost[p] = stack.topk(k, dim=0).values.mean(0) if len(nccs) > 1 else stack[0]
-    best, idx = cost.max(dim=0)
-    # the best score more than 3 planes away from the winner: a repeated pattern scores high there too
-    planes = torch.arange(cfg.planes, device=dev)[:, None, None]
-    far_away = (planes - idx[None]).abs() > 3
-    second = torch.where(far_away, cost, torch.full_like(cost, -1.0)).max(dim=0).values
-    # parabolic refinement in inverse depth
-    i0 = idx.clamp(1, cfg.planes - 2)
-    c_m, c_0, c_p = (cost.gather(0, (i0 + o)[None])[0] for o in (-1, 0, 1))
-    den = c_m - 2 * c_0 + c_p
-    off = torch.where(den < -1e-6, 0.5 * (c_m - c_p) / den, torch.zeros_like(den)).clamp(-0.5, 0.5)
-    off = torch.where((idx == i0), off, torch.zeros_like(off))
+            u, v = q[..., 0] / zs, q[..., 1] / zs
+            valid = ((z > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)).reshape(-1, H, W)
+            grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1).reshape(-1, H, W, 2)
+            nccs.append(_ncc_planes(ref_img, mu_r, var_r, grey[s], grid, valid, cfg))
+        stack = torch.stack(nccs)  # (S, P, H, W)
+        cost = stack.topk(k, dim=0).values.mean(0) if len(nccs) > 1 else stack[0]
+        for c in cost:
+            wta.add(c)
+    best, idx = wta.best, wta.idx
+    # parabolic refinement in inverse depth (none at the range's ends, which are rejected below)
+    den = wta.c_m - 2 * best + wta.c_p
+    inner = (idx > 0) & (idx < planes - 1)
+    off = torch.where(inner & (den < -1e-6), 0.5 * (wta.c_m - wta.c_p) / den, torch.zeros_like(den)).clamp(-0.5, 0.5)
     step = (inv[1] - inv[0]).item()
-    inv_d = inv[idx].float() + off * step
+    inv_d = inv.float().to(dev)[idx] + off * step
     depth = 1.0 / inv_d
-    keep = (best > cfg.min_ncc) & (std_r > cfg.min_texture) & (best - second > cfg.uniqueness)
-    keep &= (idx > 0) & (idx < cfg.planes - 1)  # a winner at the range's end is probably beyond it
+    keep = (best > cfg.min_ncc) & (std_r > cfg.min_texture) & (best - wta.second() > cfg.uniqueness)
+    keep &= inner  # a winner at the range's end is probably beyond it
     return torch.where(keep, depth, torch.zeros_like(depth)), best
 
 

@@ -6,7 +6,7 @@ import torch
 
 from sparsesplat.datasets.synthetic import make_scene
 from sparsesplat.rasterizer import Cameras
-from sparsesplat.recon.init_mvs import MVSConfig, depth_range, plane_sweep_points
+from sparsesplat.recon.init_mvs import MVSConfig, _BestPlane, depth_range, plane_count, plane_sweep_points
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,53 @@ def test_downscaling_keeps_the_geometry(forward):
     nearest = torch.cdist(a, b).min(dim=1).values
     extent = float(np.ptp(full.points, axis=0).max())
     assert torch.quantile(nearest, 0.8) < 0.02 * extent
+
+
+def test_streamed_winner_matches_the_cost_volume():
+    """The sweep keeps no (planes, H, W) cost volume: planes stream through ``_BestPlane``, which must give
+    what the volume would: the winning plane and cost, its neighbours' costs and the best cost more than 3
+    planes away (checked against argmax over a random volume, planes counted from both ends)."""
+    g = torch.Generator().manual_seed(0)
+    cost = torch.rand(41, 9, 11, generator=g) * 2 - 1
+    wta = _BestPlane(9, 11, "cpu")
+    for c in cost:
+        wta.add(c)
+    best, idx = cost.max(dim=0)
+    assert torch.equal(wta.idx, idx) and torch.equal(wta.best, best)
+    p = torch.arange(41)[:, None, None]
+    far = torch.where((p - idx[None]).abs() > 3, cost, torch.full_like(cost, -1.0)).max(dim=0).values
+    assert torch.equal(wta.second(), far)
+    below = torch.where(idx > 0, cost.gather(0, (idx - 1).clamp_min(0)[None])[0], torch.full_like(best, -1.0))
+    above = torch.where(idx < 40, cost.gather(0, (idx + 1).clamp_max(40)[None])[0], torch.full_like(best, -1.0))
+    assert torch.equal(wta.c_m, below) and torch.equal(wta.c_p, above)
+
+
+def test_plane_count_bounds_the_epipolar_step(forward):
+    """Auto plane count: between consecutive planes no pixel of the reference moves further than
+    ``plane_step_px`` along its epipolar line in a source (checked at every pixel, not the 9x9 probe grid;
+    a tenth of slack for the probe's interpolation); a fixed count is taken as given."""
+    cams = forward.cameras
+    V, K = cams.viewmats.double(), cams.Ks.double()
+    W, H = cams.width, cams.height
+    lo, hi = depth_range(V.numpy(), K.numpy(), 0, W, H, forward.points.astype(np.float64), None, None)
+    cfg = MVSConfig(plane_step_px=0.5, min_planes=2, max_planes=100_000)
+    n = plane_count(0, [1, 2], V, K, W, H, lo, hi, cfg)
+    assert plane_count(0, [1, 2], V, K, W, H, lo, hi, MVSConfig(planes=77)) == 77
+    assert 2 < n < 5000
+    inv = torch.linspace(1 / lo, 1 / hi, n, dtype=torch.float64)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    pix = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(H * W, dtype=torch.float64)], -1)
+    X = (pix @ torch.linalg.inv(K[0]).T)[None] / inv[:, None, None]  # (planes, pixels, 3) camera 0
+    Xw = (X - V[0, :3, 3]) @ V[0, :3, :3]
+    worst = 0.0
+    for s in (1, 2):
+        q = (Xw @ V[s, :3, :3].T + V[s, :3, 3]) @ K[s].T
+        uv = q[..., :2] / q[..., 2:]
+        inside = (q[..., 2] > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
+        step = (uv[1:] - uv[:-1]).norm(dim=-1)[inside[1:] & inside[:-1]]
+        worst = max(worst, float(step.max()))
+    assert worst <= 1.1 * cfg.plane_step_px, worst
+    # and halving the step doubles the planes (it is a count of steps, not a fixed number)
+    n2 = plane_count(0, [1, 2], V, K, W, H, lo, hi, MVSConfig(plane_step_px=0.25, min_planes=2, max_planes=100_000))
+    assert abs(n2 - 2 * n) <= 2
