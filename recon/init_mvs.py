@@ -6,9 +6,11 @@ near the cameras. Plane sweeping scores every pixel at every depth instead of on
 
 1. For each reference view, its source views are the others that look the same way (optical axes within
    ``max_view_angle_deg``), nearest first.
-2. Depth hypotheses: ``planes`` fronto-parallel planes, uniform in inverse depth between bounds taken from
-   the sparse points seen by the view (robust percentiles, widened), else the scene's near/far, else a wide
-   range around the point the cameras look at.
+2. Depth hypotheses: fronto-parallel planes, uniform in inverse depth between bounds taken from the sparse
+   points seen by the view (robust percentiles, widened), else the scene's near/far, else a wide range around
+   the point the cameras look at; as many planes as keep every pixel's step along its epipolar lines within
+   ``plane_step_px`` (``plane_count``). With a fixed 128, DTU scan37's and lego's pixels moved 5-10 pixels
+   per plane and fine textures (DTU's bricks) found no depth: 16% of scan37's object pixels got one, 36% now.
 3. Photo-consistency: each source photo is warped onto each plane (per-pixel projection + bilinear
    sampling) and compared with the reference by zero-mean normalized cross-correlation over a
    ``window`` x ``window`` patch (box filters), so exposure changes between photos do not matter. The cost
@@ -20,7 +22,8 @@ near the cameras. Plane sweeping scores every pixel at every depth instead of on
    (``depth_tol``) by at least ``min_consistent`` other views' depth maps, and the other view's point must
    project back within ``reproj_px`` pixels. Points are then voxel-averaged to at most ``max_points``.
 
-Runs on torch (CPU or CUDA); 3 views at 400x300 with 128 planes take a few seconds on two CPU cores.
+Runs on torch (CPU or CUDA), a batch of planes at a time, the winner kept as the planes stream by (no cost
+volume); DTU scan37's 3 views at 400x300 (~680 planes each) take ~15 s on two CPU cores.
 Imports: ``sparsesplat.rasterizer`` (Cameras), ``.patches``, numpy, torch.
 """
 

@@ -44,8 +44,10 @@ def _window_counts(n: int, window: int, like: torch.Tensor) -> torch.Tensor:
 def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Mean of ``x`` (..., H, W) over a window x window patch around each pixel, same size (only pixels inside
     the image count; an even window reaches one pixel further up and left). Separable running sums: the
-    cost does not grow with the window (the sums of values in [0, 1] over a 512-pixel row keep ~1e-5
-    absolute precision in float32)."""
+    cost does not grow with the window. Float32 running sums over a 512-pixel row of values in [0, 1] leave
+    ~5e-6 of error in a mean (avg_pool2d: ~2e-7), enough to move a patch across the stereo's texture
+    threshold (variance 1e-4) now and then: fern's plane sweep keeps 1% fewer pixels than with avg_pool2d
+    (234,820 against 237,461); 48 maps of 400x300 take 22-28 ms against 66 for avg_pool2d by rows and columns."""
     H, W = x.shape[-2:]
     rows = _window_sums(x, window) / _window_counts(W, window, x)
     return _window_sums(rows.transpose(-1, -2), window).transpose(-1, -2) / _window_counts(H, window, x)[:, None]

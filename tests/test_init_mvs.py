@@ -139,3 +139,16 @@ def test_plane_count_bounds_the_epipolar_step(forward):
     # and halving the step doubles the planes (it is a count of steps, not a fixed number)
     n2 = plane_count(0, [1, 2], V, K, W, H, lo, hi, MVSConfig(plane_step_px=0.25, min_planes=2, max_planes=100_000))
     assert abs(n2 - 2 * n) <= 2
+
+
+def test_planes_too_far_apart_lose_surfaces(forward):
+    """A pixel that jumps several pixels from one plane to the next steps over its texture's NCC peak: with
+    64 planes (steps up to ~4 px here) the sweep keeps fewer surface pixels, less accurately, than with the
+    count that keeps steps within 1.5 px (~170 planes; measured: 0.36 against 0.50 of the surface kept,
+    median depth error 0.63% against 0.35%)."""
+    coarse = plane_sweep_points(forward.images, forward.cameras, forward.points, cfg=MVSConfig(planes=64))
+    auto = plane_sweep_points(forward.images, forward.cameras, forward.points)
+    err_c, cover_c = _depth_errors(coarse, forward)
+    err_a, cover_a = _depth_errors(auto, forward)
+    assert cover_a.mean() > 1.25 * cover_c.mean(), (cover_a, cover_c)
+    assert np.median(err_a) < 0.75 * np.median(err_c)
