@@ -235,16 +235,18 @@ def serve_run(run, host: str = "127.0.0.1", port: int = 8080) -> None:
 
     scene = load_run_for_viewer(run)
     app = ViewerApp(scene, host=host, port=port, video_dir=Path(run) if Path(run).is_dir() else Path(run).parent)
-    print(f"viewer: {app.url}  ({len(scene.names)} cameras; Ctrl+C to quit)", flush=True)
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        # Ctrl+C (and a plain kill) end the command even where the parent started it with SIGINT ignored,
-        # as shells do for background jobs
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl+C (and a plain kill) end the command even where the parent started it with SIGINT ignored,
+            # as shells do for background jobs
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # announced inside the try, so a Ctrl+C as soon as the address appears ends the command cleanly (a CI
+        # run under load once exited 130 here)
+        print(f"viewer: {app.url}  ({len(scene.names)} cameras; Ctrl+C to quit)", flush=True)
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
