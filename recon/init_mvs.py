@@ -184,13 +184,15 @@ def _ncc_planes(ref_img: torch.Tensor, mu_r: torch.Tensor, var_r: torch.Tensor, 
 class _BestPlane:
     """Winner-takes-all over planes that arrive one at a time, keeping what the refinement and the uniqueness
     test need without the (planes, H, W) cost volume: the best cost and its plane, the costs of the planes
-    either side of it, and the best cost more than 3 planes away from it."""
+    either side of it, and the best cost more than 3 planes away from it (a repeated pattern scores high there
+    too: the uniqueness test)."""
 
     def __init__(self, H: int, W: int, device):
         def full(v):
             return torch.full((H, W), v, dtype=torch.float32, device=device)
 
-        self.best, self.before, self.after, self.c_m, self.c_p = full(-2.0), full(-1.0), full(-1.0), full(-1.0), full(-1.0)
+        self.best = full(-2.0)  # below any NCC, so the first plane always wins
+        self.before, self.after, self.c_m, self.c_p = full(-1.0), full(-1.0), full(-1.0), full(-1.0)
         self.idx = torch.zeros(H, W, dtype=torch.long, device=device)
         self.recent: list[torch.Tensor] = []  # costs of the last 4 planes
         self.older = full(-1.0)  # best cost of the planes before those
