@@ -133,6 +133,14 @@ def depth_range(V: np.ndarray, K: np.ndarray, ref: int, W: int, H: int, sparse: 
     return 0.05 * d, 5.0 * d
 
 
+def source_projection(ref: int, s: int, V: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A (3,3), b (3,)) with which a point ``ray * d`` of view ``ref``'s camera frame projects into view ``s``
+    as A (ray * d) + b (homogeneous pixels): A = K_s R_s R_r^T, b = K_s (t_s - R_s R_r^T t_r)."""
+    Rr, tr = V[ref, :3, :3], V[ref, :3, 3]
+    Rrel = V[s, :3, :3] @ Rr.T
+    return K[s] @ Rrel, K[s] @ (V[s, :3, 3] - Rrel @ tr)
+
+
 def plane_count(ref: int, srcs: list[int], V: torch.Tensor, K: torch.Tensor, W: int, H: int, near: float,
                 far: float, cfg: MVSConfig) -> int:
     """Depth hypotheses for view ``ref``: ``cfg.planes`` when set, else as many as keep every pixel's step
@@ -152,11 +160,9 @@ def plane_count(ref: int, srcs: list[int], V: torch.Tensor, K: torch.Tensor, W: 
                             torch.linspace(0.5, H - 0.5, 9, dtype=torch.float64), indexing="ij")
     pix = torch.stack([gx.reshape(-1), gy.reshape(-1), torch.ones(81, dtype=torch.float64)], -1)
     rays = pix @ torch.linalg.inv(K[ref]).T
-    Rr, tr = V[ref, :3, :3], V[ref, :3, 3]
     fastest = 0.0  # pixels per probe interval
     for s in srcs:
-        Rrel = V[s, :3, :3] @ Rr.T
-        A, b = K[s] @ Rrel, K[s] @ (V[s, :3, 3] - Rrel @ tr)
+        A, b = source_projection(ref, s, V, K)
         q = (rays @ A.T)[None] / probe[:, None, None] + b  # (probes, pixels, 3)
         z = q[..., 2]
         uv = q[..., :2] / torch.where(z > 1e-9, z, torch.ones_like(z))[..., None]
@@ -236,14 +242,11 @@ def sweep_view(ref: int, srcs: list[int], grey: torch.Tensor, V: torch.Tensor, K
     planes = plane_count(ref, srcs, V, K, W, H, near, far, cfg)
     inv = torch.linspace(1.0 / near, 1.0 / far, planes, dtype=torch.float64)
     depths = 1.0 / inv
-    # source projection of ray * d: A_s (ray * d) + b_s with A_s = K_s R_s R_r^T, b_s = K_s (t_s - R_s R_r^T t_r)
-    Rr, tr = V[ref, :3, :3], V[ref, :3, 3]
     k = max(1, math.ceil(len(srcs) / 2))
-    proj = []
+    proj = []  # per source: (A ray for every pixel, b), so that a depth d projects to d (A ray) + b
     for s in srcs:
-        Rs, ts = V[s, :3, :3], V[s, :3, 3]
-        Rrel = Rs @ Rr.T
-        proj.append(((rays @ (K[s] @ Rrel).T).float(), (K[s] @ (ts - Rrel @ tr)).float()))
+        A, b = source_projection(ref, s, V, K)
+        proj.append(((rays @ A.T).float(), b.float()))
     wta = _BestPlane(H, W, dev)
     for p0 in range(0, planes, cfg.batch_planes):
         d = depths[p0:p0 + cfg.batch_planes].float().to(dev)
