@@ -462,8 +462,9 @@ def test_sh_colors_match_torch_and_finite_differences(cpu, degree):
     from sparsesplat.rasterizer.sh import sh_to_rgb
 
     g = torch.Generator().manual_seed(degree)
-    sh = torch.randn(7, 16, 3, generator=g, dtype=torch.float64) * 0.6
-    dirs = torch.randn(2, 7, 3, generator=g, dtype=torch.float64) * 3.0
+    n = 37  # lane blocks of 4, 8 or 16 primitives and a remainder that goes through the per-primitive path
+    sh = torch.randn(n, 16, 3, generator=g, dtype=torch.float64) * 0.6
+    dirs = torch.randn(2, n, 3, generator=g, dtype=torch.float64) * 3.0
     ref = sh_to_rgb(sh, dirs, degree)
     assert (ref == 0).any()  # the clamp at 0 is exercised
     torch.testing.assert_close(cpu.sh_to_rgb(sh, dirs, degree), ref, rtol=1e-12, atol=1e-12)
@@ -471,7 +472,7 @@ def test_sh_colors_match_torch_and_finite_differences(cpu, degree):
     inputs = [sh.clone().requires_grad_(True), dirs.clone().requires_grad_(True)]
     assert torch.autograd.gradcheck(lambda s, d: cpu.sh_to_rgb(s, d, degree), inputs, eps=1e-6, atol=1e-7)
     # same gradients as autograd through the PyTorch version, weights on every output
-    w = torch.rand(2, 7, 3, generator=g, dtype=torch.float64)
+    w = torch.rand(2, n, 3, generator=g, dtype=torch.float64)
     grads = torch.autograd.grad((cpu.sh_to_rgb(*inputs, degree) * w).sum(), inputs)
     grads_ref = torch.autograd.grad((sh_to_rgb(*inputs, degree) * w).sum(), inputs, allow_unused=True)
     for a, b, x in zip(grads, grads_ref, inputs):  # (degree 0: the colour does not depend on the direction)

@@ -14,58 +14,65 @@ constexpr double kShC2[5] = {1.0925484305920792, -1.0925484305920792, 0.31539156
 constexpr double kShC3[7] = {-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
                              -0.4570457994644658, 1.445305721320277, -0.5900435899266435};
 
-// Basis values b[0 .. (degree+1)^2) at the unit direction (x, y, z).
-template <typename T>
-HOSTDEV void sh_basis(int degree, T x, T y, T z, T* b) {
-    b[0] = T(kShC0);
-    if (degree < 1) return;
-    b[1] = -T(kShC1) * y, b[2] = T(kShC1) * z, b[3] = -T(kShC1) * x;
-    if (degree < 2) return;
-    const T xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
-    b[4] = T(kShC2[0]) * xy;
-    b[5] = T(kShC2[1]) * yz;
-    b[6] = T(kShC2[2]) * (T(2) * zz - xx - yy);
-    b[7] = T(kShC2[3]) * xz;
-    b[8] = T(kShC2[4]) * (xx - yy);
-    if (degree < 3) return;
-    b[9] = T(kShC3[0]) * y * (T(3) * xx - yy);
-    b[10] = T(kShC3[1]) * xy * z;
-    b[11] = T(kShC3[2]) * y * (T(4) * zz - xx - yy);
-    b[12] = T(kShC3[3]) * z * (T(2) * zz - T(3) * xx - T(3) * yy);
-    b[13] = T(kShC3[4]) * x * (T(4) * zz - xx - yy);
-    b[14] = T(kShC3[5]) * z * (xx - yy);
-    b[15] = T(kShC3[6]) * x * (xx - T(3) * yy);
+// T{} + c: the constant c as a T, which may be a scalar (S) or a vector of S (the CPU's lane vectors, lanes.h).
+template <typename T, typename S>
+HOSTDEV T sh_fill(S c) {
+    return T{} + c;
 }
 
-// Given dL/db, adds dL/d(x, y, z) (the unit direction's components, before normalization).
-template <typename T>
-HOSTDEV void sh_basis_vjp(int degree, T x, T y, T z, const T* vb, T& vx, T& vy, T& vz) {
-    vx = vy = vz = T(0);
+// Basis values b[0 .. (degree+1)^2) at the unit direction (x, y, z). T: a scalar type, or a vector of the scalar
+// type S (one direction per lane).
+template <typename T, typename S = T>
+HOSTDEV void sh_basis(int degree, T x, T y, T z, T* b) {
+    b[0] = sh_fill<T>(S(kShC0));
     if (degree < 1) return;
-    vy += -T(kShC1) * vb[1];
-    vz += T(kShC1) * vb[2];
-    vx += -T(kShC1) * vb[3];
+    b[1] = -S(kShC1) * y, b[2] = S(kShC1) * z, b[3] = -S(kShC1) * x;
+    if (degree < 2) return;
+    const T xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
+    b[4] = S(kShC2[0]) * xy;
+    b[5] = S(kShC2[1]) * yz;
+    b[6] = S(kShC2[2]) * (S(2) * zz - xx - yy);
+    b[7] = S(kShC2[3]) * xz;
+    b[8] = S(kShC2[4]) * (xx - yy);
+    if (degree < 3) return;
+    b[9] = S(kShC3[0]) * y * (S(3) * xx - yy);
+    b[10] = S(kShC3[1]) * xy * z;
+    b[11] = S(kShC3[2]) * y * (S(4) * zz - xx - yy);
+    b[12] = S(kShC3[3]) * z * (S(2) * zz - S(3) * xx - S(3) * yy);
+    b[13] = S(kShC3[4]) * x * (S(4) * zz - xx - yy);
+    b[14] = S(kShC3[5]) * z * (xx - yy);
+    b[15] = S(kShC3[6]) * x * (xx - S(3) * yy);
+}
+
+// Given dL/db, adds dL/d(x, y, z) (the unit direction's components, before normalization); T and S as sh_basis.
+template <typename T, typename S = T>
+HOSTDEV void sh_basis_vjp(int degree, T x, T y, T z, const T* vb, T& vx, T& vy, T& vz) {
+    vx = vy = vz = sh_fill<T>(S(0));
+    if (degree < 1) return;
+    vy += -S(kShC1) * vb[1];
+    vz += S(kShC1) * vb[2];
+    vx += -S(kShC1) * vb[3];
     if (degree < 2) return;
     const T xx = x * x, yy = y * y, zz = z * z;
-    vx += T(kShC2[0]) * y * vb[4], vy += T(kShC2[0]) * x * vb[4];
-    vy += T(kShC2[1]) * z * vb[5], vz += T(kShC2[1]) * y * vb[5];
-    vx += -T(2) * T(kShC2[2]) * x * vb[6], vy += -T(2) * T(kShC2[2]) * y * vb[6], vz += T(4) * T(kShC2[2]) * z * vb[6];
-    vx += T(kShC2[3]) * z * vb[7], vz += T(kShC2[3]) * x * vb[7];
-    vx += T(2) * T(kShC2[4]) * x * vb[8], vy += -T(2) * T(kShC2[4]) * y * vb[8];
+    vx += S(kShC2[0]) * y * vb[4], vy += S(kShC2[0]) * x * vb[4];
+    vy += S(kShC2[1]) * z * vb[5], vz += S(kShC2[1]) * y * vb[5];
+    vx += -S(2) * S(kShC2[2]) * x * vb[6], vy += -S(2) * S(kShC2[2]) * y * vb[6], vz += S(4) * S(kShC2[2]) * z * vb[6];
+    vx += S(kShC2[3]) * z * vb[7], vz += S(kShC2[3]) * x * vb[7];
+    vx += S(2) * S(kShC2[4]) * x * vb[8], vy += -S(2) * S(kShC2[4]) * y * vb[8];
     if (degree < 3) return;
-    vx += T(6) * T(kShC3[0]) * x * y * vb[9], vy += T(3) * T(kShC3[0]) * (xx - yy) * vb[9];
-    vx += T(kShC3[1]) * y * z * vb[10], vy += T(kShC3[1]) * x * z * vb[10], vz += T(kShC3[1]) * x * y * vb[10];
-    vx += -T(2) * T(kShC3[2]) * x * y * vb[11];
-    vy += T(kShC3[2]) * (T(4) * zz - xx - T(3) * yy) * vb[11];
-    vz += T(8) * T(kShC3[2]) * y * z * vb[11];
-    vx += -T(6) * T(kShC3[3]) * x * z * vb[12], vy += -T(6) * T(kShC3[3]) * y * z * vb[12];
-    vz += T(kShC3[3]) * (T(6) * zz - T(3) * xx - T(3) * yy) * vb[12];
-    vx += T(kShC3[4]) * (T(4) * zz - T(3) * xx - yy) * vb[13];
-    vy += -T(2) * T(kShC3[4]) * x * y * vb[13];
-    vz += T(8) * T(kShC3[4]) * x * z * vb[13];
-    vx += T(2) * T(kShC3[5]) * x * z * vb[14], vy += -T(2) * T(kShC3[5]) * y * z * vb[14];
-    vz += T(kShC3[5]) * (xx - yy) * vb[14];
-    vx += T(3) * T(kShC3[6]) * (xx - yy) * vb[15], vy += -T(6) * T(kShC3[6]) * x * y * vb[15];
+    vx += S(6) * S(kShC3[0]) * x * y * vb[9], vy += S(3) * S(kShC3[0]) * (xx - yy) * vb[9];
+    vx += S(kShC3[1]) * y * z * vb[10], vy += S(kShC3[1]) * x * z * vb[10], vz += S(kShC3[1]) * x * y * vb[10];
+    vx += -S(2) * S(kShC3[2]) * x * y * vb[11];
+    vy += S(kShC3[2]) * (S(4) * zz - xx - S(3) * yy) * vb[11];
+    vz += S(8) * S(kShC3[2]) * y * z * vb[11];
+    vx += -S(6) * S(kShC3[3]) * x * z * vb[12], vy += -S(6) * S(kShC3[3]) * y * z * vb[12];
+    vz += S(kShC3[3]) * (S(6) * zz - S(3) * xx - S(3) * yy) * vb[12];
+    vx += S(kShC3[4]) * (S(4) * zz - S(3) * xx - yy) * vb[13];
+    vy += -S(2) * S(kShC3[4]) * x * y * vb[13];
+    vz += S(8) * S(kShC3[4]) * x * z * vb[13];
+    vx += S(2) * S(kShC3[5]) * x * z * vb[14], vy += -S(2) * S(kShC3[5]) * y * z * vb[14];
+    vz += S(kShC3[5]) * (xx - yy) * vb[14];
+    vx += S(3) * S(kShC3[6]) * (xx - yy) * vb[15], vy += -S(6) * S(kShC3[6]) * x * y * vb[15];
 }
 
 // Unit direction of d (norm clamped below at 1e-12, as rasterizer/sh.py); returns the clamped norm.
