@@ -9,9 +9,10 @@ where REF is opaque):
 
 - seen: the pixel's surface point (REF's depth) is within ``tol`` of REF's depth in some training view, i.e. a
   training photo shows it;
-- copy-photo: each seen point takes its colour from the nearest training photo that shows it. This is what a
-  method with exact geometry that paints with the training photos' colours would render; where the test photo
-  differs (lighting that moves with the camera, specular metal), no such method can follow it;
+- copy-photo: each seen point takes its colour from the nearest training photo that shows it (its nearest pixel),
+  a yardstick for a method with exact geometry that paints with the training photos' colours. Not a bound: a model
+  that blends several photos and places detail between pixels can beat it (fern llff3); where the test photo shows
+  the point differently from every training photo (highlights, shading), neither can follow it;
 - the run's own render on the same pixels, split by whether its depth is within ``tol`` of REF's.
 
 Results: benchmarks/results/<out>.md / .json (the notes under the table are kept).
