@@ -69,8 +69,13 @@ def copy_photo_colors(points: torch.Tensor, sources, tol: float):
     return colors, count
 
 
+def _db(sum_sq: float, n: int) -> float:
+    """PSNR of a mean squared error given as its sum over n values (NaN for none)."""
+    return float(-10 * math.log10(max(sum_sq / n, 1e-12))) if n else float("nan")
+
+
 def _psnr(sq_err: torch.Tensor) -> float:
-    return float(-10 * math.log10(max(float(sq_err.mean()), 1e-12))) if sq_err.numel() else float("nan")
+    return _db(float(sq_err.sum()), sq_err.numel())
 
 
 @torch.no_grad()
@@ -96,7 +101,7 @@ def analyse(run: Path, ref: Path, tol: float = 0.01, backend: str = "cpu") -> di
 
     train = [scene.names[i] for i in scene.train_ids]
     train_depth = {n: surface(reference, ref_cam(n))[1] for n in train}
-    centre = {n: torch.linalg.inv(ref_cam(n).viewmats[0].double())[:3, 3] for n in rnames}
+    centres = rcams.centers.double()
     sums = {k: 0.0 for k in ("model_seen", "model_unseen", "copy", "model_ok", "copy_ok", "model_off", "copy_off")}
     counts = {k: 0 for k in ("pixels", "seen", "ok")}
     rows = []
@@ -108,7 +113,8 @@ def analyse(run: Path, ref: Path, tol: float = 0.01, backend: str = "cpu") -> di
         if scene.masks is not None and not scene.loss_masks:
             keep &= scene.masks[i, ..., 0] > 0.5
         points, (v, u) = surface_points(depth, rc.Ks[0].double(), rc.viewmats[0].double(), keep)
-        near_first = sorted(train, key=lambda n: float((centre[n] - centre[name]).norm()))
+        here = centres[rnames.index(name)]
+        near_first = sorted(train, key=lambda n: float((centres[rnames.index(n)] - here).norm()))
         sources = [(scene.images[scene.train_ids[train.index(n)]], train_depth[n], ref_cam(n).Ks[0].double(),
                     ref_cam(n).viewmats[0].double()) for n in near_first]
         copied, shown = copy_photo_colors(points, sources, tol)
@@ -132,7 +138,7 @@ def analyse(run: Path, ref: Path, tol: float = 0.01, backend: str = "cpu") -> di
     n_seen, n_ok = counts["seen"], counts["ok"]
 
     def pooled(k, n):
-        return float(-10 * math.log10(max(sums[k] / n, 1e-12))) if n else float("nan")
+        return _db(sums[k], n)
 
     summary = dict(
         test_views=len(rows), seen_share=n_seen / max(counts["pixels"], 1), depth_ok_share_of_seen=n_ok / max(n_seen, 1),
