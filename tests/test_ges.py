@@ -138,8 +138,8 @@ def test_bad_shapes_are_culled_and_refused_where_they_cannot_be_drawn():
 
 
 def test_ges_lane_runs_and_the_per_pixel_loop_give_one_image_and_one_gradient():
-    """As for Gaussians (test_rasterizer_cpu): tiles of the lane width's multiples composite GES in lane
-    vectors (with the vector log and exp), others pixel by pixel; images and every gradient agree."""
+    """As for Gaussians (test_rasterizer_cpu): tiles made of whole lane blocks composite GES in lane vectors
+    (with the vector log and exp), others pixel by pixel; images and every gradient agree."""
     _need("cpu")
     W, H = 83, 61
     g = _ges(600, seed=21, low=1.0, high=5.0)

@@ -240,9 +240,11 @@ def test_tile_size_does_not_change_the_image(cpu):
 
 
 def test_lane_runs_and_the_per_pixel_loop_give_one_image_and_one_gradient(cpu):
-    """Tiles whose width is a multiple of the build's lane width composite in lane vectors, one run or several
-    per row (16, 32: rows bucketed by the vector row test); others (12 on AVX2/AVX-512, 40: wider and taller
-    than the vector row test takes) by the per-pixel loop. Forward and backward agree across all of them."""
+    """Tiles whose width is a multiple of the build's lane blocks' width (and height of their height: 2 rows on
+    AVX-512) composite in lane vectors, one block or several per block row (16, 32: bucketed by the binning's
+    masks; 40: taller than the masks take, bucketed by the row spans, merged per block); others (12 on AVX2 and
+    AVX-512, the 61-row image's odd-height bottom tiles with 2-row blocks) by the per-pixel loop. Forward and
+    backward agree across all of them."""
     W, H = 83, 61  # ragged edge tiles for every size
     params, colors = make_scene(600, seed=21)
     vm, Ks = make_cameras(W, H, C=2)

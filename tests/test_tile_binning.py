@@ -60,9 +60,10 @@ def seen_pixels(mean2d, conic, opacity, W, H, alpha_min=ALPHA_MIN) -> np.ndarray
 
 
 def mask_runs(ext) -> int:
-    """How many runs of a 16-pixel tile row the masks tell apart: one bit per (run of the build's lane width, row),
-    bit run * 16 + row, where that fits 32 bits (gaussian_rasterize.cpp ``mask_runs``), else one per row."""
-    runs = TILE // ext.lane_width()
+    """How many runs of a 16-pixel tile row the masks tell apart: one bit per (run of the build's lane blocks'
+    width, row), bit run * 16 + row, where that fits 32 bits (gaussian_rasterize.cpp ``mask_runs``), else one per
+    row."""
+    runs = TILE // ext.run_width()
     return runs if TILE * runs <= 32 else 1
 
 

@@ -67,8 +67,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("project_gaussians_bwd", &sparsesplat::project_gaussians_bwd_cpu);
     m.def("rasterize_fwd", &sparsesplat::rasterize_fwd_cpu);
     m.def("rasterize_bwd", &sparsesplat::rasterize_bwd_cpu);
-    // pixels per lane vector of this build (lanes.h): the runs that the Gaussian binning's masks tell apart
+    // pixels per lane vector of this build (lanes.h), and the width of its blocks: the runs of a tile row that
+    // the Gaussian binning's masks tell apart
     m.def("lane_width", [] { return sparsesplat::kLanes; });
+    m.def("run_width", [] { return sparsesplat::kRunW; });
     m.def("project_triangles_fwd", &sparsesplat::project_triangles_fwd_cpu);
     m.def("project_triangles_bwd", &sparsesplat::project_triangles_bwd_cpu);
     m.def("rasterize_triangles_fwd", &sparsesplat::rasterize_triangles_fwd_cpu);

@@ -1,16 +1,17 @@
-// A run of pixels of a tile row as one value, as wide as one register of the vector unit the build targets
-// (-march=native, rasterizer/build.py): 8 floats with AVX2 (and AVX-512, below), 4 with SSE or NEON. GCC/Clang
-// vector extensions keep one source for every instruction set. The width must be a register's: a wider
-// vector type is lowered piece by piece, and its masks and conversions lane by lane (measured: 16 lanes on
-// AVX2 ran the compositing about 4x slower than 8, and 2x slower than the per-pixel loop). The lane paths of the
-// compositing loops in tiles.h take a row of a default 16-pixel tile in 16 / kLanes such runs, each over the
-// entries that can reach it (the Gaussians' binning masks tell the runs apart).
+// A block of pixels of a tile as one value, as wide as one register of the vector unit the build targets
+// (-march=native, rasterizer/build.py): 16 floats with AVX-512, 8 with AVX2, 4 with SSE or NEON. GCC/Clang vector
+// extensions keep one source for every instruction set. The width must be a register's: a wider vector type is
+// lowered piece by piece, and its masks and conversions lane by lane (measured: 16 lanes on AVX2 ran the
+// compositing about 4x slower than 8, and 2x slower than the per-pixel loop). The lane paths of the compositing
+// loops in tiles.h take a default 16-pixel tile in blocks of kRunW x kRunH pixels (below), each over the entries
+// that can reach it (the Gaussians' binning masks tell the blocks apart).
 //
-// AVX-512 builds use 8 lanes too (ymm registers, with AVX-512's instructions and mask registers on them): most
-// trained Gaussians cover a few pixels of a row, so a 16-pixel run computes mostly empty lanes, where two 8-pixel
-// runs each skip the entries that do not reach them. On trained scenes (benchmarks/results/rasterizer_ab_runs.md)
-// 8 lanes gave a 1.27-1.41x faster backward and a 0.96-1.09x forward against 16. -DSPARSESPLAT_LANES=16 builds the
-// 16-lane (zmm) paths instead.
+// AVX-512 builds take 8 x 2 blocks (zmm registers): most trained Gaussians cover a few pixels of a row, so a
+// 16-pixel run of one row computed mostly empty lanes (on trained scenes 16 x 1 gave a 1.27-1.41x slower backward
+// than 8 x 1 in ymm registers, benchmarks/results/rasterizer_ab_runs.md), but an entry that reaches 8 pixels of a
+// row mostly reaches the same 8 of the next: 8 x 2 blocks take 0.54-0.57 of the (entry, block) visits of 8 x 1
+// runs on trained fern, lego and DTU. Against 8 x 1 in ymm: forward 1.19-1.28x, backward 1.06-1.12x
+// (benchmarks/results/rasterizer_ab_blocks*.md). -DSPARSESPLAT_LANES=8 builds the 8 x 1 (ymm) paths instead.
 #pragma once
 
 #include <cmath>
@@ -23,8 +24,8 @@
 
 namespace sparsesplat {
 
-// The register the lanes use (above: AVX-512 builds take 8 lanes unless -DSPARSESPLAT_LANES=16).
-#if defined(__AVX512F__) && defined(SPARSESPLAT_LANES) && SPARSESPLAT_LANES == 16
+// The register the lanes use (above: AVX-512 builds take 16 lanes unless -DSPARSESPLAT_LANES=8).
+#if defined(__AVX512F__) && !(defined(SPARSESPLAT_LANES) && SPARSESPLAT_LANES == 8)
 #define SPARSESPLAT_LANES_512 1
 constexpr int kLanes = 16;  // pixels per lane vector
 #elif defined(__AVX2__)
@@ -49,6 +50,14 @@ struct LaneTypes<double> {
     typedef double V __attribute__((vector_size(kLanes * sizeof(double))));
     typedef int64_t M __attribute__((vector_size(kLanes * sizeof(int64_t))));
 };
+
+// The pixels a lane vector takes in the compositing loops (tiles.h): a block of kRunW columns by kRunH rows,
+// lane l at column l % kRunW and row l / kRunW of the block. 8 x 1 with 8 lanes, 8 x 2 with 16 (AVX-512 zmm):
+// a second row rather than a wider run, because an entry that reaches 8 pixels of a row mostly reaches the
+// same 8 of the next, where most entries reach only one half of a 16-pixel row.
+constexpr int kRunW = kLanes > 8 ? 8 : kLanes;
+constexpr int kRunH = kLanes / kRunW;
+static_assert(kRunH == 1 || kRunH == 2, "lane blocks are one or two rows high");
 
 template <typename T>
 using LaneV = typename LaneTypes<T>::V;
@@ -78,6 +87,14 @@ inline LaneM<T> lane_index_m() {
 template <typename T>
 inline LaneV<T> lane_centres(int j_lo) {
     return __builtin_convertvector(lane_index_m<T>() + lane_splat_m<T>(j_lo), LaneV<T>) + T(0.5);
+}
+
+// The pixel centres of the block whose top-left pixel is (i_lo, j_lo): columns px and rows py per lane.
+template <typename T>
+inline void block_centres(int j_lo, int i_lo, LaneV<T>& px, LaneV<T>& py) {
+    const LaneM<T> l = lane_index_m<T>();
+    px = __builtin_convertvector(l % kRunW + lane_splat_m<T>(j_lo), LaneV<T>) + T(0.5);
+    py = __builtin_convertvector(l / kRunW + lane_splat_m<T>(i_lo), LaneV<T>) + T(0.5);
 }
 
 // Horizontal reductions by halving (log2(kLanes) shuffles).

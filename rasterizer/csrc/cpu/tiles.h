@@ -291,25 +291,26 @@ struct Span {
 //   Kind::kMaxGrad, kind.n_grad(), kind.feat_slot()   gradient slots per entry, and where the 4 feature
 //                                           gradients go (feat_slot() .. feat_slot() + 3).
 
-// Lane paths. A kind whose entries can be sampled on a whole tile row at once declares
+// Lane paths. A kind whose entries can be sampled on a block of pixels at once declares
 // ``static constexpr bool kLaneSamples = true``, gives its walker
-//   w.run_entries(i, run, py, j_lo, j_hi, scratch) -> RowEntries   the list entries that can meet the run
-//                                           of pixel row i in columns j_lo .. j_hi (run: its index in the
-//                                           row, from 0), in list order (its own storage, or scratch filled),
-//                                           without spans: the lane samples test every pixel themselves. An
-//                                           entry may be listed for a run it does not reach (the lists are only
-//                                           conservative), never left out of one it does;
+//   w.run_entries(i, run, j_lo, j_hi, scratch) -> RowEntries   the list entries that can meet the block of pixel
+//                                           rows i .. i + kRunH - 1 and columns j_lo .. j_hi (run: its index in
+//                                           the row of blocks, from 0), in list order (its own storage, or scratch
+//                                           filled), without spans: the lane samples test every pixel themselves.
+//                                           An entry may be listed for a block it does not reach (the lists are
+//                                           only conservative), never left out of one it does;
 // and its view
-//   view.sample_lanes(px, alpha, hit, ls)   alpha and hit mask on the kLanes pixel centres px of a run of the
-//                                           row (alpha of a lane that is not hit is unspecified), keeping in ls
-//                                           (Kind::LaneSample) what the backward needs;
+//   view.sample_lanes(px, py, alpha, hit, ls)   alpha and hit mask on the kLanes pixel centres (px, py) of a
+//                                           block (alpha of a lane that is not hit is unspecified), keeping in ls
+//                                           (Kind::LaneSample) what the backward needs (the view's own row is
+//                                           not used);
 //   view.vjp_lanes(v_alpha, ok, ls, g)      the samples' backward on the lanes of mask ok, added lane-wise to
 //                                           the gradient slot vectors g[0 .. n_grad()).
-// Its rows whose width is a multiple of kLanes (those of a default 16-pixel tile) then composite as lane
-// vectors, run by run of kLanes pixels (lanes.h), the run's state in registers across its entries.
-// The lane sample must reject every pixel outside the entry's row span (spans are only conservative), so
-// the lanes give exactly the per-pixel loop's decisions; only the float rounding of the exp and of sums
-// over lanes differs.
+// Its tiles whose width is a multiple of kRunW and height a multiple of kRunH (those of a default 16-pixel tile)
+// then composite as lane vectors, block by block of kRunW x kRunH pixels (lanes.h), the block's state in
+// registers across its entries. The lane sample must reject every pixel outside the entry's row span (spans are
+// only conservative), so the lanes give exactly the per-pixel loop's decisions; only the float rounding of the
+// exp and of sums over lanes differs.
 struct RowEntries {
     const int32_t* k;
     int64_t n;
@@ -330,37 +331,45 @@ struct has_lane_samples<K, std::void_t<decltype(K::kLaneSamples)>> : std::integr
 #endif
 constexpr int kSampleBatch = SPARSESPLAT_SAMPLE_BATCH;
 
-// Forward of one run of a row (pixels j_lo .. j_lo + kLanes - 1): the row's entries front to back on all lanes.
-// Writes the run's transmittance, accumulated features (AoS, 4 per pixel) and last-used counts; updates
+// The image index of lane l of the block whose top-left pixel has index base, in images W pixels wide.
+inline int64_t block_pixel(int64_t base, int W, int l) {
+    return base + int64_t(l / kRunW) * W + l % kRunW;
+}
+
+// Forward of one block (top-left pixel (i_lo, j_lo), image index base): its entries front to back on all lanes.
+// Writes the block's pixels of feats (4 per pixel), alphas, T_final and last (the last-used counts); updates
 // maxw_lanes.
 template <typename T, typename Kind>
-void composite_row_fwd_lanes(const typename Kind::Walker& walk, RowEntries ents, int j_lo, T py,
-                             LaneV<T>* maxw_lanes, T* Tr_out, T* acc_out, int32_t* n_used_out) {
+void composite_block_fwd_lanes(const typename Kind::Walker& walk, RowEntries ents, int j_lo, int i_lo, int64_t base,
+                               int W, LaneV<T>* maxw_lanes, T* feats, T* alphas, T* T_final, int32_t* last) {
     using V = LaneV<T>;
     using M = LaneM<T>;
-    const V px = lane_centres<T>(j_lo), zero = lane_splat(T(0)), one = lane_splat(T(1));
+    V px, py;
+    block_centres<T>(j_lo, i_lo, px, py);
+    const T row = T(i_lo) + T(0.5);  // (the views' own row, which the lane samples do not use)
+    const V zero = lane_splat(T(0)), one = lane_splat(T(1));
     const V t_min = lane_splat(T(kTransmittanceMin));
     V Tr = one, a0 = zero, a1 = zero, a2 = zero, a3 = zero;
     M n_used = lane_splat_m<T>(0), done = lane_splat_m<T>(0);
     for (int64_t r0 = 0; r0 < ents.n; r0 += kSampleBatch) {
         const int nb = int(std::min<int64_t>(kSampleBatch, ents.n - r0));
-        V alphas[kSampleBatch];
+        V alphas_q[kSampleBatch];
         M hits[kSampleBatch];
         for (int q = 0; q < kSampleBatch; ++q) {
             if (q >= nb) break;
             typename Kind::LaneSample ls;
-            walk.at(ents.k[r0 + q], py).sample_lanes(px, alphas[q], hits[q], ls);
+            walk.at(ents.k[r0 + q], row).sample_lanes(px, py, alphas_q[q], hits[q], ls);
         }
         for (int q = 0; q < nb; ++q) {
             const int32_t k = ents.k[r0 + q];
-            const V alpha = alphas[q];
+            const V alpha = alphas_q[q];
             const M use = hits[q] & ~done;
             if (!lane_any<T>(use)) continue;
             const V next = Tr * (one - alpha);
             const M stop = use & (next < t_min);  // this sample is not added; the pixel is done
             const M add = use & ~stop;
             const V w = add ? alpha * Tr : zero;
-            const T* feat = walk.at(k, py).feat();
+            const T* feat = walk.at(k, row).feat();
             a0 += w * feat[0];
             a1 += w * feat[1];
             a2 += w * feat[2];
@@ -374,29 +383,35 @@ void composite_row_fwd_lanes(const typename Kind::Walker& walk, RowEntries ents,
     }
 finished:
     for (int l = 0; l < kLanes; ++l) {
-        Tr_out[l] = Tr[l];
-        acc_out[4 * l] = a0[l], acc_out[4 * l + 1] = a1[l], acc_out[4 * l + 2] = a2[l], acc_out[4 * l + 3] = a3[l];
-        n_used_out[l] = int32_t(n_used[l]);
+        const int64_t p = block_pixel(base, W, l);
+        feats[4 * p] = a0[l], feats[4 * p + 1] = a1[l], feats[4 * p + 2] = a2[l], feats[4 * p + 3] = a3[l];
+        alphas[p] = T(1) - Tr[l];
+        T_final[p] = Tr[l];
+        last[p] = int32_t(n_used[l]);
     }
 }
 
-// Backward of one run of a row: the spans back to front on all lanes, from T_final; adds each span's gradient
-// slots lane-wise to its entry's block of G lane vectors in acc (zeroed on the entry's first use in the
-// tile, marked in touched); the caller sums each block over the lanes once per tile.
+// Backward of one block (top-left pixel (i_lo, j_lo), image index base): the entries back to front on all lanes,
+// from T_final; adds each entry's gradient slots lane-wise to its block of G lane vectors in acc (zeroed on the
+// entry's first use in the tile, marked in touched); the caller sums each block over the lanes once per tile.
 template <typename T, typename Kind>
-void composite_row_bwd_lanes(const typename Kind::Walker& walk, RowEntries ents, int j_lo, T py,
-                             int32_t max_used, const T* T_final, const T* v_feats, const T* v_alphas,
-                             const int32_t* last, int G, int o_f, LaneV<T>* acc, char* touched) {
+void composite_block_bwd_lanes(const typename Kind::Walker& walk, RowEntries ents, int j_lo, int i_lo, int64_t base,
+                               int W, int32_t max_used, const T* T_final, const T* v_feats, const T* v_alphas,
+                               const int32_t* last, int G, int o_f, LaneV<T>* acc, char* touched) {
     using V = LaneV<T>;
     using M = LaneM<T>;
-    const V px = lane_centres<T>(j_lo), zero = lane_splat(T(0)), one = lane_splat(T(1));
+    V px, py;
+    block_centres<T>(j_lo, i_lo, px, py);
+    const T row = T(i_lo) + T(0.5);  // (the views' own row, which the lane samples do not use)
+    const V zero = lane_splat(T(0)), one = lane_splat(T(1));
     V Tr, vAT, vF[4];
-    M last_row;
+    M last_px;
     for (int l = 0; l < kLanes; ++l) {
-        Tr[l] = T_final[l];
-        vAT[l] = v_alphas[l] * T_final[l];
-        for (int f = 0; f < 4; ++f) vF[f][l] = v_feats[4 * l + f];
-        last_row[l] = last[l];
+        const int64_t p = block_pixel(base, W, l);
+        Tr[l] = T_final[p];
+        vAT[l] = v_alphas[p] * T_final[p];
+        for (int f = 0; f < 4; ++f) vF[f][l] = v_feats[4 * p + f];
+        last_px[l] = last[p];
     }
     V S[4] = {zero, zero, zero, zero};
     int64_t r = ents.n - 1;
@@ -408,12 +423,12 @@ void composite_row_bwd_lanes(const typename Kind::Walker& walk, RowEntries ents,
         typename Kind::LaneSample samples[kSampleBatch];
         for (int b = 0; b < kSampleBatch; ++b) {
             if (b >= nb) break;
-            walk.at(ents.k[r - b], py).sample_lanes(px, alphas[b], hits[b], samples[b]);
+            walk.at(ents.k[r - b], row).sample_lanes(px, py, alphas[b], hits[b], samples[b]);
         }
         for (int b = 0; b < nb; ++b) {
             const int32_t k = ents.k[r - b];
-            const auto e = walk.at(k, py);
-            const M hit = hits[b] & (lane_splat_m<T>(k) < last_row);
+            const auto e = walk.at(k, row);
+            const M hit = hits[b] & (lane_splat_m<T>(k) < last_px);
             if (!lane_any<T>(hit)) continue;
             const V alpha = hit ? alphas[b] : zero;
             const V inv = one / (one - alpha);
@@ -452,9 +467,9 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
         typename Kind::Walker walk(kind);
         std::vector<Span> spans;
         std::vector<int32_t> scratch;
-        std::vector<T> tile_maxw, Tr(std::max(tile, kLanes)), acc(4 * std::max(tile, kLanes));
+        std::vector<T> tile_maxw, Tr(tile), acc(4 * tile);
         std::vector<LaneV<T>> maxw_lanes;  // lane paths: per list entry, its max weight per lane
-        std::vector<int32_t> n_used(std::max(tile, kLanes));
+        std::vector<int32_t> n_used(tile);
         std::vector<char> done(tile);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t o = 0; o < C * TT; ++o) {
@@ -468,26 +483,18 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
             walk.begin_tile(ids, rows, L, c * N, i_lo, i_hi, j_lo, j_hi);
             const int width = j_hi - j_lo + 1;
             tile_maxw.assign(L, T(0));
-            const bool lanes = has_lane_samples<Kind>::value && width % kLanes == 0;
-            if (lanes) maxw_lanes.assign(L, lane_splat(T(0)));
-            for (int i = i_lo; i <= i_hi; ++i) {
+            const bool lanes = has_lane_samples<Kind>::value && width % kRunW == 0 && (i_hi - i_lo + 1) % kRunH == 0;
+            if constexpr (has_lane_samples<Kind>::value) if (lanes) {
+                maxw_lanes.assign(L, lane_splat(T(0)));
+                for (int i = i_lo; i <= i_hi; i += kRunH)
+                    for (int r = 0; r < width; r += kRunW) {
+                        const RowEntries ents = walk.run_entries(i, r / kRunW, j_lo + r, j_lo + r + kRunW - 1, scratch);
+                        composite_block_fwd_lanes<T, Kind>(walk, ents, j_lo + r, i, (c * H + i) * W + j_lo + r, W,
+                                                           maxw_lanes.data(), feats, alphas, T_final, last);
+                    }
+            }
+            for (int i = i_lo; i <= i_hi && !lanes; ++i) {
                 const T py = T(i) + T(0.5);
-                if constexpr (has_lane_samples<Kind>::value) if (lanes) {
-                    for (int r = 0; r < width; r += kLanes) {
-                        const RowEntries ents =
-                            walk.run_entries(i, r / kLanes, py, j_lo + r, j_lo + r + kLanes - 1, scratch);
-                        composite_row_fwd_lanes<T, Kind>(walk, ents, j_lo + r, py, maxw_lanes.data(), Tr.data() + r,
-                                                         acc.data() + 4 * r, n_used.data() + r);
-                    }
-                    const int64_t pix0 = (c * H + i) * W + j_lo;
-                    for (int jj = 0; jj < width; ++jj) {
-                        for (int f = 0; f < 4; ++f) feats[4 * (pix0 + jj) + f] = acc[4 * jj + f];
-                        alphas[pix0 + jj] = T(1) - Tr[jj];
-                        T_final[pix0 + jj] = Tr[jj];
-                        last[pix0 + jj] = n_used[jj];
-                    }
-                    continue;
-                }
                 walk.row_spans(i, py, j_lo, j_hi, spans);
                 std::fill(Tr.begin(), Tr.end(), T(1));
                 std::fill(acc.begin(), acc.end(), T(0));
@@ -567,30 +574,23 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
                             j_lo, j_hi);
             T* grad = pair_grad + int64_t(G) * offsets[t];
             const int width = j_hi - j_lo + 1;
-            const bool lanes = has_lane_samples<Kind>::value && width % kLanes == 0;
-            if (lanes) {
+            const bool lanes = has_lane_samples<Kind>::value && width % kRunW == 0 && (i_hi - i_lo + 1) % kRunH == 0;
+            if constexpr (has_lane_samples<Kind>::value) if (lanes) {
                 if (int64_t(lane_acc.size()) < L * G) lane_acc.resize(L * G);
                 touched.assign(L, 0);
-            }
-            for (int i = i_lo; i <= i_hi; ++i) {
-                const int64_t row = (c * H + i) * W + j_lo;
-                if constexpr (has_lane_samples<Kind>::value) if (lanes) {
-                    int32_t max_used = 0;
-                    for (int jj = 0; jj < width; ++jj) max_used = std::max(max_used, last[row + jj]);
-                    if (max_used == 0) continue;
-                    const T py = T(i) + T(0.5);
-                    for (int r = 0; r < width; r += kLanes) {
+                for (int i = i_lo; i <= i_hi; i += kRunH)
+                    for (int r = 0; r < width; r += kRunW) {
+                        const int64_t base = (c * H + i) * W + j_lo + r;
                         int32_t run_used = 0;
-                        for (int jj = r; jj < r + kLanes; ++jj) run_used = std::max(run_used, last[row + jj]);
+                        for (int l = 0; l < kLanes; ++l) run_used = std::max(run_used, last[block_pixel(base, W, l)]);
                         if (run_used == 0) continue;
-                        const RowEntries ents =
-                            walk.run_entries(i, r / kLanes, py, j_lo + r, j_lo + r + kLanes - 1, scratch);
-                        composite_row_bwd_lanes<T, Kind>(walk, ents, j_lo + r, py, run_used, T_final + row + r,
-                                                         v_feats + 4 * (row + r), v_alphas + row + r, last + row + r,
-                                                         G, o_f, lane_acc.data(), touched.data());
+                        const RowEntries ents = walk.run_entries(i, r / kRunW, j_lo + r, j_lo + r + kRunW - 1, scratch);
+                        composite_block_bwd_lanes<T, Kind>(walk, ents, j_lo + r, i, base, W, run_used, T_final, v_feats,
+                                                           v_alphas, last, G, o_f, lane_acc.data(), touched.data());
                     }
-                    continue;
-                }
+            }
+            for (int i = i_lo; i <= i_hi && !lanes; ++i) {
+                const int64_t row = (c * H + i) * W + j_lo;
                 int32_t max_used = 0;
                 for (int jj = 0; jj < width; ++jj) {
                     Tr[jj] = T_final[row + jj];

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -72,10 +73,10 @@ std::vector<Item<T>> make_items(int64_t CN, const T* m2, const T* con, const T* 
 }
 
 // How many runs of a tile row the binning's masks tell apart: a tile of the lane paths (width a multiple of
-// kLanes) gets one bit per (run of kLanes pixels, row) where that fits the 32 bits (a default 16-pixel tile:
-// 16 rows x 2 runs with 8 lanes), else one bit per row for all its runs (4 lanes).
+// kRunW) gets one bit per (run of kRunW pixels, row) where that fits the 32 bits (a default 16-pixel tile:
+// 16 rows x 2 runs with 8-pixel runs), else one bit per row for all its runs (4-pixel runs).
 inline int mask_runs(int n_rows, int width) {
-    const int runs = width % kLanes == 0 ? width / kLanes : 1;
+    const int runs = width % kRunW == 0 ? width / kRunW : 1;
     return n_rows * runs <= 32 ? runs : 1;
 }
 
@@ -142,20 +143,20 @@ Binning bin_gaussians(int64_t C, int64_t N, int W, int H, int tile, const T* m2,
 }
 
 // Gathers a tile's list and buckets its entries by the tile rows (and runs) they can meet (each bucket stays
-// in list order). A tile of the lane paths (full: width a multiple of kLanes, at most 32 rows) buckets by the
-// binning's masks (run_masks_lanes, which also settle the column test): bucket run * n_rows + row, for the
-// runs the masks tell apart (mask_runs); any other tile (runs 1) by RowSpanner::rows, leaving the columns to
-// RowSpanner::span.
+// in list order). A tile of the lane paths (full: width a multiple of kRunW, height a multiple of kRunH and at
+// most 32 rows) buckets by the binning's masks (run_masks_lanes, which also settle the column test) per lane
+// block: bucket run * n_rows / kRunH + row / kRunH, for the runs the masks tell apart (mask_runs); any other
+// tile (runs 1) per row by RowSpanner::rows, leaving the columns to RowSpanner::span.
 template <typename T>
 void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t cam_off, const Item<T>* items, int i_lo,
                  int i_hi, int runs, bool full, std::vector<Packed<T>>& out, std::vector<RowSpanner<T>>& spanners,
                  std::vector<std::vector<int32_t>>& rows) {
     out.resize(L);
     spanners.resize(L);
-    const int n_buckets = (i_hi - i_lo + 1) * runs;
-    if (int(rows.size()) < n_buckets) rows.resize(n_buckets);
+    const int n_bits = (i_hi - i_lo + 1) * runs;
+    if (int(rows.size()) < n_bits) rows.resize(n_bits);
     for (auto& r : rows) r.clear();
-    const uint32_t valid = n_buckets >= 32 ? ~0u : (1u << n_buckets) - 1;  // (masks of all ones: tiles over 32 rows)
+    const uint32_t valid = n_bits >= 32 ? ~0u : (1u << n_bits) - 1;  // (masks of all ones: tiles over 32 rows)
     constexpr int64_t kAhead = 8;  // the list is in depth order: items are scattered in memory
     for (int64_t k = 0; k < L; ++k) {
         if (k + kAhead < L) {
@@ -166,8 +167,9 @@ void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t c
         const Item<T>& it = items[cam_off + ids[k]];
         out[k] = it.p;
         if (full) {
-            for (uint32_t m = masks[k] & valid; m; m &= m - 1)
-                rows[__builtin_ctz(m)].push_back(int32_t(k));
+            uint32_t m = masks[k] & valid;
+            if constexpr (kRunH == 2) m = (m | (m >> 1)) & 0x55555555u;  // a block's two rows: its even bit
+            for (; m; m &= m - 1) rows[__builtin_ctz(m) / kRunH].push_back(int32_t(k));
             continue;
         }
         const RowSpanner<T> span = it.span();
@@ -199,7 +201,7 @@ struct GaussianKind {
     };
 
     struct LaneSample {
-        LaneV<T> G, dx;
+        LaneV<T> G, dx, dy;
         LaneM<T> clamped;
         LaneV<T> q, lq, P;  // Shaped only: q = 2 s, ln q (0 where q <= 0) and P
     };
@@ -209,11 +211,12 @@ struct GaussianKind {
         T py;
         T beta;  // Shaped only
         const T* feat() const { return e.feat; }
-        // gaussian_sample (shaped_sample) on kLanes pixel centres at once (same formula; exp and log by
-        // lane_exp and lane_log)
-        void sample_lanes(LaneV<T> px, LaneV<T>& alpha, LaneM<T>& hit, LaneSample& ls) const {
+        // gaussian_sample (shaped_sample) on kLanes pixel centres (px, py) at once (same formula; exp and log
+        // by lane_exp and lane_log)
+        void sample_lanes(LaneV<T> px, LaneV<T> py_, LaneV<T>& alpha, LaneM<T>& hit, LaneSample& ls) const {
             ls.dx = px - e.mx;
-            const T dy = py - e.my;
+            ls.dy = py_ - e.my;
+            const LaneV<T> dy = ls.dy;
             const LaneV<T> s = T(0.5) * (e.ca * ls.dx * ls.dx + e.cc * dy * dy) + e.cb * ls.dx * dy;
             if constexpr (Shaped) {
                 const LaneV<T> zero = lane_splat(T(0));
@@ -235,7 +238,7 @@ struct GaussianKind {
         void vjp_lanes(LaneV<T> v_alpha, LaneM<T> ok, const LaneSample& ls, LaneV<T>* g) const {
             const LaneV<T> zero = lane_splat(T(0));
             ok &= ~ls.clamped;
-            const T dy = py - e.my;
+            const LaneV<T> dy = ls.dy;
             const LaneV<T> alpha = e.opac * ls.G;
             LaneV<T> v_s = ok ? -v_alpha * alpha : zero;
             if constexpr (Shaped) {  // v_s is v_P here: dP/ds = beta P / q, dP/dbeta = 0.5 P ln q
@@ -281,7 +284,7 @@ struct GaussianKind {
             i_lo = lo;
             n_rows = hi - lo + 1;
             const int width = j_hi - j_lo + 1;
-            full = width % kLanes == 0 && n_rows <= 32;
+            full = width % kRunW == 0 && n_rows % kRunH == 0 && n_rows <= 32;
             runs = full ? mask_runs(n_rows, width) : 1;
             gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, runs, full, pk, spanners, rows);
             if constexpr (Shaped) {
@@ -297,15 +300,30 @@ struct GaussianKind {
                 if (spanners[k].span(py, j_lo, j_hi, j0, j1)) spans.push_back({k, int32_t(j0), int32_t(j1)});
             }
         }
-        RowEntries run_entries(int i, int run, T py, int j_lo, int j_hi, std::vector<int32_t>& scratch) const {
+        RowEntries run_entries(int i, int run, int j_lo, int j_hi, std::vector<int32_t>& scratch) const {
             if (full) {
-                const std::vector<int32_t>& bucket = rows[(runs > 1 ? run * n_rows : 0) + i - i_lo];
+                const std::vector<int32_t>& bucket = rows[((runs > 1 ? run * n_rows : 0) + i - i_lo) / kRunH];
                 return {bucket.data(), int64_t(bucket.size())};
             }
+            // the entries of the block's rows i .. i + kRunH - 1 whose span there meets the columns, merged in
+            // list order (each row's list is in list order)
             scratch.clear();
-            for (const int32_t k : rows[i - i_lo]) {
-                int j0, j1;
-                if (spanners[k].span(py, j_lo, j_hi, j0, j1)) scratch.push_back(k);
+            const std::vector<int32_t>* lists[kRunH];
+            size_t at[kRunH];
+            for (int h = 0; h < kRunH; ++h) lists[h] = &rows[i + h - i_lo], at[h] = 0;
+            while (true) {
+                int32_t k = INT32_MAX;
+                for (int h = 0; h < kRunH; ++h)
+                    if (at[h] < lists[h]->size()) k = std::min(k, (*lists[h])[at[h]]);
+                if (k == INT32_MAX) break;
+                bool meets = false;
+                for (int h = 0; h < kRunH; ++h)
+                    if (at[h] < lists[h]->size() && (*lists[h])[at[h]] == k) {
+                        int j0, j1;
+                        meets = meets || spanners[k].span(T(i + h) + T(0.5), j_lo, j_hi, j0, j1);
+                        ++at[h];
+                    }
+                if (meets) scratch.push_back(k);
             }
             return {scratch.data(), int64_t(scratch.size())};
         }
