@@ -40,7 +40,8 @@ class RenderMeta:
 
 @dataclass
 class RenderOutput:
-    """colors (C,H,W,3) (None in depth-only modes), alphas (C,H,W,1), depths (C,H,W,1) or None."""
+    """colors (C,H,W,3) (None in depth-only modes; with the default black background a strided view of the
+    compositing's output, so ``.reshape`` rather than ``.view`` it), alphas (C,H,W,1), depths (C,H,W,1) or None."""
 
     colors: Optional[torch.Tensor]
     alphas: torch.Tensor
@@ -48,9 +49,13 @@ class RenderOutput:
     meta: RenderMeta
 
 
+def _is_black(bg: torch.Tensor) -> bool:
+    """Whether the (C,3) background is black, checked without a device sync: a GPU tensor, or one that needs a
+    gradient, counts as not black (the general formula gives the same image)."""
+    return bg.device.type == "cpu" and not bg.requires_grad and bool((bg == 0).all())
+
+
 def _background(background, C, ref: torch.Tensor) -> torch.Tensor:
-    if background is None:
-        return torch.zeros(C, 3, dtype=ref.dtype, device=ref.device)
     bg = torch.as_tensor(background, dtype=ref.dtype, device=ref.device)
     if bg.shape == (3,):
         bg = bg.expand(C, 3)
@@ -111,11 +116,14 @@ def render(
     C = len(cams)
     out_colors = None
     if "RGB" in render_mode:
-        bg = _background(background, C, r.feats)
-        out_colors = r.feats[..., :3] + (1.0 - r.alphas) * bg[:, None, None, :]
+        bg = None if background is None else _background(background, C, r.feats)
+        if bg is None or _is_black(bg):  # the accumulated colours as they are (a view of feats, no pass over the image)
+            out_colors = r.feats[..., :3]
+        else:
+            out_colors = r.feats[..., :3] + (1.0 - r.alphas) * bg[:, None, None, :]
     depths = None
     if render_mode.endswith("ED"):
-        depths = torch.where(r.alphas > 0, r.feats[..., 3:] / r.alphas.clamp_min(1e-10), torch.zeros_like(r.alphas))
+        depths = torch.where(r.alphas > 0, r.feats[..., 3:] / r.alphas.clamp_min(1e-10), 0.0)
     elif render_mode.endswith("D"):
         depths = r.feats[..., 3:]
     meta = RenderMeta(

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -36,13 +37,26 @@ inline void atomic_max(T* dst, T v) {
 
 // Per-tile lists of one render: tile t (= camera * tiles_x * tiles_y + row * tiles_x + column) holds
 // ids[offsets[t] .. offsets[t+1]), primitive indices within their camera, front to back; rows (when the
-// kind gives row masks, else empty) holds each pair's bit mask of the tile rows its entry can meet.
+// kind gives row masks, else empty) holds each pair's bit mask of the tile rows its entry can meet. Kept as the
+// tensors the forward pass returns for the backward (CPU, int64 offsets, int32 ids and mask bits).
 struct Binning {
     int tiles_x, tiles_y;
-    std::vector<int64_t> offsets;  // C * tiles + 1
-    std::vector<int32_t> ids;
-    std::vector<uint32_t> rows;
+    at::Tensor offsets;  // C * tiles + 1
+    at::Tensor ids;
+    at::Tensor rows;
+    const int64_t* off() const { return offsets.data_ptr<int64_t>(); }
+    const int32_t* id() const { return ids.data_ptr<int32_t>(); }
+    const uint32_t* row() const {
+        return rows.numel() ? reinterpret_cast<const uint32_t*>(rows.data_ptr<int32_t>()) : nullptr;
+    }
 };
+
+// An uninitialized array of n plain values, for buffers whose every element is written before it is read (a
+// std::vector would zero them first).
+template <typename T>
+std::unique_ptr<T[]> uninit(int64_t n) {
+    return std::unique_ptr<T[]>(new T[size_t(std::max<int64_t>(n, 1))]);
+}
 
 // The rows_of of a kind without row masks: every tile of an entry's rectangle is kept.
 struct AllRows {};
@@ -106,22 +120,23 @@ Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, 
     b.tiles_y = (H + tile - 1) / tile;
     const int64_t TT = int64_t(b.tiles_x) * b.tiles_y, CN = C * N;
     // 1. tile rectangles (and the row masks of their tiles); kept pairs per entry
-    std::vector<int32_t> rect(4 * CN, 0);
-    std::vector<int64_t> rect_off(CN + 1, 0);
+    const auto rect = uninit<int32_t>(4 * CN);
+    const auto rect_off = uninit<int64_t>(CN + 1);
+    rect_off[0] = 0;
 #pragma omp parallel for schedule(static)
     for (int64_t idx = 0; idx < CN; ++idx) {
         int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
         if (!rect_of(idx, x0, x1, y0, y1) || x1 < x0 || y1 < y0) x0 = x1 = y0 = y1 = 0;
-        int32_t* rc = rect.data() + 4 * idx;
+        int32_t* rc = rect.get() + 4 * idx;
         rc[0] = x0, rc[1] = x1, rc[2] = y0, rc[3] = y1;
         rect_off[idx + 1] = int64_t(x1 - x0) * (y1 - y0);
     }
     for (int64_t i = 0; i < CN; ++i) rect_off[i + 1] += rect_off[i];
-    std::vector<uint32_t> masks(kMasks ? rect_off[CN] : 0);
-    std::vector<int64_t> kept(CN);
+    const auto masks = uninit<uint32_t>(kMasks ? rect_off[CN] : 0);
+    const auto kept = uninit<int64_t>(CN);
 #pragma omp parallel for schedule(dynamic, 256)
     for (int64_t idx = 0; idx < CN; ++idx) {
-        const int32_t* rc = rect.data() + 4 * idx;
+        const int32_t* rc = rect.get() + 4 * idx;
         if constexpr (kMasks) {
             int64_t k = rect_off[idx], n = 0;
             for (int y = rc[2]; y < rc[3]; ++y)
@@ -146,25 +161,26 @@ Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, 
     const int64_t E = int64_t(order.size()), CT = C * TT;
     TORCH_CHECK(CT < (int64_t(1) << 31), "too many tiles to bin: ", CT);
     constexpr int64_t kAhead = 16;  // the order visits the entries' records at random: fetch them early
-    std::vector<int64_t> first(E + 1, 0);
+    const auto first = uninit<int64_t>(E + 1);
+    first[0] = 0;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < E; ++i) {
-        if (i + kAhead < E) __builtin_prefetch(kept.data() + order[i + kAhead]);
+        if (i + kAhead < E) __builtin_prefetch(kept.get() + order[i + kAhead]);
         first[i + 1] = kept[order[i]];
     }
     for (int64_t i = 0; i < E; ++i) first[i + 1] += first[i];
     const int64_t P = first[E];
-    std::vector<int32_t> pair_tile(P), pair_id(P);
-    std::vector<uint32_t> pair_mask(kMasks ? P : 0);
+    const auto pair_tile = uninit<int32_t>(P), pair_id = uninit<int32_t>(P);
+    const auto pair_mask = uninit<uint32_t>(kMasks ? P : 0);
 #pragma omp parallel for schedule(dynamic, 256)
     for (int64_t i = 0; i < E; ++i) {
         if (i + kAhead < E) {
             const int64_t ahead = order[i + kAhead];
-            __builtin_prefetch(rect.data() + 4 * ahead);
-            __builtin_prefetch(rect_off.data() + ahead);
+            __builtin_prefetch(rect.get() + 4 * ahead);
+            __builtin_prefetch(rect_off.get() + ahead);
         }
         const int64_t idx = order[i];
-        const int32_t* rc = rect.data() + 4 * idx;
+        const int32_t* rc = rect.get() + 4 * idx;
         const int64_t base = (idx / N) * TT;
         const int32_t id = int32_t(idx % N);
         int64_t k = rect_off[idx], at = first[i];
@@ -180,9 +196,13 @@ Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, 
     // 4. the per-tile lists: each thread counts the pairs of its own range of the flat list per tile, and places
     //    them after the earlier ranges' pairs of the same tile, so every list keeps the flat list's order
     //    whatever the thread count
-    b.offsets.assign(CT + 1, 0);
-    b.ids.resize(P);
-    if (kMasks) b.rows.resize(P);
+    const auto cpu = at::TensorOptions().device(at::kCPU);
+    b.offsets = at::empty({CT + 1}, cpu.dtype(at::kLong));
+    b.ids = at::empty({P}, cpu.dtype(at::kInt));
+    b.rows = at::empty({kMasks ? P : 0}, cpu.dtype(at::kInt));
+    int64_t* offsets = b.offsets.data_ptr<int64_t>();
+    int32_t* ids = b.ids.data_ptr<int32_t>();
+    uint32_t* rows = kMasks ? reinterpret_cast<uint32_t*>(b.rows.data_ptr<int32_t>()) : nullptr;
     std::vector<int64_t> cursors(int64_t(omp_get_max_threads()) * CT, 0);
 #pragma omp parallel
     {
@@ -195,19 +215,19 @@ Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, 
         {
             int64_t at = 0;
             for (int64_t t = 0; t < CT; ++t) {
-                b.offsets[t] = at;
+                offsets[t] = at;
                 for (int th = 0; th < nth; ++th) {
                     const int64_t n = cursors[th * CT + t];
                     cursors[th * CT + t] = at;
                     at += n;
                 }
             }
-            b.offsets[CT] = at;
+            offsets[CT] = at;
         }
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t at = cursor[pair_tile[p]]++;
-            b.ids[at] = pair_id[p];
-            if constexpr (kMasks) b.rows[at] = pair_mask[p];
+            ids[at] = pair_id[p];
+            if constexpr (kMasks) rows[at] = pair_mask[p];
         }
     }
     return b;
@@ -215,16 +235,10 @@ Binning bin_tiles(int64_t C, int64_t N, int W, int H, int tile, RectOf rect_of, 
 
 // The binning as the tensors the forward pass returns for the backward: offsets (int64), ids (int32) and,
 // when rows is given, the pairs' row masks (their bits as int32; empty when the kind gives none).
-inline void binning_tensors(const Binning& b, const at::TensorOptions& opts, at::Tensor& offsets, at::Tensor& ids,
-                            at::Tensor* rows = nullptr) {
-    offsets = at::empty({int64_t(b.offsets.size())}, opts.dtype(at::kLong));
-    std::copy(b.offsets.begin(), b.offsets.end(), offsets.data_ptr<int64_t>());
-    ids = at::empty({int64_t(b.ids.size())}, opts.dtype(at::kInt));
-    std::copy(b.ids.begin(), b.ids.end(), ids.data_ptr<int32_t>());
-    if (rows) {
-        *rows = at::empty({int64_t(b.rows.size())}, opts.dtype(at::kInt));
-        std::memcpy(rows->data_ptr<int32_t>(), b.rows.data(), b.rows.size() * sizeof(uint32_t));
-    }
+inline void binning_tensors(const Binning& b, at::Tensor& offsets, at::Tensor& ids, at::Tensor* rows = nullptr) {
+    offsets = b.offsets;
+    ids = b.ids;
+    if (rows) *rows = b.rows;
 }
 
 // The forward's images for composite_fwd, which writes every pixel of them: feats (C,H,W,4), alphas (C,H,W,1),
@@ -461,7 +475,10 @@ template <typename T, typename Kind>
 void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& b, const Kind& kind, T* feats,
                    T* alphas, T* max_w, int32_t* last, T* T_final) {
     const int64_t TT = int64_t(b.tiles_x) * b.tiles_y;
-    const std::vector<int64_t> order = heaviest_first(b.offsets.data(), C * TT);
+    const int64_t* offsets = b.off();
+    const int32_t* all_ids = b.id();
+    const uint32_t* all_rows = b.row();
+    const std::vector<int64_t> order = heaviest_first(offsets, C * TT);
 #pragma omp parallel
     {
         typename Kind::Walker walk(kind);
@@ -475,9 +492,9 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
         for (int64_t o = 0; o < C * TT; ++o) {
             const int64_t t = order[o], c = t / TT, tl = t % TT;
             const int tx = int(tl % b.tiles_x), ty = int(tl / b.tiles_x);
-            const int64_t L = b.offsets[t + 1] - b.offsets[t];
-            const int32_t* ids = b.ids.data() + b.offsets[t];
-            const uint32_t* rows = b.rows.empty() ? nullptr : b.rows.data() + b.offsets[t];
+            const int64_t L = offsets[t + 1] - offsets[t];
+            const int32_t* ids = all_ids + offsets[t];
+            const uint32_t* rows = all_rows ? all_rows + offsets[t] : nullptr;
             const int j_lo = tx * tile, j_hi = std::min((tx + 1) * tile, W) - 1;
             const int i_lo = ty * tile, i_hi = std::min((ty + 1) * tile, H) - 1;
             walk.begin_tile(ids, rows, L, c * N, i_lo, i_hi, j_lo, j_hi);

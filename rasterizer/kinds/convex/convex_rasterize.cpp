@@ -186,7 +186,7 @@ std::vector<at::Tensor> rasterize_convexes_fwd_cpu(const at::Tensor& means2d, co
         composite_fwd(C, N, W, H, ts, b, ConvexKind<scalar_t>{items.data(), L}, feats.data_ptr<scalar_t>(),
                       alphas.data_ptr<scalar_t>(), max_w.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
                       T_final.data_ptr<scalar_t>());
-        binning_tensors(b, opts, offsets, ids);
+        binning_tensors(b, offsets, ids);
     });
     return {feats, alphas, max_w, offsets, ids, last, T_final};
 }

@@ -2,6 +2,7 @@
 // The math lives in ../gaussian.h and is shared with the CUDA backend.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <omp.h>
@@ -42,7 +43,10 @@ void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
                                                          beta ? beta[n] : T(0));
         if (g.valid) {
             store_projection(g, idx, out_m2, out_con, out_d, out_o, out_r);
-        } else {  // culled entries are all zeros (outputs were zero-initialized)
+        } else {  // culled entries are all zeros
+            out_m2[2 * idx] = out_m2[2 * idx + 1] = T(0);
+            out_con[3 * idx] = out_con[3 * idx + 1] = out_con[3 * idx + 2] = T(0);
+            out_d[idx] = out_o[idx] = T(0);
             out_r[2 * idx] = out_r[2 * idx + 1] = 0;
         }
     }
@@ -106,9 +110,10 @@ std::vector<at::Tensor> project_gaussians_fwd_cpu(const at::Tensor& means, const
                                                   bool antialiased, const at::Tensor& shapes) {
     const int64_t C = viewmats.size(0), N = means.size(0);
     auto opts = means.options();
-    at::Tensor means2d = at::zeros({C, N, 2}, opts), conics = at::zeros({C, N, 3}, opts);
-    at::Tensor depths = at::zeros({C, N}, opts), opac = at::zeros({C, N}, opts);
-    at::Tensor radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));
+    // (every entry is written: its projection, or zeros where it is culled)
+    at::Tensor means2d = at::empty({C, N, 2}, opts), conics = at::empty({C, N, 3}, opts);
+    at::Tensor depths = at::empty({C, N}, opts), opac = at::empty({C, N}, opts);
+    at::Tensor radii = at::empty({C, N, 2}, opts.dtype(at::kInt));
     AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_fwd_cpu", [&] {
         project_fwd_impl<scalar_t>(means, quats, scales, opacities, viewmats, Ks, int(width), int(height), eps2d,
                                    near_plane, far_plane, antialiased, shapes, means2d, conics, depths, opac,

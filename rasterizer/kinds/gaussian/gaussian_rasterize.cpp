@@ -402,7 +402,7 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
                                              feats.data_ptr<scalar_t>(), alphas.data_ptr<scalar_t>(),
                                              max_w.data_ptr<scalar_t>(), last.data_ptr<int32_t>(),
                                              T_final.data_ptr<scalar_t>());
-        binning_tensors(b, opts, offsets, ids, &rows);
+        binning_tensors(b, offsets, ids, &rows);
     });
     return {feats, alphas, max_w, offsets, ids, rows, last, T_final};
 }

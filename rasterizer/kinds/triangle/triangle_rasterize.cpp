@@ -194,7 +194,7 @@ std::vector<at::Tensor> rasterize_triangles_fwd_cpu(const at::Tensor& verts2d, c
         Binning b = bin_triangles(C, N, W, H, ts, items, bd);
         composite_fwd(C, N, W, H, ts, b, TriangleKind<T>{items.data()}, feats.data_ptr<T>(), alphas.data_ptr<T>(),
                       max_w.data_ptr<T>(), last.data_ptr<int32_t>(), T_final.data_ptr<T>());
-        binning_tensors(b, opts, offsets, ids);
+        binning_tensors(b, offsets, ids);
     });
     return {feats, alphas, max_w, offsets, ids, last, T_final};
 }
