@@ -344,6 +344,13 @@ struct has_lane_samples<K, std::void_t<decltype(K::kLaneSamples)>> : std::integr
 #define SPARSESPLAT_SAMPLE_BATCH 8
 #endif
 constexpr int kSampleBatch = SPARSESPLAT_SAMPLE_BATCH;
+// The backward keeps each batch's samples (Kind::LaneSample) for their gradients: with 16-lane (zmm) blocks, 4 at
+// a time (trained fern, lego, DTU: backward 1.07-1.08x against 8; the forward's stay at 8: 0.96x with 4 on fern).
+// -DSPARSESPLAT_SAMPLE_BATCH_BWD=n builds another.
+#ifndef SPARSESPLAT_SAMPLE_BATCH_BWD
+#define SPARSESPLAT_SAMPLE_BATCH_BWD (kLanes > 8 ? 4 : SPARSESPLAT_SAMPLE_BATCH)
+#endif
+constexpr int kSampleBatchBwd = SPARSESPLAT_SAMPLE_BATCH_BWD;
 
 // The image index of lane l of the block whose top-left pixel has index base, in images W pixels wide.
 inline int64_t block_pixel(int64_t base, int W, int l) {
@@ -430,12 +437,12 @@ void composite_block_bwd_lanes(const typename Kind::Walker& walk, RowEntries ent
     V S[4] = {zero, zero, zero, zero};
     int64_t r = ents.n - 1;
     while (r >= 0 && ents.k[r] >= max_used) --r;  // (entries are in list order) entries after every lane's last
-    for (; r >= 0; r -= kSampleBatch) {
-        const int nb = int(std::min<int64_t>(kSampleBatch, r + 1));
-        V alphas[kSampleBatch];
-        M hits[kSampleBatch];
-        typename Kind::LaneSample samples[kSampleBatch];
-        for (int b = 0; b < kSampleBatch; ++b) {
+    for (; r >= 0; r -= kSampleBatchBwd) {
+        const int nb = int(std::min<int64_t>(kSampleBatchBwd, r + 1));
+        V alphas[kSampleBatchBwd];
+        M hits[kSampleBatchBwd];
+        typename Kind::LaneSample samples[kSampleBatchBwd];
+        for (int b = 0; b < kSampleBatchBwd; ++b) {
             if (b >= nb) break;
             walk.at(ents.k[r - b], row).sample_lanes(px, py, alphas[b], hits[b], samples[b]);
         }

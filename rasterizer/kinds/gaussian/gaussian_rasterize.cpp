@@ -157,7 +157,7 @@ void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t c
     if (int(rows.size()) < n_bits) rows.resize(n_bits);
     for (auto& r : rows) r.clear();
     const uint32_t valid = n_bits >= 32 ? ~0u : (1u << n_bits) - 1;  // (masks of all ones: tiles over 32 rows)
-    constexpr int64_t kAhead = 8;  // the list is in depth order: items are scattered in memory
+    constexpr int64_t kAhead = 24;  // the list is in depth order: items are scattered in memory
     for (int64_t k = 0; k < L; ++k) {
         if (k + kAhead < L) {
             const char* ahead = reinterpret_cast<const char*>(items + cam_off + ids[k + kAhead]);
