@@ -4,7 +4,7 @@
 // Binning: per (camera, Gaussian) tile rectangles (tile_rect of the opacity-aware radii) and, per tile of the
 // rectangle, the rows (and runs) its RowSpanner spans reach (run_masks_lanes; a tile reached in no row is dropped) ->
 // tiles.h's bin_tiles. Compositing: tiles.h's loops over GaussianKind (entries packed per tile, bucketed by
-// row and run with the binning's masks, or RowSpanner column spans in partial tiles); the backward pass's
+// lane block (rows and run) with the binning's masks, or RowSpanner column spans in partial tiles); the backward pass's
 // per-(tile, entry) gradients are reduced per Gaussian in tile order.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
@@ -181,7 +181,8 @@ void gather_tile(const int32_t* ids, const uint32_t* masks, int64_t L, int64_t c
 }
 
 // The Gaussian kind for the shared compositing loops of tiles.h: entries are gathered per tile into packed
-// records and bucketed by row; each row's entries get the conservative column spans of RowSpanner.
+// records and bucketed by lane block (gather_tile) or, in other tiles, by row, where each row's entries get the
+// conservative column spans of RowSpanner.
 // Gradient slots per (tile, entry): mean2d (2), conic (3), opacity, colour (3), depth, and with Shaped (GES)
 // the shape beta.
 template <typename T, bool Shaped = false>
