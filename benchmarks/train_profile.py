@@ -13,7 +13,8 @@ initial points, evaluation and export) are timed around ``reconstruct``, split w
 ``--baseline-tree PATH`` also runs the same scenes with another checkout of the project (e.g. a
 ``git worktree`` of the commit before a change), one after the other in this run, on the same threads, and
 writes the wall-time ratio and the PSNR difference beside the profile. The other checkout only needs this
-script.
+script. The compiled rasterizer is built (or loaded) before each run's clock starts; a checkout older than
+that (before the sixteenth session) charges its first build to its first render instead.
 
 Results: benchmarks/results/<out>.md / .json (and .png with --plot).
 """
@@ -52,6 +53,7 @@ def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path, sett
                             overwrite=True, train=train, schedule="fast")
     if settings:
         cfg = with_settings(cfg, settings)
+    _warm_backend()
     started: list[float] = []
     t0 = time.perf_counter()
     with StageTimer(synchronize_cuda=torch.cuda.is_available()) as timer:
@@ -70,6 +72,17 @@ def profile_scene(scene: str, iters: int | None, seed: int, out_root: Path, sett
         "psnr": metrics["psnr"], "ssim": metrics["ssim"], "psnr_masked": metrics.get("psnr_masked"),
         "num_primitives": metrics["num_primitives"], "init_points": metrics["init_points"],
     }
+
+
+def _warm_backend() -> None:
+    """Build (or load) the compiled rasterizer the run will use before the clock starts, so that a first build
+    (about a minute) is not charged to the first render's stage."""
+    from sparsesplat.rasterizer.build import BackendUnavailable, load_extension
+
+    try:
+        load_extension("cuda" if torch.cuda.is_available() else "cpu")
+    except BackendUnavailable:
+        pass  # the run falls back to the torch backend, as it would anyway
 
 
 def parse_settings(ap: argparse.ArgumentParser, pairs: list[str]) -> dict:
