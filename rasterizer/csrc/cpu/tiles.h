@@ -352,6 +352,12 @@ constexpr int kSampleBatch = SPARSESPLAT_SAMPLE_BATCH;
 #endif
 constexpr int kSampleBatchBwd = SPARSESPLAT_SAMPLE_BATCH_BWD;
 
+// Whether a tile of width x n_rows pixels is made of whole lane blocks (kRunW x kRunH): the tiles the lane paths
+// take, forward and backward alike.
+inline bool whole_blocks(int width, int n_rows) {
+    return width % kRunW == 0 && n_rows % kRunH == 0;
+}
+
 // The image index of lane l of the block whose top-left pixel has index base, in images W pixels wide.
 inline int64_t block_pixel(int64_t base, int W, int l) {
     return base + int64_t(l / kRunW) * W + l % kRunW;
@@ -507,7 +513,7 @@ void composite_fwd(int64_t C, int64_t N, int W, int H, int tile, const Binning& 
             walk.begin_tile(ids, rows, L, c * N, i_lo, i_hi, j_lo, j_hi);
             const int width = j_hi - j_lo + 1;
             tile_maxw.assign(L, T(0));
-            const bool lanes = has_lane_samples<Kind>::value && width % kRunW == 0 && (i_hi - i_lo + 1) % kRunH == 0;
+            const bool lanes = has_lane_samples<Kind>::value && whole_blocks(width, i_hi - i_lo + 1);
             if constexpr (has_lane_samples<Kind>::value) if (lanes) {
                 maxw_lanes.assign(L, lane_splat(T(0)));
                 for (int i = i_lo; i <= i_hi; i += kRunH)
@@ -598,7 +604,7 @@ void composite_bwd(int64_t C, int64_t N, int W, int H, int tile, int tiles_x, in
                             j_lo, j_hi);
             T* grad = pair_grad + int64_t(G) * offsets[t];
             const int width = j_hi - j_lo + 1;
-            const bool lanes = has_lane_samples<Kind>::value && width % kRunW == 0 && (i_hi - i_lo + 1) % kRunH == 0;
+            const bool lanes = has_lane_samples<Kind>::value && whole_blocks(width, i_hi - i_lo + 1);
             if constexpr (has_lane_samples<Kind>::value) if (lanes) {
                 if (int64_t(lane_acc.size()) < L * G) lane_acc.resize(L * G);
                 touched.assign(L, 0);

@@ -212,11 +212,11 @@ struct GaussianKind {
         T py;
         T beta;  // Shaped only
         const T* feat() const { return e.feat; }
-        // gaussian_sample (shaped_sample) on kLanes pixel centres (px, py) at once (same formula; exp and log
-        // by lane_exp and lane_log)
-        void sample_lanes(LaneV<T> px, LaneV<T> py_, LaneV<T>& alpha, LaneM<T>& hit, LaneSample& ls) const {
+        // gaussian_sample (shaped_sample) on kLanes pixel centres (px, py_lanes) at once, the view's own py unused
+        // (same formula; exp and log by lane_exp and lane_log)
+        void sample_lanes(LaneV<T> px, LaneV<T> py_lanes, LaneV<T>& alpha, LaneM<T>& hit, LaneSample& ls) const {
             ls.dx = px - e.mx;
-            ls.dy = py_ - e.my;
+            ls.dy = py_lanes - e.my;
             const LaneV<T> dy = ls.dy;
             const LaneV<T> s = T(0.5) * (e.ca * ls.dx * ls.dx + e.cc * dy * dy) + e.cb * ls.dx * dy;
             if constexpr (Shaped) {
@@ -285,7 +285,7 @@ struct GaussianKind {
             i_lo = lo;
             n_rows = hi - lo + 1;
             const int width = j_hi - j_lo + 1;
-            full = width % kRunW == 0 && n_rows % kRunH == 0 && n_rows <= 32;
+            full = whole_blocks(width, n_rows) && n_rows <= 32;
             runs = full ? mask_runs(n_rows, width) : 1;
             gather_tile(ids, masks, L, cam_off, kind.items, lo, hi, runs, full, pk, spanners, rows);
             if constexpr (Shaped) {
