@@ -391,7 +391,6 @@ void composite_block_fwd_lanes(const typename Kind::Walker& walk, RowEntries ent
             const int32_t k = ents.k[r0 + q];
             const V alpha = alphas_q[q];
             const M use = hits[q] & ~done;
-            if (!lane_any<T>(use)) continue;
             const V next = Tr * (one - alpha);
             const M stop = use & (next < t_min);  // this sample is not added; the pixel is done
             const M add = use & ~stop;
