@@ -47,6 +47,38 @@ HOSTDEV T s_max(T a, T b) { return a > b ? a : b; }
 template <typename T>
 HOSTDEV bool is_finite(T x) { return (x - x) == T(0); }
 
+// The value types that the projection math (kinds/gaussian/gaussian.h) runs on: a scalar (float, double: one
+// primitive; CUDA and the CPU's scalar path) or, on the CPU, a vector of lanes (cpu/lanes.h specializes these for
+// LaneV<float>: one primitive per lane). Scalar: the element type; Mask: what a comparison gives (bool, or a lane
+// mask); Int: whole numbers of the same shape. Math written with these (select for the branches that compute a
+// value, none() to leave early when every primitive is culled) is one source for both.
+template <typename T>
+struct ValueTraits {
+    using Scalar = T;
+    using Mask = bool;
+    using Int = int;
+    static HOSTDEV T splat(T x) { return x; }
+    static HOSTDEV Mask mask(bool m) { return m; }
+    static HOSTDEV Int to_int(T x) { return int(x); }  // (of whole numbers)
+};
+template <typename T>
+using scalar_of = typename ValueTraits<T>::Scalar;
+template <typename T>
+using mask_of = typename ValueTraits<T>::Mask;
+template <typename T>
+using int_of = typename ValueTraits<T>::Int;
+
+template <typename T>
+HOSTDEV T splat(scalar_of<T> x) { return ValueTraits<T>::splat(x); }
+template <typename T>
+HOSTDEV T select(bool m, T a, T b) { return m ? a : b; }  // a where m, else b
+HOSTDEV bool none(bool m) { return !m; }                   // (every primitive culled)
+HOSTDEV bool mask_not(bool m) { return !m; }
+
+// Per primitive: whether x is finite (see is_finite).
+template <typename T>
+HOSTDEV mask_of<T> finite_mask(T x) { return (x - x) == scalar_of<T>(0); }
+
 // Half-open tile ranges [x0,x1) x [y0,y1) touched by the box [mx +- rx] x [my +- ry], clamped to the grid.
 // Computed in the scalar type and clamped before the integer conversion so huge boxes cannot overflow.
 template <typename T>

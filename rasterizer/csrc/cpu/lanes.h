@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../common.h"
+
 #if defined(__AVX2__) || defined(__AVX512F__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
@@ -262,5 +264,37 @@ inline LaneV<double> lane_log(LaneV<double> x) {
     for (int l = 0; l < kLanes; ++l) x[l] = std::log(x[l]);
     return x;
 }
+
+// ceil on all lanes: the vector unit's rounding where the build has one, else per lane.
+inline LaneV<float> lane_ceil(LaneV<float> x) {
+#if defined(SPARSESPLAT_LANES_512)
+    return (LaneV<float>)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+#elif defined(SPARSESPLAT_LANES_256)
+    return (LaneV<float>)_mm256_ceil_ps((__m256)x);
+#else
+    for (int l = 0; l < kLanes; ++l) x[l] = std::ceil(x[l]);
+    return x;
+#endif
+}
+
+// LaneV<float> as a value type of common.h's ValueTraits (one primitive per lane), with the math overloads that
+// the shared projection code (kinds/gaussian/gaussian.h) calls: include this header before that one, so that its
+// templates see them.
+template <>
+struct ValueTraits<LaneV<float>> {
+    using Scalar = float;
+    using Mask = LaneM<float>;
+    using Int = LaneM<float>;
+    static LaneV<float> splat(float x) { return lane_splat(x); }
+    static Mask mask(bool m) { return lane_splat_m<float>(m ? -1 : 0); }
+    static Int to_int(LaneV<float> x) { return __builtin_convertvector(x, Int); }
+};
+inline LaneV<float> select(LaneM<float> m, LaneV<float> a, LaneV<float> b) { return m ? a : b; }
+inline LaneM<float> select(LaneM<float> m, LaneM<float> a, LaneM<float> b) { return m ? a : b; }
+inline bool none(LaneM<float> m) { return !lane_any<float>(m); }
+inline LaneM<float> mask_not(LaneM<float> m) { return ~m; }
+inline LaneV<float> s_sqrt(LaneV<float> x) { return lane_sqrt(x); }
+inline LaneV<float> s_log(LaneV<float> x) { return lane_log(x); }
+inline LaneV<float> s_ceil(LaneV<float> x) { return lane_ceil(x); }
 
 }  // namespace sparsesplat

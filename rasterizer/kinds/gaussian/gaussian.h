@@ -43,70 +43,91 @@ HOSTDEV void mat3_mul_at(const T* A, const T* B, T* out) {  // out = A^T B
 // Rotation matrix of a unit quaternion (w, x, y, z).
 template <typename T>
 HOSTDEV void quat_to_rotmat(const T* q, T* R) {
+    using S = scalar_of<T>;
     const T w = q[0], x = q[1], y = q[2], z = q[3];
-    R[0] = T(1) - T(2) * (y * y + z * z);
-    R[1] = T(2) * (x * y - w * z);
-    R[2] = T(2) * (x * z + w * y);
-    R[3] = T(2) * (x * y + w * z);
-    R[4] = T(1) - T(2) * (x * x + z * z);
-    R[5] = T(2) * (y * z - w * x);
-    R[6] = T(2) * (x * z - w * y);
-    R[7] = T(2) * (y * z + w * x);
-    R[8] = T(1) - T(2) * (x * x + y * y);
+    R[0] = S(1) - S(2) * (y * y + z * z);
+    R[1] = S(2) * (x * y - w * z);
+    R[2] = S(2) * (x * z + w * y);
+    R[3] = S(2) * (x * y + w * z);
+    R[4] = S(1) - S(2) * (x * x + z * z);
+    R[5] = S(2) * (y * z - w * x);
+    R[6] = S(2) * (x * z - w * y);
+    R[7] = S(2) * (y * z + w * x);
+    R[8] = S(1) - S(2) * (x * x + y * y);
 }
 
 // Gradient of a loss w.r.t. the unit quaternion, given its gradient V (3x3) w.r.t. quat_to_rotmat(q).
 template <typename T>
 HOSTDEV void quat_to_rotmat_vjp(const T* q, const T* V, T* v_q) {
+    using S = scalar_of<T>;
     const T w = q[0], x = q[1], y = q[2], z = q[3];
-    v_q[0] = T(2) * (-z * V[1] + y * V[2] + z * V[3] - x * V[5] - y * V[6] + x * V[7]);
-    v_q[1] = T(2) * (y * V[1] + z * V[2] + y * V[3] - T(2) * x * V[4] - w * V[5] + z * V[6] + w * V[7] -
-                     T(2) * x * V[8]);
-    v_q[2] = T(2) * (-T(2) * y * V[0] + x * V[1] + w * V[2] + x * V[3] + z * V[5] - w * V[6] + z * V[7] -
-                     T(2) * y * V[8]);
-    v_q[3] = T(2) * (-T(2) * z * V[0] - w * V[1] + x * V[2] + w * V[3] - T(2) * z * V[4] + y * V[5] + x * V[6] +
+    v_q[0] = S(2) * (-z * V[1] + y * V[2] + z * V[3] - x * V[5] - y * V[6] + x * V[7]);
+    v_q[1] = S(2) * (y * V[1] + z * V[2] + y * V[3] - S(2) * x * V[4] - w * V[5] + z * V[6] + w * V[7] -
+                     S(2) * x * V[8]);
+    v_q[2] = S(2) * (-S(2) * y * V[0] + x * V[1] + w * V[2] + x * V[3] + z * V[5] - w * V[6] + z * V[7] -
+                     S(2) * y * V[8]);
+    v_q[3] = S(2) * (-S(2) * z * V[0] - w * V[1] + x * V[2] + w * V[3] - S(2) * z * V[4] + y * V[5] + x * V[6] +
                      y * V[7]);
 }
 
-// Everything the projection computes for one (camera, Gaussian); the backward pass recomputes it.
+// Everything the projection computes for one (camera, Gaussian); the backward pass recomputes it. T: a scalar, or
+// on the CPU a vector of lanes, one Gaussian per lane (common.h's ValueTraits): valid and the clamps are then lane
+// masks and the radii integer lanes.
 template <typename T>
 struct GaussianProjection {
-    bool valid;
+    mask_of<T> valid;
     T p[3];          // camera-space mean
     T qn[4], qnorm;  // normalized quaternion and the input's norm
     T Rq[9], M[9];   // rotation of the Gaussian and M = Rq diag(scale)
     T S3[9], Sc[9];  // world and camera 3D covariances
     T u, v;          // p.x / z, p.y / z after clamping to 1.3x the field of view
-    bool clamp_x, clamp_y;
+    mask_of<T> clamp_x, clamp_y;
     T J[6];          // 2x3 Jacobian, row-major
     T S2[3];         // 2D covariance [xx, xy, yy] before the eps2d blur
     T det2, detb;    // det(S2), det(S2 + eps2d I)
     T comp;          // antialiasing compensation (1 when not antialiased)
     T mean2d[2], conic[3], opacity;
-    int radius[2];
+    int_of<T> radius[2];
 };
 
-// EWA projection of one Gaussian. Returns the full intermediate state; `valid` false means culled.
+// The extent (in standard deviations of the blurred 2D covariance) where alpha falls to 1/255, given
+// reach = 2 ln(255 o'): sqrt(reach) capped at kExtentMax for Gaussians (shape 0), reach^(1/beta) capped at
+// kShapedExtentMax for GES. Scalars only take shapes; the lane path (cpu/lanes.h) draws Gaussians.
 template <typename T>
+HOSTDEV T projected_extent(T reach, T shape) {
+    return shape > T(0) ? s_min(T(kShapedExtentMax), s_pow(reach, T(1) / shape)) : s_min(T(kExtentMax), s_sqrt(reach));
+}
+template <typename T>
+HOSTDEV T projected_extent(T reach, scalar_of<T>* /* no shape: Gaussians */) {
+    return s_min(splat<T>(scalar_of<T>(kExtentMax)), s_sqrt(reach));
+}
+
+// EWA projection of one Gaussian (or of one per lane). Returns the full intermediate state; `valid` false means
+// culled (and where every lane is culled, the rest of the state is not computed). shape: GES's beta (0: a
+// Gaussian), or for lanes nullptr (Gaussians).
+template <typename T, typename Shape>
 HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, const T* scale, T opacity,
                                                const PinholeCamera<T>& cam, T eps2d, T near_plane,
-                                               T far_plane, bool antialiased, T shape = T(0)) {
+                                               T far_plane, bool antialiased, Shape shape) {
+    using S = scalar_of<T>;
+    using Tr = ValueTraits<T>;
     GaussianProjection<T> g;
-    g.valid = false;
-    g.radius[0] = g.radius[1] = 0;
-    bool finite = is_finite(opacity);
-    for (int i = 0; i < 3; ++i) finite = finite && is_finite(mean[i]) && is_finite(scale[i]);
-    for (int i = 0; i < 4; ++i) finite = finite && is_finite(quat[i]);
-    if (!finite) return g;
+    g.valid = Tr::mask(false);
+    g.radius[0] = g.radius[1] = Tr::to_int(splat<T>(S(0)));
+    mask_of<T> ok = finite_mask(opacity);
+    for (int i = 0; i < 3; ++i) ok = ok & finite_mask(mean[i]) & finite_mask(scale[i]);
+    for (int i = 0; i < 4; ++i) ok = ok & finite_mask(quat[i]);
+    if (none(ok)) return g;
 
     for (int i = 0; i < 3; ++i)
         g.p[i] = cam.R[3 * i] * mean[0] + cam.R[3 * i + 1] * mean[1] + cam.R[3 * i + 2] * mean[2] + cam.t[i];
     const T z = g.p[2];
-    if (!(is_finite(g.p[0]) && is_finite(g.p[1]) && is_finite(z))) return g;
-    if (!(z >= near_plane && z <= far_plane)) return g;
+    ok = ok & finite_mask(g.p[0]) & finite_mask(g.p[1]) & finite_mask(z) & (z >= near_plane) & (z <= far_plane);
+    if (none(ok)) return g;
 
     g.qnorm = s_sqrt(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3]);
-    if (!(g.qnorm > T(0))) return g;
+    ok = ok & (g.qnorm > S(0));
+    if (none(ok)) return g;
     for (int i = 0; i < 4; ++i) g.qn[i] = quat[i] / g.qnorm;
     quat_to_rotmat(g.qn, g.Rq);
     for (int i = 0; i < 3; ++i)
@@ -117,20 +138,22 @@ HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, con
     mat3_mul_bt(RS, cam.R, g.Sc);
 
     // Jacobian at the mean clamped to 1.3x the field of view (gsplat's convention).
-    const T tan_x = T(0.5) * T(cam.width) / cam.fx, tan_y = T(0.5) * T(cam.height) / cam.fy;
-    const T lim_xp = (T(cam.width) - cam.cx) / cam.fx + T(0.3) * tan_x;
-    const T lim_xn = cam.cx / cam.fx + T(0.3) * tan_x;
-    const T lim_yp = (T(cam.height) - cam.cy) / cam.fy + T(0.3) * tan_y;
-    const T lim_yn = cam.cy / cam.fy + T(0.3) * tan_y;
+    const S width = S(cam.width), height = S(cam.height);
+    const T tan_x = S(0.5) * width / cam.fx, tan_y = S(0.5) * height / cam.fy;
+    const T lim_xp = (width - cam.cx) / cam.fx + S(0.3) * tan_x;
+    const T lim_xn = cam.cx / cam.fx + S(0.3) * tan_x;
+    const T lim_yp = (height - cam.cy) / cam.fy + S(0.3) * tan_y;
+    const T lim_yn = cam.cy / cam.fy + S(0.3) * tan_y;
     const T u0 = g.p[0] / z, v0 = g.p[1] / z;
     g.u = s_min(lim_xp, s_max(-lim_xn, u0));
     g.v = s_min(lim_yp, s_max(-lim_yn, v0));
-    g.clamp_x = !(u0 >= -lim_xn && u0 <= lim_xp);
-    g.clamp_y = !(v0 >= -lim_yn && v0 <= lim_yp);
+    g.clamp_x = mask_not((u0 >= -lim_xn) & (u0 <= lim_xp));
+    g.clamp_y = mask_not((v0 >= -lim_yn) & (v0 <= lim_yp));
+    const T zero = splat<T>(S(0));
     g.J[0] = cam.fx / z;
-    g.J[1] = T(0);
+    g.J[1] = zero;
     g.J[2] = -cam.fx * g.u / z;
-    g.J[3] = T(0);
+    g.J[3] = zero;
     g.J[4] = cam.fy / z;
     g.J[5] = -cam.fy * g.v / z;
 
@@ -146,31 +169,32 @@ HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, con
     const T a = g.S2[0] + eps2d, b = g.S2[1], c = g.S2[2] + eps2d;
     g.det2 = g.S2[0] * g.S2[2] - b * b;
     g.detb = a * c - b * b;
-    if (!(g.detb > T(0))) return g;
+    ok = ok & (g.detb > S(0));
+    if (none(ok)) return g;
     g.conic[0] = c / g.detb;
     g.conic[1] = -b / g.detb;
     g.conic[2] = a / g.detb;
-    g.comp = T(1);
-    if (antialiased) g.comp = s_sqrt(s_max(T(0), g.det2 / g.detb));
+    g.comp = splat<T>(S(1));
+    if (antialiased) g.comp = s_sqrt(s_max(zero, g.det2 / g.detb));
     g.opacity = opacity * g.comp;
-    if (!(g.opacity >= T(kAlphaMin))) return g;
+    ok = ok & (g.opacity >= S(kAlphaMin));
+    if (none(ok)) return g;
 
     g.mean2d[0] = cam.fx * u0 + cam.cx;
     g.mean2d[1] = cam.fy * v0 + cam.cy;
-    const T reach = T(2) * s_log(s_max(T(255) * g.opacity, T(1)));  // q where alpha falls to 1/255 (beta = 2)
-    const T extent = shape > T(0) ? s_min(T(kShapedExtentMax), s_pow(reach, T(1) / shape))
-                                  : s_min(T(kExtentMax), s_sqrt(reach));
+    const T reach = S(2) * s_log(s_max(S(255) * g.opacity, splat<T>(S(1))));  // q where alpha falls to 1/255
+    const T extent = projected_extent(reach, shape);
     const T rxf = s_ceil(extent * s_sqrt(a)), ryf = s_ceil(extent * s_sqrt(c));
-    bool ok = is_finite(g.mean2d[0]) && is_finite(g.mean2d[1]) && is_finite(rxf) && is_finite(ryf);
-    for (int i = 0; i < 3; ++i) ok = ok && is_finite(g.conic[i]);
-    if (!ok) return g;
-    if (g.mean2d[0] + rxf <= T(0) || g.mean2d[0] - rxf >= T(cam.width) || g.mean2d[1] + ryf <= T(0) ||
-        g.mean2d[1] - ryf >= T(cam.height))
-        return g;
+    ok = ok & finite_mask(g.mean2d[0]) & finite_mask(g.mean2d[1]) & finite_mask(rxf) & finite_mask(ryf);
+    for (int i = 0; i < 3; ++i) ok = ok & finite_mask(g.conic[i]);
+    ok = ok & mask_not((g.mean2d[0] + rxf <= S(0)) | (g.mean2d[0] - rxf >= width) | (g.mean2d[1] + ryf <= S(0)) |
+                       (g.mean2d[1] - ryf >= height));
+    if (none(ok)) return g;
     // Radii beyond 2^30 pixels only ever mean "the whole image": clamp so the int conversion is defined.
-    g.radius[0] = int(s_min(rxf, T(1 << 30)));
-    g.radius[1] = int(s_min(ryf, T(1 << 30)));
-    g.valid = true;
+    const T big = splat<T>(S(1 << 30));
+    g.radius[0] = Tr::to_int(select(ok, s_min(rxf, big), zero));
+    g.radius[1] = Tr::to_int(select(ok, s_min(ryf, big), zero));
+    g.valid = ok;
     return g;
 }
 
@@ -195,11 +219,12 @@ HOSTDEV void project_gaussian_vjp(const GaussianProjection<T>& g, const T* mean,
                                   const PinholeCamera<T>& cam, T eps2d, bool antialiased, const T* v_mean2d,
                                   const T* v_conic, T v_depth, T v_opac, T* v_mean, T* v_quat, T* v_scale,
                                   T& v_opacity, T* v_R, T* v_t) {
+    using S = scalar_of<T>;
     const T z = g.p[2];
     const T a = g.conic[0], b = g.conic[1], c = g.conic[2];
 
     // conic = S2b^-1: dL/dS2b = -Y G Y with G = [[ga, gb/2], [gb/2, gc]] (b is shared by both off-diagonals).
-    const T G00 = v_conic[0], G01 = T(0.5) * v_conic[1], G11 = v_conic[2];
+    const T G00 = v_conic[0], G01 = S(0.5) * v_conic[1], G11 = v_conic[2];
     // Y G
     const T YG00 = a * G00 + b * G01, YG01 = a * G01 + b * G11;
     const T YG10 = b * G00 + c * G01, YG11 = b * G01 + c * G11;
@@ -209,15 +234,16 @@ HOSTDEV void project_gaussian_vjp(const GaussianProjection<T>& g, const T* mean,
     T V11 = -(YG10 * b + YG11 * c);
 
     v_opacity = v_opac * g.comp;
-    if (antialiased && g.comp > T(0)) {
+    if (antialiased) {  // where comp > 0
+        const mask_of<T> pos = g.comp > S(0);
         // comp = sqrt(det2 / detb): d comp = 0.5/comp * (d det2 / detb - det2/detb^2 d detb)
         const T v_comp = v_opac * opacity;
-        const T v_r = v_comp * T(0.5) / g.comp;
+        const T v_r = v_comp * S(0.5) / g.comp;
         const T k2 = v_r / g.detb, kb = -v_r * g.det2 / (g.detb * g.detb);
         // d det(X)/dX = [[X11, -X01], [-X01, X00]] per full entry; X = S2 for det2, S2 + eps2d I for detb.
-        V00 += k2 * g.S2[2] + kb * (g.S2[2] + eps2d);
-        V11 += k2 * g.S2[0] + kb * (g.S2[0] + eps2d);
-        V01 -= (k2 + kb) * g.S2[1];
+        V00 = select(pos, V00 + (k2 * g.S2[2] + kb * (g.S2[2] + eps2d)), V00);
+        V11 = select(pos, V11 + (k2 * g.S2[0] + kb * (g.S2[0] + eps2d)), V11);
+        V01 = select(pos, V01 - (k2 + kb) * g.S2[1], V01);
     }
 
     // S2 = J Sc J^T: V_Sc = J^T V2 J, V_J = 2 V2 J Sc.
@@ -231,22 +257,19 @@ HOSTDEV void project_gaussian_vjp(const GaussianProjection<T>& g, const T* mean,
     T V_J[6];
     for (int r = 0; r < 2; ++r)
         for (int k = 0; k < 3; ++k)
-            V_J[3 * r + k] = T(2) * (VJ[3 * r] * g.Sc[k] + VJ[3 * r + 1] * g.Sc[3 + k] + VJ[3 * r + 2] * g.Sc[6 + k]);
+            V_J[3 * r + k] = S(2) * (VJ[3 * r] * g.Sc[k] + VJ[3 * r + 1] * g.Sc[3 + k] + VJ[3 * r + 2] * g.Sc[6 + k]);
 
     // J = [[fx/z, 0, -fx u/z], [0, fy/z, -fy v/z]] with u = clamp(px/z), v = clamp(py/z).
-    T v_p[3] = {T(0), T(0), T(0)};
-    const T iz = T(1) / z, iz2 = iz * iz;
+    const T zero = splat<T>(S(0));
+    T v_p[3] = {zero, zero, zero};
+    const T iz = S(1) / z, iz2 = iz * iz;
     v_p[2] += -cam.fx * iz2 * V_J[0] + cam.fx * g.u * iz2 * V_J[2];
     v_p[2] += -cam.fy * iz2 * V_J[4] + cam.fy * g.v * iz2 * V_J[5];
     const T v_u = -cam.fx * iz * V_J[2], v_v = -cam.fy * iz * V_J[5];
-    if (!g.clamp_x) {
-        v_p[0] += v_u * iz;
-        v_p[2] -= v_u * g.p[0] * iz2;
-    }
-    if (!g.clamp_y) {
-        v_p[1] += v_v * iz;
-        v_p[2] -= v_v * g.p[1] * iz2;
-    }
+    v_p[0] = select(g.clamp_x, v_p[0], v_p[0] + v_u * iz);
+    v_p[2] = select(g.clamp_x, v_p[2], v_p[2] - v_u * g.p[0] * iz2);
+    v_p[1] = select(g.clamp_y, v_p[1], v_p[1] + v_v * iz);
+    v_p[2] = select(g.clamp_y, v_p[2], v_p[2] - v_v * g.p[1] * iz2);
     // mean2d = (fx px/z + cx, fy py/z + cy), unclamped; depth = z.
     v_p[0] += v_mean2d[0] * cam.fx * iz;
     v_p[1] += v_mean2d[1] * cam.fy * iz;
@@ -264,15 +287,15 @@ HOSTDEV void project_gaussian_vjp(const GaussianProjection<T>& g, const T* mean,
     mat3_mul_at(cam.R, tmp, V_S3);
     mat3_mul(cam.R, g.S3, RS3);
     mat3_mul(V_Sc, RS3, VR);
-    for (int i = 0; i < 9; ++i) v_R[i] += T(2) * VR[i];
+    for (int i = 0; i < 9; ++i) v_R[i] += S(2) * VR[i];
     // S3 = M M^T: V_M = 2 V_S3 M;  M = Rq diag(s).
     T V_M[9];
     mat3_mul(V_S3, g.M, V_M);
     T V_Rq[9];
-    for (int j = 0; j < 3; ++j) v_scale[j] = T(0);
+    for (int j = 0; j < 3; ++j) v_scale[j] = zero;
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) {
-            const T vm = T(2) * V_M[3 * i + j];
+            const T vm = S(2) * V_M[3 * i + j];
             v_scale[j] += vm * g.Rq[3 * i + j];
             V_Rq[3 * i + j] = vm * scale[j];
         }
