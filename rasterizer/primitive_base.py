@@ -26,14 +26,22 @@ def all_finite(*tensors: Optional[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in ts)
 
 
-def sanitize(prims):
+def sanitize(prims, check_well_formed: bool = True):
     """``prims`` with every primitive that holds a non-finite value or fails its kind's ``well_formed()`` replaced
     by a harmless, fully transparent one: opacity 0, the fields of the kind's ``HARMLESS`` set to those values,
     every other field 0. ``torch.where`` keeps the gradients of the others exact and gives the replaced ones
-    zero gradient. The common case (nothing to replace) returns ``prims`` itself, without a copy."""
+    zero gradient. The common case (nothing to replace) returns ``prims`` itself, without a copy.
+
+    check_well_formed=False: the caller's kernels cull what ``well_formed()`` rejects themselves, with zero
+    gradients (the compiled CPU Gaussians: a zero quaternion, a negative scale, a GES shape <= 0), so only
+    finite values are tested (one sum per tensor; the per-primitive ``well_formed()`` test cost as much again).
+    Where a value is not finite, the primitives are replaced as above, ill-formed ones included."""
     values = {f.name: getattr(prims, f.name) for f in fields(prims) if torch.is_tensor(getattr(prims, f.name))}
+    finite = all_finite(*values.values())
+    if finite and not check_well_formed:
+        return prims
     ok = prims.well_formed()
-    if all_finite(*values.values()) and bool(ok.all()):
+    if finite and bool(ok.all()):
         return prims
     for t in values.values():
         ok = ok & torch.isfinite(t).reshape(len(t), -1).all(-1)

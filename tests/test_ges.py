@@ -137,6 +137,26 @@ def test_bad_shapes_are_culled_and_refused_where_they_cannot_be_drawn():
         GeneralizedGaussians(g.means, g.quats, g.scales, g.opacities, g.shapes[:3], sh=g.sh)
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_finite_shapes_at_or_below_zero_are_culled_with_zero_gradients(backend):
+    """Betas <= 0 with every value finite (sanitize leaves them to the CPU kernels) draw nothing and get zero
+    gradients, as the torch backend's sanitized path gives."""
+    g = _ges(50, seed=8)
+    shapes = g.shapes.clone()
+    shapes[0], shapes[1] = 0.0, -1.5
+    params = [t.clone().requires_grad_(True) for t in (g.means, g.quats, g.scales, g.opacities, shapes, g.sh)]
+    cams = orbit_cameras(1, 32, 32)
+    out = render(GeneralizedGaussians(*params[:5], sh=params[5]), cams, backend=backend)
+    (out.colors.sum() + out.alphas.sum()).backward()
+    keep = torch.arange(50) >= 2
+    ref = render(GeneralizedGaussians(g.means[keep], g.quats[keep], g.scales[keep], g.opacities[keep],
+                                      g.shapes[keep], sh=g.sh[keep]), cams, backend=backend)
+    assert torch.allclose(out.colors.detach(), ref.colors, atol=1e-6)
+    assert not out.meta.visibility[0, :2].any()
+    for p in params:
+        assert torch.isfinite(p.grad).all() and (p.grad[:2] == 0).all()
+
+
 def test_ges_lane_runs_and_the_per_pixel_loop_give_one_image_and_one_gradient():
     """As for Gaussians (test_rasterizer_cpu): tiles made of whole lane blocks composite GES in lane vectors
     (with the vector log and exp), others pixel by pixel; images and every gradient agree."""

@@ -129,6 +129,31 @@ def test_non_finite_inputs_are_culled(backend):
     assert not torch.equal(out.colors, clean.colors)  # the culled ones were visible before
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ill_formed_finite_gaussians_are_culled_with_zero_gradients(backend):
+    """Zero quaternions and negative scales (finite values: sanitize leaves them to the kernels on the backends
+    of CULLS_ILL_FORMED) render as if absent, are not visible, and get zero gradients."""
+    _need(backend)
+    g = random_gaussians(200, seed=5)
+    cams = orbit_cameras(2, 40, 30)
+    quats, scales = g.quats.clone(), g.scales.clone()
+    quats[0] = 0.0
+    scales[1, 2] = -0.5
+    scales[2] = -scales[2]
+    dev = DEVICE[backend]
+    params = [t.to(dev).requires_grad_(True) for t in (g.means, quats, scales, g.opacities, g.sh)]
+    out = render(Gaussians(*params[:4], sh=params[4]), cams.to(dev), backend=backend, background=(1, 1, 1))
+    (out.colors.sum() + out.depths.sum()).backward()
+    keep = torch.arange(200) >= 3
+    ref = _render(Gaussians(g.means[keep], g.quats[keep], g.scales[keep], g.opacities[keep], sh=g.sh[keep]),
+                  cams, backend, background=(1, 1, 1))
+    assert torch.allclose(out.colors.detach().cpu(), ref.colors, atol=1e-6)
+    assert not out.meta.visibility[:, :3].any() and out.meta.visibility[:, 3:].any()
+    for p in params:
+        assert torch.isfinite(p.grad).all() and (p.grad[:3] == 0).all()
+        assert p.grad[3:].abs().sum() > 0
+
+
 def test_gaussian_behind_camera_is_culled_not_mirrored():
     cams = orbit_cameras(1, 32, 32)
     centre = cams.centers[0]

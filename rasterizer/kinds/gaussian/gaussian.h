@@ -103,8 +103,10 @@ HOSTDEV T projected_extent(T reach, scalar_of<T>* /* no shape: Gaussians */) {
 }
 
 // EWA projection of one Gaussian (or of one per lane). Returns the full intermediate state; `valid` false means
-// culled (and where every lane is culled, the rest of the state is not computed). shape: GES's beta (0: a
-// Gaussian), or for lanes nullptr (Gaussians).
+// culled (and where every lane is culled, the rest of the state is not computed): non-finite inputs, a zero
+// quaternion, a negative scale, behind the near plane or beyond the far one, a degenerate 2D covariance, alpha
+// below 1/255 everywhere, or off the image. shape: GES's beta (0: a Gaussian; the caller culls betas <= 0), or for
+// lanes nullptr (Gaussians).
 template <typename T, typename Shape>
 HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, const T* scale, T opacity,
                                                const PinholeCamera<T>& cam, T eps2d, T near_plane,
@@ -115,7 +117,7 @@ HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, con
     g.valid = Tr::mask(false);
     g.radius[0] = g.radius[1] = Tr::to_int(splat<T>(S(0)));
     mask_of<T> ok = finite_mask(opacity);
-    for (int i = 0; i < 3; ++i) ok = ok & finite_mask(mean[i]) & finite_mask(scale[i]);
+    for (int i = 0; i < 3; ++i) ok = ok & finite_mask(mean[i]) & finite_mask(scale[i]) & (scale[i] >= S(0));
     for (int i = 0; i < 4; ++i) ok = ok & finite_mask(quat[i]);
     if (none(ok)) return g;
 

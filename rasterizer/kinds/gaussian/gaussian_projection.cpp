@@ -124,7 +124,7 @@ void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
         const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cam, T(eps2d),
                                                          T(near_plane), T(far_plane), antialiased,
                                                          beta ? beta[n] : T(0));
-        if (g.valid) {
+        if (g.valid && (!beta || beta[n] > T(0))) {  // (a GES beta must be positive)
             store_projection(g, idx, out_m2, out_con, out_d, out_o, out_r);
         } else {  // culled entries are all zeros
             out_m2[2 * idx] = out_m2[2 * idx + 1] = T(0);
