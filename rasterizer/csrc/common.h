@@ -43,10 +43,6 @@ HOSTDEV T s_min(T a, T b) { return a < b ? a : b; }
 template <typename T>
 HOSTDEV T s_max(T a, T b) { return a > b ? a : b; }
 
-// x - x is 0 for finite x and NaN for +-Inf and NaN (we never build with -ffast-math).
-template <typename T>
-HOSTDEV bool is_finite(T x) { return (x - x) == T(0); }
-
 // The value types that the projection math (kinds/gaussian/gaussian.h) runs on: a scalar (float, double: one
 // primitive; CUDA and the CPU's scalar path) or, on the CPU, a vector of lanes (cpu/lanes.h specializes these for
 // LaneV<float>: one primitive per lane). Scalar: the element type; Mask: what a comparison gives (bool, or a lane
@@ -75,9 +71,9 @@ HOSTDEV T select(bool m, T a, T b) { return m ? a : b; }  // a where m, else b
 HOSTDEV bool none(bool m) { return !m; }                   // (every primitive culled)
 HOSTDEV bool mask_not(bool m) { return !m; }
 
-// Per primitive: whether x is finite (see is_finite).
+// x - x is 0 for finite x and NaN for +-Inf and NaN (we never build with -ffast-math); per lane for lane vectors.
 template <typename T>
-HOSTDEV mask_of<T> finite_mask(T x) { return (x - x) == scalar_of<T>(0); }
+HOSTDEV mask_of<T> is_finite(T x) { return (x - x) == scalar_of<T>(0); }
 
 // Half-open tile ranges [x0,x1) x [y0,y1) touched by the box [mx +- rx] x [my +- ry], clamped to the grid.
 // Computed in the scalar type and clamped before the integer conversion so huge boxes cannot overflow.

@@ -290,7 +290,6 @@ struct ValueTraits<LaneV<float>> {
     static Int to_int(LaneV<float> x) { return __builtin_convertvector(x, Int); }
 };
 inline LaneV<float> select(LaneM<float> m, LaneV<float> a, LaneV<float> b) { return m ? a : b; }
-inline LaneM<float> select(LaneM<float> m, LaneM<float> a, LaneM<float> b) { return m ? a : b; }
 inline bool none(LaneM<float> m) { return !lane_any<float>(m); }
 inline LaneM<float> mask_not(LaneM<float> m) { return ~m; }
 inline LaneV<float> s_sqrt(LaneV<float> x) { return lane_sqrt(x); }

@@ -102,11 +102,16 @@ HOSTDEV T projected_extent(T reach, scalar_of<T>* /* no shape: Gaussians */) {
     return s_min(splat<T>(scalar_of<T>(kExtentMax)), s_sqrt(reach));
 }
 
+// Whether entry n's GES shape can be drawn (beta > 0; NaN is not), or true without shapes (Gaussians): the
+// launches cull the others, as sanitize() would (project_gaussian takes shape 0 for a Gaussian).
+template <typename T>
+HOSTDEV bool drawable_shape(const T* shapes, int64_t n) { return !shapes || shapes[n] > T(0); }
+
 // EWA projection of one Gaussian (or of one per lane). Returns the full intermediate state; `valid` false means
 // culled (and where every lane is culled, the rest of the state is not computed): non-finite inputs, a zero
 // quaternion, a negative scale, behind the near plane or beyond the far one, a degenerate 2D covariance, alpha
-// below 1/255 everywhere, or off the image. shape: GES's beta (0: a Gaussian; the caller culls betas <= 0), or for
-// lanes nullptr (Gaussians).
+// below 1/255 everywhere, or off the image. shape: GES's beta (0: a Gaussian; the caller culls betas <= 0 with
+// drawable_shape), or for lanes nullptr (Gaussians).
 template <typename T, typename Shape>
 HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, const T* scale, T opacity,
                                                const PinholeCamera<T>& cam, T eps2d, T near_plane,
@@ -116,15 +121,15 @@ HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, con
     GaussianProjection<T> g;
     g.valid = Tr::mask(false);
     g.radius[0] = g.radius[1] = Tr::to_int(splat<T>(S(0)));
-    mask_of<T> ok = finite_mask(opacity);
-    for (int i = 0; i < 3; ++i) ok = ok & finite_mask(mean[i]) & finite_mask(scale[i]) & (scale[i] >= S(0));
-    for (int i = 0; i < 4; ++i) ok = ok & finite_mask(quat[i]);
+    mask_of<T> ok = is_finite(opacity);
+    for (int i = 0; i < 3; ++i) ok = ok & is_finite(mean[i]) & is_finite(scale[i]) & (scale[i] >= S(0));
+    for (int i = 0; i < 4; ++i) ok = ok & is_finite(quat[i]);
     if (none(ok)) return g;
 
     for (int i = 0; i < 3; ++i)
         g.p[i] = cam.R[3 * i] * mean[0] + cam.R[3 * i + 1] * mean[1] + cam.R[3 * i + 2] * mean[2] + cam.t[i];
     const T z = g.p[2];
-    ok = ok & finite_mask(g.p[0]) & finite_mask(g.p[1]) & finite_mask(z) & (z >= near_plane) & (z <= far_plane);
+    ok = ok & is_finite(g.p[0]) & is_finite(g.p[1]) & is_finite(z) & (z >= near_plane) & (z <= far_plane);
     if (none(ok)) return g;
 
     g.qnorm = s_sqrt(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3]);
@@ -187,8 +192,8 @@ HOSTDEV GaussianProjection<T> project_gaussian(const T* mean, const T* quat, con
     const T reach = S(2) * s_log(s_max(S(255) * g.opacity, splat<T>(S(1))));  // q where alpha falls to 1/255
     const T extent = projected_extent(reach, shape);
     const T rxf = s_ceil(extent * s_sqrt(a)), ryf = s_ceil(extent * s_sqrt(c));
-    ok = ok & finite_mask(g.mean2d[0]) & finite_mask(g.mean2d[1]) & finite_mask(rxf) & finite_mask(ryf);
-    for (int i = 0; i < 3; ++i) ok = ok & finite_mask(g.conic[i]);
+    ok = ok & is_finite(g.mean2d[0]) & is_finite(g.mean2d[1]) & is_finite(rxf) & is_finite(ryf);
+    for (int i = 0; i < 3; ++i) ok = ok & is_finite(g.conic[i]);
     ok = ok & mask_not((g.mean2d[0] + rxf <= S(0)) | (g.mean2d[0] - rxf >= width) | (g.mean2d[1] + ryf <= S(0)) |
                        (g.mean2d[1] - ryf >= height));
     if (none(ok)) return g;

@@ -57,9 +57,29 @@ struct GaussianLanes {
         load_rows<3>(s + 3 * n0, 3, scale);
         opac = lane_load(o + n0);
     }
-    GaussianProjection<V> project(const PinholeCamera<V>& cam, V eps2d, V near_plane, V far_plane,
-                                  bool antialiased) const {
-        return project_gaussian(mean, quat, scale, opac, cam, eps2d, near_plane, far_plane, antialiased, nullptr);
+};
+
+// Whether the launches take kLanes Gaussians at a time: float Gaussians (GES's shapes set the extent by a power,
+// which the lanes do not have; double is the gradient checks' path).
+template <typename T>
+bool use_lanes(const T* beta) {
+    return std::is_same_v<T, float> && !beta && !kScalarProjection;
+}
+
+// What the lanes of every block share: the cameras and the projection's settings as lane vectors.
+struct LaneSettings {
+    std::vector<PinholeCamera<V>> cams;
+    V eps2d, near_plane, far_plane;
+    bool antialiased;
+    LaneSettings(int64_t C, const float* vm, const float* K, int W, int H, double eps2d_, double near_, double far_,
+                 bool aa)
+        : eps2d(lane_splat(float(eps2d_))), near_plane(lane_splat(float(near_))), far_plane(lane_splat(float(far_))),
+          antialiased(aa) {
+        for (int64_t c = 0; c < C; ++c) cams.push_back(camera_lanes(load_camera(vm + 16 * c, K + 9 * c, W, H)));
+    }
+    GaussianProjection<V> project(const GaussianLanes& in, int64_t c) const {
+        return project_gaussian(in.mean, in.quat, in.scale, in.opac, cams[c], eps2d, near_plane, far_plane,
+                                antialiased, nullptr);
     }
 };
 
@@ -68,12 +88,11 @@ struct GaussianLanes {
 void store_projection_lanes(const GaussianProjection<V>& g, int64_t idx0, float* m2, float* con, float* dep,
                             float* opac, int* radii) {
     const VM ok = g.valid;
-    const bool any = !none(ok);
+    const bool any = !none(ok);  // (where no lane is valid, project_gaussian left the values unset)
     const V zero = lane_splat(0.0f);
-    const V out[7] = {any ? select(ok, g.mean2d[0], zero) : zero, any ? select(ok, g.mean2d[1], zero) : zero,
-                      any ? select(ok, g.conic[0], zero) : zero,  any ? select(ok, g.conic[1], zero) : zero,
-                      any ? select(ok, g.conic[2], zero) : zero,  any ? select(ok, g.p[2], zero) : zero,
-                      any ? select(ok, g.opacity, zero) : zero};
+    const auto pick = [&](V x) { return any ? select(ok, x, zero) : zero; };
+    const V out[7] = {pick(g.mean2d[0]), pick(g.mean2d[1]), pick(g.conic[0]), pick(g.conic[1]),
+                      pick(g.conic[2]),  pick(g.p[2]),      pick(g.opacity)};
     for (int l = 0; l < kLanes; ++l) {
         const int64_t idx = idx0 + l;
         m2[2 * idx] = out[0][l], m2[2 * idx + 1] = out[1][l];
@@ -103,16 +122,14 @@ void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
     int* out_r = radii.data_ptr<int>();
     const T* beta = shapes.numel() ? shapes.data_ptr<T>() : nullptr;  // GES; nullptr for Gaussians
     // float Gaussians kLanes at a time (project_gaussian on lanes), the last N % kLanes of each camera below
-    const bool lanes = std::is_same_v<T, float> && !beta && !kScalarProjection;
+    const bool lanes = use_lanes(beta);
     const int64_t blocks = lanes ? N / kLanes : 0;
     if constexpr (std::is_same_v<T, float>) if (lanes) {
-        std::vector<PinholeCamera<V>> cams;
-        for (int64_t c = 0; c < C; ++c) cams.push_back(camera_lanes(load_camera(vm + 16 * c, K + 9 * c, W, H)));
-        const V e = lane_splat(float(eps2d)), zn = lane_splat(float(near_plane)), zf = lane_splat(float(far_plane));
+        const LaneSettings set(C, vm, K, W, H, eps2d, near_plane, far_plane, antialiased);
 #pragma omp parallel for schedule(static)
         for (int64_t bi = 0; bi < C * blocks; ++bi) {
             const int64_t c = bi / blocks, n0 = (bi % blocks) * kLanes;
-            const GaussianProjection<V> g = GaussianLanes(m, q, s, o, n0).project(cams[c], e, zn, zf, antialiased);
+            const GaussianProjection<V> g = set.project(GaussianLanes(m, q, s, o, n0), c);
             store_projection_lanes(g, c * N + n0, out_m2, out_con, out_d, out_o, out_r);
         }
     }
@@ -124,7 +141,7 @@ void project_fwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
         const GaussianProjection<T> g = project_gaussian(m + 3 * n, q + 4 * n, s + 3 * n, o[n], cam, T(eps2d),
                                                          T(near_plane), T(far_plane), antialiased,
                                                          beta ? beta[n] : T(0));
-        if (g.valid && (!beta || beta[n] > T(0))) {  // (a GES beta must be positive)
+        if (g.valid && drawable_shape(beta, n)) {
             store_projection(g, idx, out_m2, out_con, out_d, out_o, out_r);
         } else {  // culled entries are all zeros
             out_m2[2 * idx] = out_m2[2 * idx + 1] = T(0);
@@ -183,14 +200,11 @@ void project_bwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
         for (int k = 0; k < 4; ++k) out_q[4 * n + k] = acc_q[k];
         out_o[n] = acc_o;
     };
-    const bool lanes = std::is_same_v<T, float> && !beta && !kScalarProjection;
-    if (!lanes) return projection_backward<T>(C, N, vm, K, W, H, out_vm, one);
+    if (!use_lanes(beta)) return projection_backward<T>(C, N, vm, K, W, H, out_vm, one);
     if constexpr (std::is_same_v<T, float>) {
         // kLanes Gaussians at a time (project_gaussian and its vjp on lanes); a block's pose gradients are summed
         // over its lanes before they join the camera's. The last N % kLanes Gaussians one by one.
-        std::vector<PinholeCamera<V>> lane_cams;
-        for (int64_t c = 0; c < C; ++c) lane_cams.push_back(camera_lanes(load_camera(vm + 16 * c, K + 9 * c, W, H)));
-        const V e = lane_splat(float(eps2d)), zn = lane_splat(float(near_plane)), zf = lane_splat(float(far_plane));
+        const LaneSettings set(C, vm, K, W, H, eps2d, near_plane, far_plane, antialiased);
         const V zero = lane_splat(0.0f);
         const int64_t blocks = N / kLanes;
         projection_backward<T>(C, blocks + (N % kLanes ? 1 : 0), vm, K, W, H, out_vm,
@@ -208,14 +222,14 @@ void project_bwd_impl(const at::Tensor& means, const at::Tensor& quats, const at
                 VM vis;
                 for (int l = 0; l < kLanes; ++l) vis[l] = visible(r, idx0 + l) ? -1 : 0;
                 if (none(vis)) continue;
-                const GaussianProjection<V> g = in.project(lane_cams[c], e, zn, zf, antialiased);
+                const GaussianProjection<V> g = set.project(in, c);
                 const VM ok = vis & g.valid;
                 if (none(ok)) continue;
                 V v_m2[2], v_con[3];
                 load_rows<2>(g_m2 + 2 * idx0, 2, v_m2);
                 load_rows<3>(g_con + 3 * idx0, 3, v_con);
                 V dm[3], dq[4], ds[3], dopac, dR[9], dt[3];
-                project_gaussian_vjp(g, in.mean, in.scale, in.opac, lane_cams[c], e, antialiased, v_m2, v_con,
+                project_gaussian_vjp(g, in.mean, in.scale, in.opac, set.cams[c], set.eps2d, antialiased, v_m2, v_con,
                                      lane_load(g_d + idx0), lane_load(g_o + idx0), dm, dq, ds, dopac, dR, dt);
                 for (int k = 0; k < 3; ++k) acc_m[k] += select(ok, dm[k], zero), acc_s[k] += select(ok, ds[k], zero);
                 for (int k = 0; k < 4; ++k) acc_q[k] += select(ok, dq[k], zero);

@@ -30,7 +30,7 @@ __global__ void project_fwd_kernel(int64_t C, int64_t N, const T* __restrict__ m
     const GaussianProjection<T> g = project_gaussian(means + 3 * n, quats + 4 * n, scales + 3 * n, opacities[n],
                                                      cam, eps2d, near_plane, far_plane, antialiased,
                                                      shapes ? shapes[n] : T(0));
-    if (!g.valid || (shapes && !(shapes[n] > T(0)))) return;  // outputs were zero-initialized (a GES beta must be > 0)
+    if (!g.valid || !drawable_shape(shapes, n)) return;  // outputs were zero-initialized
     store_projection(g, idx, means2d, conics, depths, opac_out, radii);
 }
 
